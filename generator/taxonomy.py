@@ -1,0 +1,246 @@
+"""Family and tasks of an architecture, read from transformers' own auto mappings.
+
+Nothing here lists model types by hand. Each task names the transformers mapping whose keys
+are the model types that have a head for it (``MODEL_FOR_MASKED_LM_MAPPING_NAMES`` ...); a
+family is decided by which of those mappings a model type appears in. The two tables below
+are the only hand-written policy: which tasks hfskills serves, and in which order families are
+tried (most specific first: a speech model also has a causal-LM head, a vision-text model an
+image-classification head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers.models.auto import (
+    configuration_auto,
+    feature_extraction_auto,
+    image_processing_auto,
+    modeling_auto,
+    processing_auto,
+    tokenization_auto,
+)
+
+from hfskills.skillset.runtime.errors import GeneratorError
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task hfskills serves: which mapping holds its heads and which processor it needs."""
+
+    name: str
+    mappings: tuple[str, ...]  # the first one holding the model type gives its class
+    processor: str  # tokenizer | image_processor | feature_extractor | processor
+    summary: str
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "text_embedding",
+            ("MODEL_MAPPING_NAMES",),
+            "tokenizer",
+            "one vector per text (sentence-transformers pooling when configured)",
+        ),
+        Task(
+            "fill_mask",
+            ("MODEL_FOR_MASKED_LM_MAPPING_NAMES",),
+            "tokenizer",
+            "top-k tokens for the mask: [{score, token, token_str, sequence}]",
+        ),
+        Task(
+            "text_classification",
+            ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",),
+            "tokenizer",
+            "[{label, score}] sorted by score, labels from the checkpoint's id2label",
+        ),
+        Task(
+            "token_classification",
+            ("MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",),
+            "tokenizer",
+            "entities with character offsets: [{entity, score, word, start, end}]",
+        ),
+        Task(
+            "question_answering",
+            ("MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",),
+            "tokenizer",
+            "extractive answer span: {answer, score, start, end}",
+        ),
+        Task(
+            "text_generation",
+            ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",),
+            "tokenizer",
+            "{text, token_ids, finish_reason}; greedy or sampled, stop strings, streaming",
+        ),
+        Task(
+            "text2text_generation",
+            ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",),
+            "tokenizer",
+            "{text, token_ids, finish_reason} from an encoder-decoder",
+        ),
+        Task(
+            "image_classification",
+            ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+            "image_processor",
+            "[{label, score}] sorted by score",
+        ),
+        Task(
+            "object_detection",
+            ("MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",),
+            "image_processor",
+            "[{label, score, box: {xmin, ymin, xmax, ymax}}] with boxes in pixels",
+        ),
+        Task(
+            "zero_shot_image_classification",
+            ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+            "processor",
+            "[{label, score}] over caller-given candidate labels",
+        ),
+        Task(
+            "image_embedding",
+            ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+            "image_processor",
+            "one vector per image in the shared image-text space",
+        ),
+        Task(
+            "automatic_speech_recognition",
+            ("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", "MODEL_FOR_CTC_MAPPING_NAMES"),
+            "processor",
+            "{text} transcribed by generation (seq2seq) or CTC decoding",
+        ),
+        Task(
+            "audio_classification",
+            ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",),
+            "feature_extractor",
+            "[{label, score}] sorted by score",
+        ),
+        Task(
+            "image_to_text",
+            ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",),
+            "processor",
+            "{text, token_ids, finish_reason}: a caption generated for the image",
+        ),
+    )
+}
+
+#: Families, most specific first: (family, the mappings that identify it, tasks it serves).
+FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        "speech",
+        ("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", "MODEL_FOR_CTC_MAPPING_NAMES"),
+        ("automatic_speech_recognition", "audio_classification"),
+    ),
+    ("audio", ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",), ("audio_classification",)),
+    ("multimodal-generation", ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",), ("image_to_text",)),
+    (
+        "vision-text",
+        ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+        ("zero_shot_image_classification", "image_embedding", "text_embedding"),
+    ),
+    (
+        "vision",
+        (
+            "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+            "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+        ),
+        ("image_classification", "object_detection"),
+    ),
+    (
+        "encoder-decoder",
+        ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",),
+        ("text2text_generation", "text_classification"),
+    ),
+    (
+        "encoder",
+        ("MODEL_FOR_MASKED_LM_MAPPING_NAMES",),
+        (
+            "text_embedding",
+            "fill_mask",
+            "text_classification",
+            "token_classification",
+            "question_answering",
+        ),
+    ),
+    ("decoder", ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",), ("text_generation", "text_classification")),
+)
+
+#: Processor kinds and the mapping that says a model type has one (for the classification report).
+PROCESSOR_MAPPINGS = {
+    "tokenizer": tokenization_auto.TOKENIZER_MAPPING_NAMES,
+    "image_processor": image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES,
+    "feature_extractor": feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES,
+    "processor": processing_auto.PROCESSOR_MAPPING_NAMES,
+}
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One task of a skill: the transformers class that loads it and its processor kind."""
+
+    task: Task
+    model_class: str
+    source: str  # the mapping the class came from
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def variant(self) -> str:
+        """Short name of the source mapping: "ctc", "speech_seq_2_seq", "model", ..."""
+        return self.source.removeprefix("MODEL_FOR_").removesuffix("_MAPPING_NAMES").lower()
+
+
+@dataclass(frozen=True)
+class Classification:
+    model_type: str
+    family: str
+    tasks: tuple[TaskPlan, ...]
+    evidence: tuple[str, ...]  # the mappings the model type was found in
+
+
+def mapping(name: str) -> dict[str, str]:
+    return getattr(modeling_auto, name)
+
+
+def known_model_types() -> frozenset[str]:
+    return frozenset(configuration_auto.CONFIG_MAPPING_NAMES)
+
+
+def _class_name(value: str | tuple[str, ...]) -> str:
+    return value if isinstance(value, str) else value[0]
+
+
+def classify(model_type: str) -> Classification:
+    """Family and served tasks of ``model_type``, or `GeneratorError` saying what was looked at."""
+    if model_type not in known_model_types():
+        raise GeneratorError(
+            f"unknown model_type {model_type!r}: not in transformers' CONFIG_MAPPING_NAMES"
+        )
+    found = tuple(
+        name
+        for name in dir(modeling_auto)
+        if name.endswith("_MAPPING_NAMES")
+        and name.startswith("MODEL")
+        and model_type in mapping(name)
+    )
+    for family, markers, served in FAMILIES:
+        if not any(marker in found for marker in markers):
+            continue
+        plans = []
+        for task_name in served:
+            task = TASKS[task_name]
+            source = next((m for m in task.mappings if model_type in mapping(m)), None)
+            if source is None:
+                continue
+            if family == "vision-text":  # one joint model: get_text/image_features, logits
+                source = "MODEL_MAPPING_NAMES"
+            plans.append(TaskPlan(task, _class_name(mapping(source)[model_type]), source))
+        if plans:
+            return Classification(model_type, family, tuple(plans), found)
+    looked_at = sorted({m for _, markers, _ in FAMILIES for m in markers})
+    raise GeneratorError(
+        f"model_type {model_type!r} maps to no task hfskills serves: it is in "
+        f"{list(found) or 'none'} of transformers' auto mappings; looked at {looked_at}"
+    )

@@ -1,0 +1,51 @@
+"""What every generated skill shares: the `Endpoint`, hardware detection, loading, input
+decoding, pooling, labels and generation. Generated skills import from here; nothing
+hardware-generic is pasted into a skill."""
+
+from . import (
+    backends,
+    checkpoint,
+    generation,
+    hardware,
+    labels,
+    media,
+    pooling,
+    spans,
+    text,
+    torch_backend,
+)
+from .endpoint import Endpoint, Handler, StreamHandler
+from .errors import (
+    GeneratorError,
+    HardwareUnavailable,
+    HFSkillsError,
+    InferenceError,
+    InvalidInput,
+    ModelLoadError,
+    UnsupportedTask,
+)
+from .skill import Skill
+
+__all__ = [
+    "Endpoint",
+    "GeneratorError",
+    "HFSkillsError",
+    "Handler",
+    "HardwareUnavailable",
+    "InferenceError",
+    "InvalidInput",
+    "ModelLoadError",
+    "Skill",
+    "StreamHandler",
+    "UnsupportedTask",
+    "backends",
+    "checkpoint",
+    "generation",
+    "hardware",
+    "labels",
+    "media",
+    "pooling",
+    "spans",
+    "text",
+    "torch_backend",
+]

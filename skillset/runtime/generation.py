@@ -1,0 +1,297 @@
+"""Text generation on transformers' ``generate``: parameters, stop strings, streaming.
+
+Shared by every decoder, encoder-decoder and image-to-text skill. A batch call returns one
+``{"text", "token_ids", "finish_reason", "prompt_tokens"}`` per input; `stream` yields one
+event per generated token and stops generating as soon as its consumer goes away.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InferenceError, InvalidInput
+
+
+class GenerationParams(BaseModel):
+    """The parameters a generation handler accepts; anything else is an `InvalidInput`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_new_tokens: int = Field(default=64, ge=1, le=32768)
+    min_new_tokens: int | None = Field(default=None, ge=0)
+    do_sample: bool = False
+    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> GenerationParams:
+        params = dict(params)
+        if isinstance(params.get("stop"), str):
+            params["stop"] = [params["stop"]]
+        if isinstance(params.get("temperature"), int) and not isinstance(
+            params["temperature"], bool
+        ):
+            params["temperature"] = float(params["temperature"])
+        try:
+            parsed = cls(**params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "params"
+            raise InvalidInput(f"{where}: {err['msg']}", param=where) from None
+        if any(not s for s in parsed.stop):
+            raise InvalidInput("stop strings must not be empty", param="stop")
+        return parsed
+
+    @property
+    def sampling(self) -> bool:
+        return self.do_sample and self.temperature != 0.0
+
+
+def prompt_texts(tokenizer: Any, inputs: list[Any]) -> list[str]:
+    """Plain strings pass through; a list of chat messages goes through the chat template."""
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("inputs must be a non-empty list of prompts", param="inputs")
+    texts = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list) and all(isinstance(m, dict) and "role" in m for m in item):
+            if not getattr(tokenizer, "chat_template", None):
+                raise InvalidInput("this model has no chat template; send a plain prompt")
+            texts.append(
+                tokenizer.apply_chat_template(item, tokenize=False, add_generation_prompt=True)
+            )
+        else:
+            raise InvalidInput(
+                f"inputs[{i}] must be a string or a list of chat messages", param="inputs"
+            )
+    return texts
+
+
+class _Cancel:
+    """A stopping criterion that ends generation once its event is set (consumer gone)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+class _QueueStreamer:
+    """transformers streamer protocol (``put``/``end``) feeding new token ids into a queue."""
+
+    def __init__(self, skip_first: bool) -> None:
+        self.queue: queue.Queue[Any] = queue.Queue()
+        self.skip_first = skip_first
+
+    def put(self, value: Any) -> None:
+        if self.skip_first:  # decoder-only models echo the prompt (and seq2seq the start token)
+            self.skip_first = False
+            return
+        for token in value.reshape(-1).tolist():
+            self.queue.put(int(token))
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class TextGenerator:
+    """Batch and streaming generation for one loaded endpoint.
+
+    ``decoder_only`` models get left padding and their prompt cut from the output; seq2seq and
+    image-to-text models (``encode`` builds their inputs) start from the decoder start token.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, device: str, *, decoder_only: bool) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.decoder_only = decoder_only
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        eos = eos if eos is not None else getattr(tokenizer, "eos_token_id", None)
+        self.eos_ids: set[int] = set(
+            eos if isinstance(eos, list) else [eos] if eos is not None else []
+        )
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
+        if decoder_only and hasattr(tokenizer, "padding_side"):
+            tokenizer.padding_side = "left"
+
+    # -- inputs ------------------------------------------------------------------------------
+    def encode_prompts(self, inputs: list[Any]) -> dict[str, Any]:
+        texts = prompt_texts(self.tokenizer, inputs)
+        batch = self.tokenizer(texts, padding=True, return_tensors="pt")
+        if batch["input_ids"].shape[1] == 0:
+            raise InvalidInput("a prompt must not be empty", param="inputs")
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        import torch
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.sampling,
+            "pad_token_id": self.pad_id,
+        }
+        if params.sampling:
+            kwargs.update(
+                temperature=params.temperature or 1.0,
+                top_p=params.top_p or 1.0,
+                top_k=params.top_k if params.top_k is not None else 0,
+            )
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = params.repetition_penalty
+        if params.ignore_eos:
+            kwargs["min_new_tokens"] = params.max_new_tokens
+        elif params.min_new_tokens is not None:
+            kwargs["min_new_tokens"] = params.min_new_tokens
+        if params.stop:
+            kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        return kwargs
+
+    # -- outputs -----------------------------------------------------------------------------
+    def finish(
+        self, ids: list[int], params: GenerationParams, prompt_tokens: int
+    ) -> dict[str, Any]:
+        """One result: cut at EOS, then at the first stop string; say why it ended."""
+        reason = "length"
+        for i, token in enumerate(ids):
+            if token in self.eos_ids and not params.ignore_eos:
+                ids, reason = ids[:i], "stop"
+                break
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = _first_stop(text, params.stop)
+        if cut is not None:
+            text, reason = text[:cut], "stop"
+            ids = self._tokens_until(ids, params.stop)
+        return {
+            "text": text,
+            "token_ids": ids,
+            "finish_reason": reason,
+            "prompt_tokens": prompt_tokens,
+        }
+
+    def _tokens_until(self, ids: list[int], stops: list[str]) -> list[int]:
+        """The shortest prefix of ``ids`` whose text holds a stop string (pads after it dropped)."""
+        for end in range(1, len(ids) + 1):
+            if (
+                _first_stop(self.tokenizer.decode(ids[:end], skip_special_tokens=True), stops)
+                is not None
+            ):
+                return ids[:end]
+        return ids
+
+    # -- batch -------------------------------------------------------------------------------
+    def generate(self, batch: dict[str, Any], params: GenerationParams) -> list[dict[str, Any]]:
+        """Run one batch; ``batch`` holds the model inputs (prompts or pixel values)."""
+        try:
+            out = self.model.generate(**batch, **self.generate_kwargs(params))
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise InferenceError(f"generation failed: {exc}") from exc
+        prompt_len = batch["input_ids"].shape[1] if self.decoder_only else 0
+        start = prompt_len if self.decoder_only else 1  # seq2seq: skip the decoder start token
+        mask = batch.get("attention_mask")
+        results = []
+        for row, sequence in enumerate(out.tolist()):
+            prompt_tokens = int(mask[row].sum()) if mask is not None else prompt_len
+            results.append(self.finish(sequence[start:], params, prompt_tokens))
+        return results
+
+    # -- stream ------------------------------------------------------------------------------
+    def stream(self, batch: dict[str, Any], params: GenerationParams) -> Iterator[dict[str, Any]]:
+        """Yield ``{"token_id", "text", "finish_reason"}`` per token; the last event also has
+        ``generated_text``, ``token_ids`` and ``prompt_tokens``. Closing the iterator early
+        (a client that went away) stops generation at the next token."""
+        from transformers import StoppingCriteriaList
+
+        cancel = _Cancel()
+        streamer = _QueueStreamer(skip_first=True)
+        kwargs = self.generate_kwargs(params)
+        kwargs.pop("stop_strings", None), kwargs.pop("tokenizer", None)  # handled below
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.model.generate(
+                    **batch,
+                    **kwargs,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([cancel]),
+                )
+            except BaseException as exc:  # surfaced to the consumer below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="hfskills-generate", daemon=True)
+        thread.start()
+        prompt_tokens = int(batch["attention_mask"][0].sum()) if "attention_mask" in batch else 0
+        ids: list[int] = []
+        sent = ""  # text already yielded
+        reason = "length"
+        try:
+            while (token := streamer.queue.get()) is not None:
+                if token in self.eos_ids and not params.ignore_eos:
+                    reason = "stop"
+                    break
+                ids.append(token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                cut = _first_stop(text, params.stop)
+                if cut is not None:
+                    yield {"token_id": token, "text": text[len(sent) : cut], "finish_reason": None}
+                    sent, reason = text[:cut], "stop"
+                    break
+                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
+                    yield {"token_id": token, "text": "", "finish_reason": None}
+                    continue
+                safe = len(text) - _partial_stop(text, params.stop)
+                delta = text[len(sent) : max(safe, len(sent))]
+                sent += delta
+                yield {"token_id": token, "text": delta, "finish_reason": None}
+            if errors:
+                raise InferenceError(f"generation failed: {errors[0]}")
+            full = self.tokenizer.decode(ids, skip_special_tokens=True)
+            cut = _first_stop(full, params.stop)
+            final = full if cut is None else full[:cut]
+            yield {
+                "token_id": None,
+                "text": final[len(sent) :],
+                "finish_reason": reason,
+                "generated_text": final,
+                "token_ids": ids,
+                "prompt_tokens": prompt_tokens,
+            }
+        finally:
+            cancel.event.set()
+            thread.join(timeout=60)
+
+
+def _partial_stop(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of ``text`` that could still grow into a stop string."""
+    return max(
+        (n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+        default=0,
+    )
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    """Index where the earliest stop string starts in ``text``, or None."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
