@@ -177,6 +177,7 @@ class hf_whisper(runtime.Skill):
     def audio_classification_handler(self, endpoint: Endpoint) -> Handler:
         """Classify audio clips (float arrays, or WAV/FLAC bytes, base64 or paths):
         `[{label, score}, ...]` per input, highest first. Params: `top_k`, `function_to_apply`.
+        Clips are batched only with clips of the same length, so no clip is scored with padding.
         """
         model, feature_extractor = endpoint.model, endpoint.processor
         sampling_rate = feature_extractor.sampling_rate
@@ -185,19 +186,23 @@ class hf_whisper(runtime.Skill):
             inputs: list[Any], *, top_k: int | None = None, function_to_apply: str | None = None
         ) -> list[list[dict[str, Any]]]:
             activation = runtime.labels.activation_for(endpoint.config, function_to_apply)
+
+            def classify(waves: list[Any]) -> list[list[dict[str, Any]]]:
+                features = feature_extractor(
+                    waves, sampling_rate=sampling_rate, return_tensors="pt"
+                )
+                batch = runtime.torch_backend.place(
+                    runtime.torch_backend.accepted_inputs(model, features), endpoint
+                )
+                with torch.inference_mode():
+                    logits = model(**batch).logits
+                return runtime.labels.ranked(
+                    runtime.labels.apply(logits, activation), endpoint.config, top_k
+                )
+
             waves = runtime.media.audios(
                 inputs, sampling_rate, allow_paths=endpoint.allow_local_paths
             )
-            features = feature_extractor(
-                waves, sampling_rate=sampling_rate, padding=True, return_tensors="pt"
-            )
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, features), endpoint
-            )
-            with torch.inference_mode():
-                logits = model(**batch).logits
-            return runtime.labels.ranked(
-                runtime.labels.apply(logits, activation), endpoint.config, top_k
-            )
+            return runtime.media.by_length(waves, classify)
 
         return handler

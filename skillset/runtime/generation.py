@@ -142,11 +142,9 @@ class TextGenerator:
     def generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         import torch
 
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "do_sample": params.sampling,
-            "pad_token_id": self.pad_id,
-        }
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": params.sampling}
+        if self.decoder_only:  # left-padded prompts: generate must know the pad id
+            kwargs["pad_token_id"] = self.pad_id
         if params.sampling:
             kwargs.update(
                 temperature=params.temperature or 1.0,

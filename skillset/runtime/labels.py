@@ -76,7 +76,7 @@ def boxes(found: dict[str, Any], config: Any) -> list[dict[str, Any]]:
         {
             "label": label_name(config, int(label)),
             "score": float(score),
-            "box": {"xmin": round(x0), "ymin": round(y0), "xmax": round(x1), "ymax": round(y1)},
+            "box": {"xmin": int(x0), "ymin": int(y0), "xmax": int(x1), "ymax": int(y1)},
         }
         for score, label, (x0, y0, x1, y1) in rows
     ]

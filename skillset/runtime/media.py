@@ -106,3 +106,17 @@ def audios(inputs: list[Any], sampling_rate: int, *, allow_paths: bool = True) -
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs must be a non-empty list of audio clips", param="inputs")
     return [audio(value, sampling_rate, allow_paths=allow_paths) for value in inputs]
+
+
+def by_length(waves: list[np.ndarray], run: Any) -> list[Any]:
+    """Call ``run(batch)`` once per group of equally long clips and return results in input
+    order. Audio encoders without an attention mask (wav2vec2-base and kin) see zero padding,
+    so padding clips to a common length would change their outputs; equal lengths need none."""
+    groups: dict[int, list[int]] = {}
+    for index, wave in enumerate(waves):
+        groups.setdefault(len(wave), []).append(index)
+    results: list[Any] = [None] * len(waves)
+    for indices in groups.values():
+        for index, result in zip(indices, run([waves[i] for i in indices]), strict=True):
+            results[index] = result
+    return results

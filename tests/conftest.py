@@ -1,0 +1,60 @@
+"""Session fixtures: tiny random-weight checkpoints, built once per test session.
+
+`task_checkpoint(model_type, task)` saves the checkpoint with the very transformers class the
+skill loads for that task, so the skill and the reference load identical weights (no randomly
+initialised head differs between the two sides).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import transformers  # noqa: E402
+
+from tests.checkpoints import build_checkpoint  # noqa: E402
+
+transformers.logging.disable_progress_bar()
+
+PROCESSOR_FILES = (".json", ".txt", ".model", ".jinja", ".spm")
+
+
+def skill_class(model_type: str) -> type:
+    module = "hf_" + model_type.replace("-", "_")
+    return getattr(importlib.import_module(f"hfskills.skillset.{module}"), module)
+
+
+@pytest.fixture(scope="session")
+def task_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    built: dict[tuple[str, str], Path] = {}
+
+    def get(model_type: str, task: str) -> Path:
+        key = (model_type, task)
+        if key in built:
+            return built[key]
+        labels = 2 if task == "question_answering" else 3
+        base = build_checkpoint(model_type, root / f"{model_type}-base-{labels}", num_labels=labels)
+        cls = getattr(transformers, skill_class(model_type).model_classes[task])
+        target = root / f"{model_type}-{task}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(base, target, ignore=shutil.ignore_patterns("*.safetensors"))
+        import torch
+
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = cls.from_pretrained(base)
+        model.save_pretrained(target)
+        built[key] = target
+        return target
+
+    return get
