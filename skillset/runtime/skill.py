@@ -51,7 +51,7 @@ class Skill:
             processor=self.processors[task],
             hardware=hardware,
             device=device,
-            dtype=self.dtypes[hardware],
+            dtype=options.pop("dtype", None) or self.dtypes[hardware],
             **options,
         )
 

@@ -28,7 +28,6 @@ PROCESSOR_CLASSES = {
 #: Options every ``init_<hw>`` accepts (anything else is a clear error, not silently ignored).
 LOAD_OPTIONS = frozenset(
     {
-        "dtype",
         "gguf_file",
         "revision",
         "attn_implementation",
@@ -120,9 +119,8 @@ def load_endpoint(
     unknown = set(options) - LOAD_OPTIONS
     if unknown:
         raise InvalidInput(
-            f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(LOAD_OPTIONS)}"
+            f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(LOAD_OPTIONS | {'dtype'})}"
         )
-    dtype = options.pop("dtype", None) or dtype
     batch_size = int(options.pop("batch_size", batch_size))
     allow_local_paths = bool(options.pop("allow_local_paths", True))
     ckpt = checkpoints.resolve(model, options.pop("gguf_file", None))
