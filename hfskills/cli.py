@@ -33,10 +33,12 @@ def _skills(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hfskills", description="hfskills runtime commands.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("hardware", help="list the hardware backends detected here, with reasons"
-                   ).set_defaults(run=_hardware)
-    sub.add_parser("skills", help="list the committed skills, their family and tasks"
-                   ).set_defaults(run=_skills)
+    sub.add_parser(
+        "hardware", help="list the hardware backends detected here, with reasons"
+    ).set_defaults(run=_hardware)
+    sub.add_parser("skills", help="list the committed skills, their family and tasks").set_defaults(
+        run=_skills
+    )
     args = parser.parse_args(argv)
     return args.run(args)
 

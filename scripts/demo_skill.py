@@ -38,8 +38,10 @@ def main() -> int:
 
     print(f"1. read metadata of {checkpoint}")
     meta = metadata.read(checkpoint)
-    print(f"   model_type={meta.model_type} architectures={list(meta.architectures)} "
-          f"weights={meta.weight_bytes / 2**20:.1f} MiB files={list(meta.files)}")
+    print(
+        f"   model_type={meta.model_type} architectures={list(meta.architectures)} "
+        f"weights={meta.weight_bytes / 2**20:.1f} MiB files={list(meta.files)}"
+    )
 
     found = taxonomy.classify(meta.model_type)
     print(f"2. classified from transformers' auto mappings: family={found.family}")
@@ -64,15 +66,20 @@ def main() -> int:
     start = time.perf_counter()
     vectors = torch.tensor(handler(SENTENCES))
     elapsed = (time.perf_counter() - start) * 1000
-    print(f"5. embedded {len(SENTENCES)} sentences in {elapsed:.0f} ms -> {tuple(vectors.shape)}, "
-          f"norms {vectors.norm(dim=-1).min():.4f}..{vectors.norm(dim=-1).max():.4f}")
+    print(
+        f"5. embedded {len(SENTENCES)} sentences in {elapsed:.0f} ms -> {tuple(vectors.shape)}, "
+        f"norms {vectors.norm(dim=-1).min():.4f}..{vectors.norm(dim=-1).max():.4f}"
+    )
     similarity = vectors @ vectors.T
     print("   cosine similarity:")
     for i, sentence in enumerate(SENTENCES):
         row = " ".join(f"{similarity[i, j]:5.2f}" for j in range(len(SENTENCES)))
         print(f"   [{i}] {row}  {sentence}")
-    best = max(((similarity[i, j].item(), i, j) for i in range(len(SENTENCES))
-                for j in range(i + 1, len(SENTENCES))))
+    best = max(
+        (similarity[i, j].item(), i, j)
+        for i in range(len(SENTENCES))
+        for j in range(i + 1, len(SENTENCES))
+    )
     print(f"   closest pair: [{best[1]}] and [{best[2]}] (cosine {best[0]:.3f})")
     print("\nThe committed skill is the same module (generated from the model type alone):")
     print("   from hfskills.skillset.hf_bert import hf_bert")

@@ -18,9 +18,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import transformers  # noqa: E402
+import transformers
 
-from tests.checkpoints import build_checkpoint  # noqa: E402
+from tests.checkpoints import build_checkpoint
 
 transformers.logging.disable_progress_bar()
 

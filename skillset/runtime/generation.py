@@ -142,7 +142,10 @@ class TextGenerator:
     def generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         import torch
 
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": params.sampling}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.sampling,
+        }
         if self.decoder_only:  # left-padded prompts: generate must know the pad id
             kwargs["pad_token_id"] = self.pad_id
         if params.sampling:
@@ -283,10 +286,8 @@ class TextGenerator:
 
 def _partial_stop(text: str, stops: list[str]) -> int:
     """Length of the longest tail of ``text`` that could still grow into a stop string."""
-    return max(
-        (n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
-        default=0,
-    )
+    tails = (n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1))
+    return max((n for n in tails if any(text.endswith(s[:n]) for s in stops)), default=0)
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

@@ -119,7 +119,8 @@ def load_endpoint(
     unknown = set(options) - LOAD_OPTIONS
     if unknown:
         raise InvalidInput(
-            f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(LOAD_OPTIONS | {'dtype'})}"
+            f"unknown load option(s) {sorted(unknown)}; "
+            f"accepted: {sorted(LOAD_OPTIONS | {'dtype'})}"
         )
     batch_size = int(options.pop("batch_size", batch_size))
     allow_local_paths = bool(options.pop("allow_local_paths", True))

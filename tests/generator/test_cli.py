@@ -15,19 +15,32 @@ from .test_render import COMMITTED, SKILLSET
 
 
 def test_help_explains_every_option() -> None:
-    done = subprocess.run([sys.executable, "-m", "hfskills.generator.cli", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "hfskills.generator.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0
-    for flag in ("SOURCE", "--model-type", "--output", "--from-cache", "--force", "--check",
-                 "--all-committed", "examples:"):
+    for flag in (
+        "SOURCE",
+        "--model-type",
+        "--output",
+        "--from-cache",
+        "--force",
+        "--check",
+        "--all-committed",
+        "examples:",
+    ):
         assert flag in done.stdout
 
 
 def test_console_script_is_installed() -> None:
     script = shutil.which("generate-skill", path=str(Path(sys.executable).parent))
     assert script is not None
-    done = subprocess.run([script, "--model-type", "bert", "--check"], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [script, "--model-type", "bert", "--check"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "up to date" in done.stdout
 

@@ -36,7 +36,7 @@ REFUSED_MODEL_TYPES = [
 ]
 
 REFUSED_ARCHITECTURES = [
-    ["BertModel\"); import os #"],
+    ['BertModel"); import os #'],
     [PAYLOAD],
     ["Bert\u039codel"],  # Greek capital Mu
     "BertModel",  # not a list
@@ -69,7 +69,9 @@ def test_hostile_model_type_is_refused(config_dir, tmp_path, capsys, model_type)
 @pytest.mark.parametrize("architectures", REFUSED_ARCHITECTURES, ids=repr)
 def test_hostile_architectures_are_refused(config_dir, tmp_path, capsys, architectures) -> None:
     out = tmp_path / "out"
-    code, err = _run(config_dir({"model_type": "bert", "architectures": architectures}), out, capsys)
+    code, err = _run(
+        config_dir({"model_type": "bert", "architectures": architectures}), out, capsys
+    )
     assert code == 1 and "architecture" in err and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())
 
@@ -97,14 +99,16 @@ def test_hostile_labels_and_keys_stay_data(config_dir, tmp_path, capsys) -> None
     assert "__import__" not in text and "{{" not in text and "49" not in text
     # the only checkpoint-derived value in the file is the source path, as a string literal
     reference = render(from_model_type("bert")).text
-    differing = [a for a, b in zip(text.splitlines(), reference.splitlines(), strict=True) if a != b]
+    differing = [
+        a for a, b in zip(text.splitlines(), reference.splitlines(), strict=True) if a != b
+    ]
     assert len(differing) == 1 and differing[0].strip().startswith("source_checkpoint = ")
     module = _import(out / "hf_bert.py")
     assert module.hf_bert.model_type == "bert"
 
 
 def test_hostile_source_path_is_an_inert_literal(tmp_path, capsys) -> None:
-    name = "evil\"'\\ " + PAYLOAD.replace("/", "_") + " \"\"\"\n"
+    name = "evil\"'\\ " + PAYLOAD.replace("/", "_") + ' """\n'
     directory = tmp_path / name
     directory.mkdir()
     (directory / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
@@ -113,7 +117,10 @@ def test_hostile_source_path_is_an_inert_literal(tmp_path, capsys) -> None:
     path = out / "hf_gpt2.py"
     tree = ast.parse(path.read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
-    literal = next(n.value for n in cls.body if isinstance(n, ast.Assign)
-                   and n.targets[0].id == "source_checkpoint")
+    literal = next(
+        n.value
+        for n in cls.body
+        if isinstance(n, ast.Assign) and n.targets[0].id == "source_checkpoint"
+    )
     assert isinstance(literal, ast.Constant) and literal.value == str(directory)
     assert _import(path).hf_gpt2.source_checkpoint == str(directory)

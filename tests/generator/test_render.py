@@ -51,7 +51,7 @@ def test_check_refuses_tampered_output() -> None:
     classification = classify("bert")
     bad_variants = {
         "import os\n" + good: "imports",
-        good.replace("model_type = \"bert\"", "model_type = \"gpt2\""): "round-trip",
+        good.replace('model_type = "bert"', 'model_type = "gpt2"'): "round-trip",
         good + "\n__import__('os')\n": "calls __import__",
         good.replace("def init_qnn", "def init_qnn_gone"): "lacks contract methods",
         good + "\nclass Extra:\n    pass\n": "exactly class",

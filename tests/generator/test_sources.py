@@ -19,8 +19,12 @@ from hfskills.skillset.runtime.errors import GeneratorError
 
 from .conftest import hf_cache_entry
 
-BERT = {"model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 32,
-        "id2label": {"0": "NEG", "1": "POS"}}
+BERT = {
+    "model_type": "bert",
+    "architectures": ["BertForMaskedLM"],
+    "hidden_size": 32,
+    "id2label": {"0": "NEG", "1": "POS"},
+}
 
 
 def test_directory_reads_config_files_and_weight_sizes(config_dir) -> None:
@@ -45,7 +49,11 @@ def test_gguf_directory_reads_the_architecture_from_the_file() -> None:
 
 def test_model_type_source() -> None:
     meta = metadata.read(model_type="gpt2")
-    assert (meta.model_type, meta.source_kind, meta.config["model_type"]) == ("gpt2", "model_type", "gpt2")
+    assert (meta.model_type, meta.source_kind, meta.config["model_type"]) == (
+        "gpt2",
+        "model_type",
+        "gpt2",
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,8 +80,13 @@ def test_broken_config_json_is_refused(tmp_path: Path) -> None:
 
 
 def _generate(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hfskills.generator.cli", *args],
-                          capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hfskills.generator.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_cache_and_offline_hub_fallback(tmp_path: Path) -> None:
@@ -85,7 +98,7 @@ def test_cache_and_offline_hub_fallback(tmp_path: Path) -> None:
     assert cached.returncode == 0, cached.stderr
     assert "from cache acme/tiny-bert" in cached.stdout
     text = (out / "hf_bert.py").read_text()
-    assert "source_checkpoint = \"acme/tiny-bert\"" in text
+    assert 'source_checkpoint = "acme/tiny-bert"' in text
 
     hub = _generate(["acme/tiny-bert", "--output", str(tmp_path / "out2")], env)
     assert hub.returncode == 0, hub.stderr
@@ -101,9 +114,14 @@ def test_cache_and_offline_hub_fallback(tmp_path: Path) -> None:
 def test_unreachable_hub_without_offline_flag_falls_back(tmp_path: Path) -> None:
     """A refused connection (nothing listens on 127.0.0.1:9) is treated as offline."""
     hf_cache_entry(tmp_path / "hub", "acme/tiny-bert", {"config.json": json.dumps(BERT)})
-    env = {"HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "0",
-           "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2",
-           "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    env = {
+        "HF_HOME": str(tmp_path),
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HUB_ETAG_TIMEOUT": "2",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "2",
+    }
     done = _generate(["acme/tiny-bert", "--output", str(tmp_path / "out")], env)
     assert done.returncode == 0, done.stderr
     assert "falling back to the local HF cache" in done.stderr

@@ -9,14 +9,35 @@ from hfskills.generator.taxonomy import FAMILIES, TASKS, classify
 from hfskills.skillset.runtime.errors import GeneratorError
 
 EXPECTED_FAMILIES = {
-    "bert": "encoder", "roberta": "encoder", "distilbert": "encoder", "xlm-roberta": "encoder",
-    "deberta-v2": "encoder", "electra": "encoder", "albert": "encoder", "mpnet": "encoder",
-    "gpt2": "decoder", "llama": "decoder", "mistral": "decoder", "qwen2": "decoder",
-    "phi3": "decoder", "gemma": "decoder", "gpt_neox": "decoder", "opt": "decoder",
-    "t5": "encoder-decoder", "bart": "encoder-decoder", "marian": "encoder-decoder",
-    "vit": "vision", "convnext": "vision", "resnet": "vision", "swin": "vision", "detr": "vision",
-    "clip": "vision-text", "siglip": "vision-text",
-    "whisper": "speech", "wav2vec2": "speech", "blip": "multimodal-generation",
+    "bert": "encoder",
+    "roberta": "encoder",
+    "distilbert": "encoder",
+    "xlm-roberta": "encoder",
+    "deberta-v2": "encoder",
+    "electra": "encoder",
+    "albert": "encoder",
+    "mpnet": "encoder",
+    "gpt2": "decoder",
+    "llama": "decoder",
+    "mistral": "decoder",
+    "qwen2": "decoder",
+    "phi3": "decoder",
+    "gemma": "decoder",
+    "gpt_neox": "decoder",
+    "opt": "decoder",
+    "t5": "encoder-decoder",
+    "bart": "encoder-decoder",
+    "marian": "encoder-decoder",
+    "vit": "vision",
+    "convnext": "vision",
+    "resnet": "vision",
+    "swin": "vision",
+    "detr": "vision",
+    "clip": "vision-text",
+    "siglip": "vision-text",
+    "whisper": "speech",
+    "wav2vec2": "speech",
+    "blip": "multimodal-generation",
 }
 
 
@@ -36,7 +57,10 @@ def test_task_classes_come_from_the_mappings() -> None:
 
 def test_known_tasks_per_model() -> None:
     assert [p.name for p in classify("bert").tasks] == [
-        "text_embedding", "fill_mask", "text_classification", "token_classification",
+        "text_embedding",
+        "fill_mask",
+        "text_classification",
+        "token_classification",
         "question_answering",
     ]
     assert [p.name for p in classify("distilbert").tasks][:2] == ["text_embedding", "fill_mask"]

@@ -58,7 +58,9 @@ def test_detection_reports_every_backend_with_a_reason() -> None:
     assert [h.name for h in found] == list(hardware.ORDER)
     assert all(h.reason for h in found)
     assert found[-1].available and found[-1].name == "cpu"
-    assert hardware.probe("cuda").available == (torch.cuda.is_available() and torch.version.hip is None)
+    assert hardware.probe("cuda").available == (
+        torch.cuda.is_available() and torch.version.hip is None
+    )
 
 
 def test_unknown_task_is_unsupported(task_checkpoint) -> None:
@@ -79,7 +81,9 @@ def test_missing_checkpoint_is_a_load_error(model: str) -> None:
 
 
 def test_endpoint_close_frees_the_model(task_checkpoint) -> None:
-    endpoint = skill_class("bert")().init_cpu(str(task_checkpoint("bert", "fill_mask")), "fill_mask")
+    endpoint = skill_class("bert")().init_cpu(
+        str(task_checkpoint("bert", "fill_mask")), "fill_mask"
+    )
     assert isinstance(endpoint, Endpoint) and "hf_bert" in repr(endpoint)
     endpoint.close()
     assert endpoint.model is None and endpoint.processor is None
@@ -88,7 +92,9 @@ def test_endpoint_close_frees_the_model(task_checkpoint) -> None:
 def test_dtype_option_loads_in_that_dtype(task_checkpoint) -> None:
     path = task_checkpoint("bert", "text_classification")
     endpoint = skill_class("bert")().init_cpu(str(path), "text_classification", dtype="bfloat16")
-    assert endpoint.dtype == "bfloat16" and next(endpoint.model.parameters()).dtype == torch.bfloat16
+    assert (
+        endpoint.dtype == "bfloat16" and next(endpoint.model.parameters()).dtype == torch.bfloat16
+    )
     result = skill_class("bert")().text_classification_handler(endpoint)(["hello world"])
     assert len(result[0]) == 3
 
@@ -146,10 +152,14 @@ def test_generation_stop_strings_sampling_and_stream(task_checkpoint) -> None:
         cut = handler(["hello world"], max_new_tokens=12, ignore_eos=True, stop=[stop])[0]
         assert cut["finish_reason"] == "stop" and stop not in cut["text"]
         assert base["text"].startswith(cut["text"])
-        streamed = list(handler.stream("hello world", max_new_tokens=12, ignore_eos=True, stop=stop))
+        streamed = list(
+            handler.stream("hello world", max_new_tokens=12, ignore_eos=True, stop=stop)
+        )
         assert "".join(e["text"] for e in streamed) == cut["text"]
-    sampled = [handler(["hello"], max_new_tokens=8, do_sample=True, temperature=1.5, seed=7)[0]
-               for _ in range(2)]
+    sampled = [
+        handler(["hello"], max_new_tokens=8, do_sample=True, temperature=1.5, seed=7)[0]
+        for _ in range(2)
+    ]
     assert sampled[0]["token_ids"] == sampled[1]["token_ids"]
     chat = handler([[{"role": "user", "content": "hello"}]], max_new_tokens=3)[0]
     assert chat["prompt_tokens"] > 2

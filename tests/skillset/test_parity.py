@@ -115,7 +115,9 @@ def test_token_classification(task_checkpoint: Any, model_type: str) -> None:
     for text, result in zip(TEXTS, handler(TEXTS, ignore_labels=[]), strict=True):
         expected = pipe(text, ignore_labels=[])
         keys = ("entity", "index", "start", "end")
-        assert [tuple(r[k] for k in keys) for r in result] == [tuple(e[k] for k in keys) for e in expected]
+        assert [tuple(r[k] for k in keys) for r in result] == [
+            tuple(e[k] for k in keys) for e in expected
+        ]
         assert np.allclose([r["score"] for r in result], [e["score"] for e in expected], atol=ATOL)
         assert all(text[r["start"] : r["end"]] == r["word"] for r in result)
 
@@ -130,12 +132,19 @@ def _reference_answer(model: Any, tokenizer: Any, question: str, context: str) -
     start = out.start_logits[0].masked_fill(~torch.tensor(in_context), -1e4).softmax(-1)
     end = out.end_logits[0].masked_fill(~torch.tensor(in_context), -1e4).softmax(-1)
     best = max(
-        ((float(start[s] * end[e]), s, e) for s, e in itertools.product(range(len(offsets)), repeat=2)
-         if in_context[s] and in_context[e] and 0 <= e - s < 15),
+        (
+            (float(start[s] * end[e]), s, e)
+            for s, e in itertools.product(range(len(offsets)), repeat=2)
+            if in_context[s] and in_context[e] and 0 <= e - s < 15
+        ),
     )
     score, s, e = best
-    return {"answer": context[offsets[s][0] : offsets[e][1]], "score": score,
-            "start": offsets[s][0], "end": offsets[e][1]}
+    return {
+        "answer": context[offsets[s][0] : offsets[e][1]],
+        "score": score,
+        "start": offsets[s][0],
+        "end": offsets[e][1],
+    }
 
 
 @pytest.mark.parametrize("model_type", with_task("question_answering"))
@@ -143,11 +152,17 @@ def test_question_answering(task_checkpoint: Any, model_type: str) -> None:
     handler, path = skill_handler(task_checkpoint, model_type, "question_answering")
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(path).eval()
-    inputs = [{"question": "what is the capital of france", "context": "the capital of france is paris"},
-              {"question": "who", "context": "hello world and a b c"}]
+    inputs = [
+        {"question": "what is the capital of france", "context": "the capital of france is paris"},
+        {"question": "who", "context": "hello world and a b c"},
+    ]
     for item, got in zip(inputs, handler(inputs), strict=True):
         expected = _reference_answer(model, tokenizer, item["question"], item["context"])
-        assert (got["answer"], got["start"], got["end"]) == (expected["answer"], expected["start"], expected["end"])
+        assert (got["answer"], got["start"], got["end"]) == (
+            expected["answer"],
+            expected["start"],
+            expected["end"],
+        )
         assert got["score"] == pytest.approx(expected["score"], abs=ATOL)
 
 
@@ -173,8 +188,12 @@ def test_text_generation_greedy_exact_tokens(task_checkpoint: Any, model_type: s
     prompts = ["hello world", "the capital of france is"]
     batch = tokenizer(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    expected = [_cut_at_eos(row[batch["input_ids"].shape[1]:], _eos(model)) for row in out.tolist()]
+        out = model.generate(
+            **batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    expected = [
+        _cut_at_eos(row[batch["input_ids"].shape[1] :], _eos(model)) for row in out.tolist()
+    ]
     got = handler(prompts, max_new_tokens=8)
     assert [g["token_ids"] for g in got] == expected
     for g in got:
@@ -183,9 +202,12 @@ def test_text_generation_greedy_exact_tokens(task_checkpoint: Any, model_type: s
     # one prompt alone gives the same tokens as inside the batch
     single = tokenizer(prompts[:1], return_tensors="pt")
     with torch.no_grad():
-        alone = model.generate(**single, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        alone = model.generate(
+            **single, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
     assert handler(prompts[:1], max_new_tokens=8)[0]["token_ids"] == _cut_at_eos(
-        alone[0, single["input_ids"].shape[1]:].tolist(), _eos(model))
+        alone[0, single["input_ids"].shape[1] :].tolist(), _eos(model)
+    )
 
 
 @pytest.mark.parametrize("model_type", with_task("text_generation"))
@@ -233,7 +255,9 @@ def test_object_detection(task_checkpoint: Any, model_type: str) -> None:
     for image, result in zip(IMAGES, handler(IMAGES, threshold=0.0), strict=True):
         expected = sorted(pipe(image, threshold=0.0), key=lambda d: -d["score"])
         assert len(result) == len(expected) > 0
-        assert [(r["label"], r["box"]) for r in result] == [(e["label"], e["box"]) for e in expected]
+        assert [(r["label"], r["box"]) for r in result] == [
+            (e["label"], e["box"]) for e in expected
+        ]
         assert np.allclose([r["score"] for r in result], [e["score"] for e in expected], atol=ATOL)
         assert all(0 <= r["box"]["xmin"] <= r["box"]["xmax"] <= image.width for r in result)
 
@@ -247,7 +271,8 @@ def test_zero_shot_image_classification(task_checkpoint: Any, model_type: str) -
         expected = pipe(image, candidate_labels=labels)
         assert np.allclose(
             [r["score"] for r in sorted(result, key=lambda r: r["label"])],
-            [e["score"] for e in sorted(expected, key=lambda e: e["label"])], atol=ATOL,
+            [e["score"] for e in sorted(expected, key=lambda e: e["label"])],
+            atol=ATOL,
         )
 
 
@@ -268,7 +293,9 @@ def test_image_to_text_greedy_exact_tokens(task_checkpoint: Any, model_type: str
     processor = transformers.AutoProcessor.from_pretrained(path)
     model = transformers.AutoModelForImageTextToText.from_pretrained(path).eval()
     with torch.no_grad():
-        out = model.generate(**processor(images=IMAGES, return_tensors="pt"), max_new_tokens=6, do_sample=False)
+        out = model.generate(
+            **processor(images=IMAGES, return_tensors="pt"), max_new_tokens=6, do_sample=False
+        )
     expected = [_cut_at_eos(row[1:], _eos(model)) for row in out.tolist()]
     assert [g["token_ids"] for g in handler(IMAGES, max_new_tokens=6)] == expected
 
@@ -296,7 +323,10 @@ def test_automatic_speech_recognition(task_checkpoint: Any, model_type: str) -> 
         with torch.no_grad():
             ids = model.generate(**feats, max_new_tokens=10)
         expected = [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
-    assert [r["text"] for r in handler(AUDIO, **({} if "CTC" in str(type(model)) else {"max_new_tokens": 10}))] == expected
+    assert [
+        r["text"]
+        for r in handler(AUDIO, **({} if "CTC" in str(type(model)) else {"max_new_tokens": 10}))
+    ] == expected
 
 
 @pytest.mark.parametrize("model_type", with_task("audio_classification"))
@@ -315,7 +345,11 @@ def test_audio_classification(task_checkpoint: Any, model_type: str) -> None:
 
 
 def test_every_committed_task_has_a_parity_test() -> None:
-    tested = {name.removeprefix("test_").split("_greedy")[0] for name in globals() if name.startswith("test_")}
+    tested = {
+        name.removeprefix("test_").split("_greedy")[0]
+        for name in globals()
+        if name.startswith("test_")
+    }
     for model_type in committed_model_types(SKILLSET):
         for task in skill_class(model_type).tasks:
             assert task in tested, f"{model_type}:{task} has no parity test"
