@@ -197,7 +197,8 @@ class Classification:
     model_type: str
     family: str
     tasks: tuple[TaskPlan, ...]
-    evidence: tuple[str, ...]  # the mappings the model type was found in
+    evidence: tuple[str, ...]  # the model mappings the model type was found in
+    processor_kinds: tuple[str, ...]  # processor mappings that name it (tokenizer, ...)
 
 
 def mapping(name: str) -> dict[str, str]:
@@ -238,7 +239,8 @@ def classify(model_type: str) -> Classification:
                 source = "MODEL_MAPPING_NAMES"
             plans.append(TaskPlan(task, _class_name(mapping(source)[model_type]), source))
         if plans:
-            return Classification(model_type, family, tuple(plans), found)
+            kinds = tuple(k for k, names in PROCESSOR_MAPPINGS.items() if model_type in names)
+            return Classification(model_type, family, tuple(plans), found, kinds)
     looked_at = sorted({m for _, markers, _ in FAMILIES for m in markers})
     raise GeneratorError(
         f"model_type {model_type!r} maps to no task hfskills serves: it is in "

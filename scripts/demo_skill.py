@@ -44,7 +44,10 @@ def main() -> int:
     )
 
     found = taxonomy.classify(meta.model_type)
-    print(f"2. classified from transformers' auto mappings: family={found.family}")
+    print(
+        f"2. classified from transformers' auto mappings: family={found.family}, "
+        f"processors={list(found.processor_kinds)}"
+    )
     for plan in found.tasks:
         print(f"   {plan.name:<22} {plan.model_class:<32} (from {plan.source})")
 

@@ -74,6 +74,13 @@ def test_known_tasks_per_model() -> None:
     assert wav2vec2["automatic_speech_recognition"].model_class == "Wav2Vec2ForCTC"
 
 
+def test_processor_kinds_come_from_the_processor_mappings() -> None:
+    assert classify("bert").processor_kinds == ("tokenizer",)
+    assert classify("vit").processor_kinds == ("image_processor",)
+    assert set(classify("clip").processor_kinds) == {"tokenizer", "image_processor", "processor"}
+    assert "feature_extractor" in classify("whisper").processor_kinds
+
+
 def test_every_family_task_is_a_known_task() -> None:
     for _, markers, served in FAMILIES:
         assert all(hasattr(modeling_auto, m) for m in markers)
