@@ -11,18 +11,14 @@ import ast
 import sys
 from pathlib import Path
 
+import hfskills.skillset as _skillset
 from hfskills.skillset.runtime.errors import HFSkillsError
 
 from . import metadata as metadata_mod
 from .render import render, write
 
-SKILLSET = Path(__file__).resolve().parent.parent / "skillset"
-try:  # where the committed skills live (the editable checkout's skillset/, or the installed one)
-    import hfskills.skillset as _skillset
-
-    SKILLSET = Path(_skillset.__file__).resolve().parent
-except ImportError:  # pragma: no cover
-    pass
+#: Where the committed skills live: the checkout's skillset/ in an editable install.
+SKILLSET = Path(_skillset.__file__).resolve().parent
 
 EPILOG = """\
 examples:

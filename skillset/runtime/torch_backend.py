@@ -126,9 +126,11 @@ def load_endpoint(
     allow_local_paths = bool(options.pop("allow_local_paths", True))
     ckpt = checkpoints.resolve(model, options.pop("gguf_file", None))
     extra = {k: v for k, v in options.items() if v is not None}
+    # the processor takes only where-to-load options; model options stay with the model
+    processor_extra = {k: v for k, v in extra.items() if k in ("revision", "local_files_only")}
     torch_dtype = dtype_of(dtype)
     try:
-        proc = load_processor(processor, ckpt, **extra)
+        proc = load_processor(processor, ckpt, **processor_extra)
         cls = getattr(transformers, model_class)
         net = cls.from_pretrained(ckpt.location, dtype=torch_dtype, **ckpt.kwargs, **extra)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
