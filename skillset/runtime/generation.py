@@ -179,13 +179,14 @@ class TextGenerator:
                 ids, reason = ids[:i], "stop"
                 break
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        cut = _first_stop(text, params.stop)
-        if cut is not None:
-            text, reason = text[:cut], "stop"
+        stop = _find_stop(text, params.stop)
+        if stop is not None:
+            text, reason = text[: stop[0]], "stop"
             ids = self._tokens_until(ids, params.stop)
         return {
             "text": text,
             "token_ids": ids,
+            "stop_sequence": stop[1] if stop else None,
             "finish_reason": reason,
             "prompt_tokens": prompt_tokens,
         }
@@ -194,7 +195,7 @@ class TextGenerator:
         """The shortest prefix of ``ids`` whose text holds a stop string (pads after it dropped)."""
         for end in range(1, len(ids) + 1):
             if (
-                _first_stop(self.tokenizer.decode(ids[:end], skip_special_tokens=True), stops)
+                _find_stop(self.tokenizer.decode(ids[:end], skip_special_tokens=True), stops)
                 is not None
             ):
                 return ids[:end]
@@ -254,8 +255,9 @@ class TextGenerator:
                     break
                 ids.append(token)
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                cut = _first_stop(text, params.stop)
-                if cut is not None:
+                stop = _find_stop(text, params.stop)
+                if stop is not None:
+                    cut = stop[0]
                     yield {"token_id": token, "text": text[len(sent) : cut], "finish_reason": None}
                     sent, reason = text[:cut], "stop"
                     break
@@ -269,10 +271,11 @@ class TextGenerator:
             if errors:
                 raise InferenceError(f"generation failed: {errors[0]}")
             full = self.tokenizer.decode(ids, skip_special_tokens=True)
-            cut = _first_stop(full, params.stop)
-            final = full if cut is None else full[:cut]
+            stop = _find_stop(full, params.stop)
+            final = full if stop is None else full[: stop[0]]
             yield {
                 "token_id": None,
+                "stop_sequence": stop[1] if stop else None,
                 "text": final[len(sent) :],
                 "finish_reason": reason,
                 "generated_text": final,
@@ -290,7 +293,7 @@ def _partial_stop(text: str, stops: list[str]) -> int:
     return max((n for n in tails if any(text.endswith(s[:n]) for s in stops)), default=0)
 
 
-def _first_stop(text: str, stops: list[str]) -> int | None:
-    """Index where the earliest stop string starts in ``text``, or None."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+def _find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
+    """Where the earliest stop string starts in ``text``, and which one it is; or None."""
+    hits = [(i, s) for s, i in ((s, text.find(s)) for s in stops) if i >= 0]
     return min(hits) if hits else None

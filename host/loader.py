@@ -1,0 +1,221 @@
+"""Loading models on demand into an LRU cache bounded by a memory budget.
+
+- First request loads (in a worker thread); concurrent requests for a model that is loading
+  wait for that same load (single-flight).
+- After a load, least recently used endpoints are evicted until the cache fits the budget;
+  pinned models are never evicted. An endpoint still serving a request is closed only when
+  its last request finishes.
+- A failed load fails the requests waiting on it with `ModelLoadError` (503) and is retried
+  on the next request; other models keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from hfskills.skillset.runtime import Endpoint, Handler
+from hfskills.skillset.runtime.errors import HFSkillsError, ModelLoadError, UnsupportedTask
+
+from .catalog import Catalog, ServedModel
+from .metrics import Metrics
+
+log = logging.getLogger("hfskills.host")
+
+
+@dataclass
+class Loaded:
+    model: ServedModel
+    task: str
+    endpoint: Endpoint
+    handler: Handler
+    loaded_at: float = field(default_factory=time.time)
+    active: int = 0
+    evicted: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model.name, self.task)
+
+
+class ModelLoader:
+    def __init__(
+        self,
+        catalog: Catalog,
+        load: Callable[[ServedModel, str], Endpoint],
+        executor: Executor,
+        metrics: Metrics,
+        budget_bytes: int,
+    ) -> None:
+        self.catalog, self._load, self.executor = catalog, load, executor
+        self.metrics, self.budget = metrics, budget_bytes
+        self.cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
+        self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
+        self.hits = self.misses = 0
+
+    def resolve(self, name: str, task: str | None = None) -> tuple[ServedModel, str]:
+        """The model behind a name or alias, and the task (default: its first)."""
+        model = self.catalog.get(name)
+        if model is None:
+            raise UnknownModel(
+                f"model {name!r} does not exist; GET /v1/models lists the models", param="model"
+            )
+        task = task or model.tasks[0]
+        if task not in model.tasks:
+            raise UnsupportedTask(
+                f"model {model.name!r} does not serve {task}; it serves {list(model.tasks)}",
+                param="model",
+            )
+        return model, task
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str, task: str | None = None) -> AsyncIterator[Loaded]:
+        """Hold a loaded endpoint for the duration of one request."""
+        loaded = await self.get(name, task)
+        loaded.active += 1
+        try:
+            yield loaded
+        finally:
+            loaded.active -= 1
+            if loaded.evicted and loaded.active == 0:
+                await self._close(loaded)
+
+    async def get(self, name: str, task: str | None = None) -> Loaded:
+        model, task = self.resolve(name, task)
+        key = (model.name, task)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            self.hits += 1
+            self._update_ratio()
+            return self.cache[key]
+        self.misses += 1
+        self._update_ratio()
+        if key not in self.loading:
+            future: asyncio.Future[Loaded] = asyncio.get_running_loop().create_future()
+            self.loading[key] = future
+            asyncio.get_running_loop().create_task(self._load_into(model, task, future))
+        return await asyncio.shield(self.loading[key])
+
+    def is_loading(self, name: str) -> bool:
+        return any(key[0] == name for key in self.loading)
+
+    async def _load_into(
+        self, model: ServedModel, task: str, future: asyncio.Future[Loaded]
+    ) -> None:
+        key = (model.name, task)
+        start = time.perf_counter()
+        try:
+            endpoint = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._load, model, task
+            )
+            handler = model.skill.cls().handler(endpoint)
+        except HFSkillsError as exc:
+            self.metrics.loads.labels(model=model.name, status="failed").inc()
+            log.error("load of %s/%s failed: %s", model.name, task, exc.message)
+            future.set_exception(
+                ModelLoadError(f"model {model.name!r} failed to load: {exc.message}")
+            )
+        except Exception as exc:  # a broken checkpoint or skill: the request gets a clear 503
+            self.metrics.loads.labels(model=model.name, status="failed").inc()
+            log.exception("load of %s/%s failed", model.name, task)
+            future.set_exception(ModelLoadError(f"model {model.name!r} failed to load: {exc}"))
+        else:
+            loaded = Loaded(model, task, endpoint, handler)
+            self.cache[key] = loaded
+            self.metrics.loads.labels(model=model.name, status="ok").inc()
+            log.info(
+                "loaded %s/%s on %s in %.1f s (%.1f MiB)",
+                model.name,
+                task,
+                endpoint.hardware,
+                time.perf_counter() - start,
+                endpoint.memory_bytes / 2**20,
+            )
+            await self._evict_to_fit(keep=key)
+            self._update_memory()
+            future.set_result(loaded)
+        finally:
+            self.loading.pop(key, None)
+            if future.done() and future.exception() is not None:
+                future.exception()  # retrieved: no "exception never retrieved" warning
+
+    def used_bytes(self) -> int:
+        return sum(item.endpoint.memory_bytes for item in self.cache.values())
+
+    async def _evict_to_fit(self, keep: tuple[str, str]) -> None:
+        for key in list(self.cache):
+            if self.used_bytes() <= self.budget:
+                return
+            item = self.cache[key]
+            if key == keep or item.model.pinned:
+                continue
+            await self.unload_key(key, reason="memory budget")
+        if self.used_bytes() > self.budget:
+            log.warning(
+                "cache holds %d B over its budget of %d B (pinned or the newest model)",
+                self.used_bytes(),
+                self.budget,
+            )
+
+    async def unload_key(self, key: tuple[str, str], reason: str = "admin") -> bool:
+        item = self.cache.pop(key, None)
+        if item is None:
+            return False
+        item.evicted = True
+        self.metrics.evictions.labels(model=item.model.name, reason=reason).inc()
+        log.info("evicted %s/%s (%s)", *key, reason)
+        if item.active == 0:
+            await self._close(item)
+        self._update_memory()
+        return True
+
+    async def unload(self, name: str) -> int:
+        model, _ = self.resolve(name)
+        keys = [k for k in self.cache if k[0] == model.name]
+        for key in keys:
+            await self.unload_key(key)
+        return len(keys)
+
+    async def _close(self, item: Loaded) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, item.endpoint.close)
+
+    def resident(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "model": item.model.name,
+                "task": item.task,
+                "hardware": item.endpoint.hardware,
+                "device": item.endpoint.device,
+                "dtype": item.endpoint.dtype,
+                "memory_bytes": item.endpoint.memory_bytes,
+                "pinned": item.model.pinned,
+                "active_requests": item.active,
+                "loaded_at": int(item.loaded_at),
+            }
+            for item in reversed(self.cache.values())  # most recently used first
+        ]
+
+    def _update_ratio(self) -> None:
+        total = self.hits + self.misses
+        self.metrics.cache_hit_ratio.set(self.hits / total if total else 0.0)
+
+    def _update_memory(self) -> None:
+        per_hw: dict[str, int] = {}
+        for item in self.cache.values():
+            per_hw[item.endpoint.hardware] = (
+                per_hw.get(item.endpoint.hardware, 0) + item.endpoint.memory_bytes
+            )
+        for hw in {*per_hw, "cpu"}:
+            self.metrics.memory.labels(hardware=hw).set(per_hw.get(hw, 0))
+
+
+class UnknownModel(HFSkillsError):
+    code = "model_not_found"
+    status = 404

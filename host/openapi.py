@@ -1,0 +1,74 @@
+"""``GET /openapi.json``, generated from the protocol models each route declares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import hfskills
+
+
+def schema(routes: list[Route]) -> dict[str, Any]:
+    models: list[type[BaseModel]] = []
+    for route in routes:
+        for model in getattr(route.endpoint, "__protocol__", ()):
+            if model is not None and model not in models:
+                models.append(model)
+    _, definitions = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, Any] = {}
+    for route in routes:
+        request_model, response_model = getattr(route.endpoint, "__protocol__", (None, None))
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            op: dict[str, Any] = {
+                "summary": (route.endpoint.__doc__ or route.name).strip().splitlines()[0],
+                "responses": {"200": {"description": "OK"}},
+            }
+            if request_model is not None:
+                op["requestBody"] = {
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}
+                        }
+                    }
+                }
+            if response_model is not None:
+                op["responses"]["200"]["content"] = {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{response_model.__name__}"}
+                    }
+                }
+            paths.setdefault(route.path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hfskills", "version": hfskills.__version__},
+        "paths": paths,
+        "components": {"schemas": definitions.get("$defs", {})},
+    }
+
+
+def openapi_route(routes: list[Route]) -> Route:
+    document = schema(routes)
+
+    async def openapi(request: Request) -> JSONResponse:
+        """The OpenAPI document of every route, from the pydantic protocol models."""
+        return JSONResponse(document)
+
+    return Route("/openapi.json", openapi, methods=["GET"])
+
+
+def protocol(request: type[BaseModel] | None, response: type[BaseModel] | None = None):
+    """Declare a route's request and response models for the OpenAPI document."""
+    models = (request, response)
+
+    def mark(endpoint):
+        endpoint.__protocol__ = models
+        return endpoint
+
+    return mark
