@@ -134,7 +134,7 @@ class InferenceService:
         start = time.perf_counter()
         status, generated, prompt_tokens = "cancelled", 0, 0
         try:
-            async for event in pump(iterator):
+            async for event in _mapped(loaded, pump(iterator)):
                 if event.get("token_id") is not None:
                     generated += 1
                     self.metrics.generated.labels(model=loaded.model.name).inc()
@@ -219,6 +219,13 @@ def _count_tokens(processor: Any, inputs: list[Any]) -> int:
     if callable(processor) and all(isinstance(x, str) for x in inputs):
         return sum(len(ids) for ids in processor(inputs)["input_ids"])
     return 0
+
+
+async def _mapped(loaded: Loaded, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A stream's events, with a model failure midway turned into an `InferenceError`."""
+    with _as_inference_errors(loaded):
+        async for event in events:
+            yield event
 
 
 def _prepend(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,246 @@
+"""Bad input never gets a 500 or a traceback: each API family answers in its own error format.
+
+Also: a stream that fails midway sends one error event and ends cleanly; a broken skill file
+is reported and skipped; a model that fails to load answers 503 while others keep serving.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from .conftest import entry
+
+FLAKY_SKILL = '''
+"""A llama skill whose token stream fails after two tokens (exercises the host's error path)."""
+from hfskills.skillset.hf_llama import hf_llama
+
+
+class hf_flaky(hf_llama):
+    def text_generation_handler(self, endpoint):
+        handler = super().text_generation_handler(endpoint)
+        inner = handler.stream
+
+        def stream(prompt, **params):
+            events = inner(prompt, **params)
+
+            def failing():
+                for index, event in enumerate(events):
+                    if index == 2:
+                        raise RuntimeError("the accelerator fell over")
+                    yield event
+
+            return failing()
+
+        handler.stream = stream
+        return handler
+'''
+
+
+@pytest.fixture(scope="module")
+def server(serve, task_checkpoint, tmp_path_factory):
+    skills = tmp_path_factory.mktemp("skills")
+    (skills / "hf_flaky.py").write_text(textwrap.dedent(FLAKY_SKILL))
+    (skills / "hf_syntax.py").write_text("def broken(:\n")
+    (skills / "hf_incomplete.py").write_text("class hf_incomplete:\n    model_type = 'bert'\n")
+    broken = tmp_path_factory.mktemp("broken-checkpoint")
+    (broken / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertModel"]})
+    )
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    llama = task_checkpoint("llama", "text_generation")
+    models = [
+        entry("gen", llama),
+        entry("flaky", llama, skill="hf_flaky"),
+        entry("embed", task_checkpoint("bert", "text_embedding")),
+        entry("vit", task_checkpoint("vit", "image_classification")),
+        entry("broken", broken, skill="hf_bert", tasks=["text_embedding"]),
+    ]
+    return serve(models=models, embedded_default=False, skills_dirs=[skills], max_body_bytes=65536)
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with server.client() as client:
+        yield client
+
+
+def openai_error(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+def hf_error(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "error_type"} and "Traceback" not in response.text
+    return body
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/chat/completions", b"{not json", 400),
+        ("/v1/chat/completions", b"[1, 2]", 400),
+        ("/v1/chat/completions", b"", 400),
+        ("/v1/chat/completions", {"model": "gen"}, 422),
+        ("/v1/chat/completions", {"model": "gen", "messages": "hello"}, 422),
+        ("/v1/chat/completions", {"model": "gen", "messages": []}, 422),
+        (
+            "/v1/chat/completions",
+            {"model": 42, "messages": [{"role": "user", "content": "x"}]},
+            422,
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "gen", "messages": [{"role": "wizard", "content": "x"}]},
+            422,
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "gen", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            422,
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "gen",
+                "messages": [{"role": "user", "content": "x"}],
+                "stop": ["a", "b", "c", "d", "e"],
+            },
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "missing", "messages": [{"role": "user", "content": "x"}]},
+            404,
+        ),
+        ("/v1/completions", {"model": "gen", "prompt": []}, 422),
+        ("/v1/completions", {"model": "gen", "prompt": "x", "logprobs": 3}, 422),
+        ("/v1/completions", {"model": "gen", "prompt": ["a", "b"], "stream": True}, 400),
+        ("/v1/embeddings", {"model": "embed", "input": []}, 422),
+        ("/v1/embeddings", {"model": "embed", "input": [[]]}, 422),
+        ("/v1/embeddings", {"model": "embed", "input": [{"a": 1}]}, 422),
+        ("/v1/embeddings", {"model": "embed", "input": [99999999]}, 400),
+        ("/v1/embeddings", {"model": "embed", "input": "x", "encoding_format": "hex"}, 422),
+        ("/v1/embeddings", {"model": "gen", "input": "x"}, 400),  # a task the model lacks
+        ("/v1/embeddings", {"model": "embed", "input": "x", "dimensions": 4096}, 400),
+    ],
+)
+def test_openai_routes_answer_in_openai_format(http, path, body, status) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    error = openai_error(
+        http.post(path, content=content, headers={"content-type": "application/json"}), status
+    )
+    assert error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/models/missing", {"inputs": "x"}, 404),
+        ("/models/embed", b"{broken", 400),
+        ("/models/embed", {"inputs": ""}, 400),
+        ("/models/embed", {"inputs": 42}, 400),
+        ("/models/embed", {"inputs": "x", "parameters": {"bogus": 1}}, 400),
+        ("/models/vit", b"\x89PNG not really an image", 400),
+        ("/models/vit", {"inputs": "%%% not base64 %%%"}, 400),
+        ("/models/gen", {"inputs": "x", "parameters": {"max_new_tokens": 0}}, 422),
+        ("/models/gen", {"inputs": "x", "parameters": {"typical_p": 0.5}}, 422),
+        ("/models/gen", {"inputs": ["a", "b"]}, 422),
+        ("/models/gen/pipeline/no-such-task", {"inputs": "x"}, 404),
+        ("/models/gen/pipeline/fill-mask", {"inputs": "x"}, 400),
+        ("/generate", {"inputs": ""}, 422),
+        ("/generate", {"inputs": "x", "parameters": {"temperature": -1}}, 422),
+        ("/embed", {"inputs": [1, 2]}, 422),
+    ],
+)
+def test_hf_routes_answer_in_tgi_format(http, path, body, status) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {} if isinstance(body, bytes) else {"content-type": "application/json"}
+    hf_error(http.post(path, content=content, headers=headers), status)
+
+
+def test_unknown_routes_and_methods(http) -> None:
+    hf_error(http.get("/no/such/route"), 404)
+    openai_error(http.get("/v1/nothing-here"), 404)
+    openai_error(http.get("/v1/chat/completions"), 405)
+
+
+def test_bodies_over_the_limit_get_413(http) -> None:
+    big = json.dumps({"model": "embed", "input": "x" * 100_000}).encode()
+    openai_error(
+        http.post("/v1/embeddings", content=big, headers={"content-type": "application/json"}), 413
+    )
+
+    def chunks():  # no Content-Length: the limit holds while the body streams in
+        for _ in range(40):
+            yield b"x" * 4096
+
+    hf_error(http.post("/models/embed", content=chunks()), 413)
+
+
+def test_stream_failing_midway_sends_one_error_event_and_ends(http) -> None:
+    body = {
+        "model": "flaky",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 8,
+        "stream": True,
+    }
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    errors = [json.loads(line[5:]) for line in lines if '"error"' in line]
+    assert len(errors) == 1 and "fell over" in errors[0]["error"]["message"]
+    assert lines[-1] == "data: [DONE]"
+    with http.stream(
+        "POST",
+        "/models/flaky",
+        json={"inputs": "hi", "stream": True, "parameters": {"max_new_tokens": 8}},
+    ) as response:
+        tgi = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+    assert tgi[-1]["error_type"] == "generation" and len([e for e in tgi if "error" in e]) == 1
+    assert http.get("/health").status_code == 200
+
+
+def test_broken_skills_are_reported_and_skipped(http) -> None:
+    broken = http.get("/admin/models").json()["broken_skills"]
+    assert any(path.endswith("hf_syntax.py") for path in broken)
+    assert any(
+        path.endswith("hf_incomplete.py") and "contract" in why for path, why in broken.items()
+    )
+    assert "flaky" in {m["name"] for m in http.get("/admin/models").json()["models"]}
+
+
+def test_failed_load_is_503_and_others_keep_serving(http) -> None:
+    response = http.post("/v1/embeddings", json={"model": "broken", "input": "x"})
+    error = openai_error(response, 503)
+    assert response.headers["retry-after"] and "failed to load" in error["message"]
+    again = http.post("/models/broken", json={"inputs": "x"})
+    assert hf_error(again, 503)["error_type"] == "unavailable"
+    assert http.post("/v1/embeddings", json={"model": "embed", "input": "x"}).status_code == 200
+    assert http.get("/ready").status_code == 200  # the defaults (first model per task) load
+
+
+def test_ready_is_503_while_a_default_model_cannot_load(serve, tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    lonely = serve(
+        models=[entry("broken", tmp_path, skill="hf_bert", tasks=["text_embedding"])],
+        embedded_default=False,
+    )
+    with lonely.client() as client:
+        ready = client.get("/ready")
+        assert client.get("/health").status_code == 200
+    assert ready.status_code == 503 and ready.headers["retry-after"]
+    assert "broken/text_embedding" in ready.json()["failures"]
+
+
+def test_no_input_ever_made_a_500(server) -> None:
+    text = server.host.metrics.render().decode()
+    assert 'status="500"' not in text
