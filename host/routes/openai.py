@@ -69,9 +69,7 @@ def _params(body: oa.SamplingRequest, max_tokens: int | None) -> dict[str, Any]:
 def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
     prompt = sum(r["prompt_tokens"] for r in results[::n])
     completion = sum(len(r["token_ids"]) for r in results)
-    return oa.Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
+    return oa.Usage.of(prompt, completion)
 
 
 @protocol(oa.CompletionRequest, oa.CompletionResponse)
@@ -181,12 +179,7 @@ async def _chat_events(
             if event["finish_reason"] is not None:
                 yield chunk(oa.Delta(), finish=event["finish_reason"])
                 if body.stream_options and body.stream_options.include_usage:
-                    prompt, completion = event["prompt_tokens"], len(event["token_ids"])
-                    usage = oa.Usage(
-                        prompt_tokens=prompt,
-                        completion_tokens=completion,
-                        total_tokens=prompt + completion,
-                    )
+                    usage = oa.Usage.of(event["prompt_tokens"], len(event["token_ids"]))
                     yield chunk(oa.Delta(), usage=usage, choices=False)
     except Exception as exc:  # one error event, then the stream ends cleanly
         yield _error_event(exc)
@@ -219,12 +212,7 @@ async def _completion_events(
                 and body.stream_options
                 and body.stream_options.include_usage
             ):
-                prompt_tokens, completion = event["prompt_tokens"], len(event["token_ids"])
-                usage = oa.Usage(
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion,
-                    total_tokens=prompt_tokens + completion,
-                )
+                usage = oa.Usage.of(event["prompt_tokens"], len(event["token_ids"]))
                 yield chunk("", usage=usage, choices=False)
     except Exception as exc:
         yield _error_event(exc)
