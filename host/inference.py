@@ -57,16 +57,12 @@ class Stream:
 class InferenceService:
     def __init__(self, loader: ModelLoader, executor: Executor, metrics: Metrics) -> None:
         self.loader, self.executor, self.metrics = loader, executor, metrics
-        self._locks: dict[int, threading.Lock] = {}
-
-    def _lock(self, loaded: Loaded) -> threading.Lock:
-        return self._locks.setdefault(id(loaded.endpoint), threading.Lock())
 
     def _call(
         self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
     ) -> tuple[list[Any], int]:
         check_params(loaded, params)
-        with self._lock(loaded), _as_inference_errors(loaded):
+        with loaded.lock, _as_inference_errors(loaded):
             results = loaded.handler(inputs, **params)
             tokens = _count_tokens(loaded.endpoint.processor, inputs) if count_tokens else 0
         return results, tokens
@@ -117,7 +113,7 @@ class InferenceService:
 
             def start() -> Iterator[dict[str, Any]]:
                 check_params(loaded, params)
-                with self._lock(loaded):
+                with loaded.lock:
                     iterator = stream_fn(prompt, **params)
                     first = next(iterator)  # runs the encoding and parameter checks
                 return _prepend(first, iterator)

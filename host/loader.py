@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,8 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     active: int = 0
     evicted: bool = False
+    #: Serialises calls into this endpoint (fast tokenizers are not thread-safe).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def key(self) -> tuple[str, str]:
