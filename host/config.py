@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
@@ -97,7 +97,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest request body accepted")
     workers: int = Field(4, ge=1, le=256, description="worker threads that run inference")
     max_batch_inputs: int = Field(256, ge=1, description="most inputs one request may carry")
-    log_level: str = Field("info", description="debug, info, warning or error")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="debug, info, warning, error or critical"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

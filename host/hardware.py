@@ -74,9 +74,9 @@ class HardwareManager:
         failures = []
         for name, _ in self.candidates(model):
             try:
-                endpoint = skill.init(
-                    name, model.location, task, allow_local_paths=False, **model.options
-                )
+                # clients' strings are never file paths, unless the catalog entry says so
+                options = {"allow_local_paths": False, **model.options}
+                endpoint = skill.init(name, model.location, task, **options)
             except HardwareUnavailable as exc:
                 log.warning(
                     "%s/%s: %s unavailable (%s); falling back", model.name, task, name, exc.message

@@ -28,6 +28,7 @@ from hfskills.skillset.runtime.errors import (
     UnsupportedTask,
 )
 
+from .errors import APIError
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 
@@ -55,8 +56,11 @@ class Stream:
 
 
 class InferenceService:
-    def __init__(self, loader: ModelLoader, executor: Executor, metrics: Metrics) -> None:
+    def __init__(
+        self, loader: ModelLoader, executor: Executor, metrics: Metrics, max_inputs: int = 256
+    ) -> None:
         self.loader, self.executor, self.metrics = loader, executor, metrics
+        self.max_inputs = max_inputs
 
     def _call(
         self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
@@ -79,7 +83,10 @@ class InferenceService:
         """One batch through the model's handler; results in input order."""
         start = time.perf_counter()
         hardware, status, tokens = "none", "error", 0
+        label = self.metric_name(name)
         try:
+            if len(inputs) > self.max_inputs:
+                raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
             async with self.loader.use(name, task) as loaded:
                 hardware = loaded.endpoint.hardware
                 results, counted = await asyncio.get_running_loop().run_in_executor(
@@ -98,7 +105,7 @@ class InferenceService:
                 status = "ok"
                 return outcome
         finally:
-            self._record(name, task, hardware, len(inputs), tokens, start, status)
+            self._record(label, task, hardware, len(inputs), tokens, start, status)
 
     async def open_stream(
         self, name: str, task: str | None, prompt: Any, params: dict[str, Any]
@@ -153,6 +160,11 @@ class InferenceService:
                 status,
             )
 
+    def metric_name(self, name: str) -> str:
+        """Series are per served model: aliases fold into it, unknown names into one label."""
+        model = self.loader.catalog.get(name)
+        return model.name if model is not None else "unknown"
+
     def _record(
         self,
         name: str,
@@ -201,11 +213,9 @@ def check_params(loaded: Loaded, params: dict[str, Any]) -> None:
     """Refuse parameters the task's handler does not take (before touching the model)."""
     try:
         inspect.signature(loaded.handler).bind([], **params)
-    except TypeError:
+    except TypeError as exc:
         accepted = [p for p in inspect.signature(loaded.handler).parameters if p != "inputs"]
-        raise InvalidInput(
-            f"unknown parameter(s) {sorted(params)} for {loaded.task}; accepted: {accepted}"
-        ) from None
+        raise InvalidInput(f"{loaded.task}: {exc}; parameters accepted: {accepted}") from None
 
 
 def _count_tokens(processor: Any, inputs: list[Any]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -44,7 +45,14 @@ def schema(routes: list[Route]) -> dict[str, Any]:
                         "schema": {"$ref": f"#/components/schemas/{response_model.__name__}"}
                     }
                 }
-            paths.setdefault(route.path, {})[method.lower()] = op
+            names = re.findall(r"\{(\w+)(?::\w+)?\}", route.path)
+            if names:
+                op["parameters"] = [
+                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for n in names
+                ]
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # Starlette's {name:path}
+            paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "hfskills", "version": hfskills.__version__},

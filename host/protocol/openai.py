@@ -111,10 +111,16 @@ class SamplingRequest(Request):
             raise ValueError("stop: up to 4 non-empty strings")
         return stops
 
-    def generation_params(self, max_tokens: int | None) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _no_penalties(self) -> SamplingRequest:
+        if self.presence_penalty or self.frequency_penalty:
+            raise ValueError("presence_penalty and frequency_penalty are not supported (use 0)")
+        return self
+
+    def generation_params(self, max_tokens: int | None, default: int) -> dict[str, Any]:
         """The skill's generation params. OpenAI samples at temperature 1 unless told 0."""
         temperature = 1.0 if self.temperature is None else self.temperature
-        params: dict[str, Any] = {"max_new_tokens": max_tokens or 16, "stop": self.stops()}
+        params: dict[str, Any] = {"max_new_tokens": max_tokens or default, "stop": self.stops()}
         if temperature > 0:
             params.update(do_sample=True, temperature=temperature)
             if self.top_p is not None:
@@ -165,11 +171,15 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
         if self.tools:
             raise ValueError("tools are not supported")
+        if self.logprobs or self.top_logprobs:
+            raise ValueError("logprobs are not supported")
         if self.response_format and self.response_format.get("type") not in (None, "text"):
             raise ValueError('only response_format {"type": "text"} is supported')
         return self

@@ -32,11 +32,12 @@ async def json_body(request: Request) -> Any:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
-async def parse(request: Request, model: type[M]) -> M:
+async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
+    """Validate the JSON body as ``model``; ``defaults`` fill fields the body leaves out."""
     data = await json_body(request)
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
-    return model.model_validate(data)
+    return schema.model_validate({**defaults, **data})
 
 
 def sse(data: Any) -> str:

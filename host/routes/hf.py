@@ -58,8 +58,6 @@ async def _run(
     if inputs is None or inputs == [] or inputs == "":
         raise APIError(400, "inputs must not be empty", param="inputs")
     batch = inputs if isinstance(inputs, list) else [inputs]
-    if len(batch) > host(request).settings.max_batch_inputs:
-        raise APIError(413, f"at most {host(request).settings.max_batch_inputs} inputs per request")
     outcome = await host(request).service.run(name, task, batch, params)
     return outcome.results
 
@@ -182,7 +180,8 @@ async def _tgi_generate(request: Request, name: str, body: hf.GenerateRequest) -
     params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
     outcome = await host(request).service.run(name, "text_generation", [body.inputs], params)
     result = outcome.results[0]
-    text = (body.inputs + result["text"]) if body.parameters.return_full_text else result["text"]
+    text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
+    text = (body.inputs + text) if body.parameters.return_full_text else text
     response = hf.GenerateResponse(generated_text=text)
     if body.parameters.details:
         tokenizer = outcome.loaded.endpoint.processor
@@ -221,7 +220,7 @@ async def _tgi_events(stream: Stream, seed: int | None) -> AsyncIterator[str]:
                 index=index + 1, token=hf.Token(id=0, text="", special=True)
             ).model_dump(mode="json")
             last["token"]["text"] += event["text"]
-            last["generated_text"] = event["generated_text"]
+            last["generated_text"] = event["generated_text"] + (event.get("stop_sequence") or "")
             last["details"] = hf.StreamDetails(
                 finish_reason=_tgi_finish(event),
                 generated_tokens=len(event["token_ids"]),

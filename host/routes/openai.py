@@ -59,9 +59,14 @@ async def embeddings(request: Request) -> Response:
     return _json(oa.EmbeddingResponse(data=data, model=body.model, usage=usage))
 
 
-def _params(body: oa.SamplingRequest, max_tokens: int | None) -> dict[str, Any]:
+#: max_tokens when a request gives none: OpenAI's legacy completions default, and a chat
+#: default long enough for an answer (OpenAI's chat has no fixed default).
+COMPLETION_MAX_TOKENS, CHAT_MAX_TOKENS = 16, 512
+
+
+def _params(body: oa.SamplingRequest, max_tokens: int | None, default: int) -> dict[str, Any]:
     try:
-        return body.generation_params(max_tokens)
+        return body.generation_params(max_tokens, default)
     except ValueError as exc:
         raise APIError(400, str(exc), param="stop") from None
 
@@ -76,7 +81,7 @@ def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
 async def completions(request: Request) -> Response:
     """Create a text completion (stream: SSE)."""
     body = await parse(request, oa.CompletionRequest)
-    params = _params(body, body.max_tokens)
+    params = _params(body, body.max_tokens, COMPLETION_MAX_TOKENS)
     prompts = body.prompts()
     service = host(request).service
     if body.stream:
@@ -108,9 +113,11 @@ async def completions(request: Request) -> Response:
 @protocol(oa.ChatCompletionRequest, oa.ChatCompletionResponse)
 async def chat_completions(request: Request, model_name: str | None = None) -> Response:
     """Create a chat completion (stream: SSE)."""
-    body = await parse(request, oa.ChatCompletionRequest)
+    # /models/{name}/v1/chat/completions: the path names the model; a body "model" is ignored
+    defaults = {"model": model_name} if model_name else {}
+    body = await parse(request, oa.ChatCompletionRequest, **defaults)
     model = model_name or body.model
-    params = _params(body, body.max_completion_tokens or body.max_tokens)
+    params = _params(body, body.max_completion_tokens or body.max_tokens, CHAT_MAX_TOKENS)
     service = host(request).service
     if body.stream:
         if body.n != 1:

@@ -112,6 +112,31 @@ def test_catalog_derives_skill_and_task_and_reports_bad_entries(task_checkpoint)
     assert "no task" in built.errors["wrong-task"] and "hf_nope" in built.errors["no-skill"]
 
 
+def test_bad_settings_and_options_fail_at_start_up(tmp_path, capsys, task_checkpoint) -> None:
+    typo = write_toml(tmp_path / "typo.toml", "prot = 1\n")
+    assert main(["models", "--config", str(typo)]) == 2
+    assert "invalid setting prot" in capsys.readouterr().err
+    assert load_settings(log_level="WARNING").log_level == "warning"
+    with pytest.raises(ValueError):
+        load_settings(log_level="verbose")
+    path = str(task_checkpoint("bert", "text_classification"))
+    settings = load_settings(
+        embedded_default=False,
+        models=[
+            {
+                "name": "ok",
+                "checkpoint": path,
+                "options": {"dtype": "bfloat16", "allow_local_paths": True},
+            },
+            {"name": "bad", "checkpoint": path, "options": {"foo": 1}},
+        ],
+    )
+    built = catalog.build(settings, discover())
+    assert "unknown option" in built.errors["bad"]
+    endpoint = HardwareManager().load(built.get("ok"), "text_classification")
+    assert endpoint.allow_local_paths is True and endpoint.dtype == "bfloat16"
+
+
 def test_duplicate_names_are_refused(task_checkpoint) -> None:
     path = str(task_checkpoint("bert", "text_classification"))
     settings = load_settings(

@@ -244,3 +244,50 @@ def test_ready_is_503_while_a_default_model_cannot_load(serve, tmp_path) -> None
 def test_no_input_ever_made_a_500(server) -> None:
     text = server.host.metrics.render().decode()
     assert 'status="500"' not in text
+
+
+def test_review_fixes(http, server, task_checkpoint, tmp_path) -> None:
+    """Limits and checks found missing in review: each now answers clearly."""
+    many = {"model": "embed", "input": ["x"] * 300}
+    assert openai_error(http.post("/v1/embeddings", json=many), 413)["param"] == "inputs"
+    chat = http.post(
+        "/models/gen/v1/chat/completions",  # the path names the model
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
+    assert chat.status_code == 200 and chat.json()["model"] == "gen"
+    penalty = {
+        "model": "gen",
+        "messages": [{"role": "user", "content": "x"}],
+        "presence_penalty": 1,
+    }
+    assert (
+        "not supported"
+        in openai_error(http.post("/v1/chat/completions", json=penalty), 422)["message"]
+    )
+    missing = http.post("/models/vit", json={"inputs": "x", "parameters": {"bogus": True}})
+    assert "parameters accepted" in hf_error(missing, 400)["error"]
+    text = server.host.metrics.render().decode()
+    assert 'model="missing"' not in text and 'model="unknown"' in text  # bounded labels
+    schema = http.get("/openapi.json").json()
+    assert "/models/{name}/pipeline/{task}" in schema["paths"]
+    assert not any(":path" in path for path in schema["paths"])
+
+
+def test_tgi_keeps_the_stop_sequence(http) -> None:
+    plain = http.post(
+        "/generate",
+        json={"inputs": "hello world", "parameters": {"max_new_tokens": 8, "details": True}},
+    ).json()
+    word = plain["generated_text"].strip().split(" ")[0][:2]
+    if not word:
+        pytest.skip("the tiny model generated no text to stop on")
+    cut = http.post(
+        "/generate",
+        json={
+            "inputs": "hello world",
+            "parameters": {"max_new_tokens": 8, "stop": [word], "details": True},
+        },
+    ).json()
+    assert cut["generated_text"].endswith(word)
+    assert cut["details"]["finish_reason"] == "stop_sequence"
+    assert plain["generated_text"].startswith(cut["generated_text"])
