@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hfskills.skillset.runtime.continuous import DecodeEngine
 from hfskills.skillset.runtime.errors import HFSkillsError
 
 from . import catalog as catalog_mod
@@ -28,12 +29,16 @@ from .config import Settings
 from .discovery import discover
 from .hardware import HardwareManager
 from .inference import InferenceService
-from .loader import ModelLoader
+from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 from .openapi import openapi_route
 from .routes import admin, hf, openai
+from .scheduler import Scheduler
 
 log = logging.getLogger("hfskills.host")
+
+#: Hardware where skills run torch modules (the decode engine's home).
+TORCH_HARDWARE = ("cpu", "cuda", "rocm", "mps")
 
 
 def default_budget() -> int:
@@ -62,13 +67,44 @@ class Host:
             self.executor,
             self.metrics,
             budget if budget is not None else default_budget(),
+            prepare=self.prepare,
+        )
+        self.scheduler = Scheduler(
+            self.metrics,
+            max_concurrency=settings.max_concurrency,
+            per_model=settings.max_concurrency_per_model,
+            max_queue=settings.max_queue_per_model,
         )
         self.service = InferenceService(
-            self.loader, self.executor, self.metrics, max_inputs=settings.max_batch_inputs
+            self.loader,
+            self.executor,
+            self.metrics,
+            self.scheduler,
+            max_inputs=settings.max_batch_inputs,
         )
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)
+
+    def prepare(self, loaded: Loaded) -> None:
+        """Give a freshly loaded model its batching: continuous for decoder generation on
+        torch, dynamic for everything else."""
+        s = self.settings
+        loaded.batching = {
+            "max_batch": s.max_batch_size,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_wait_s": s.batch_wait_ms / 1000,
+        }
+        endpoint = loaded.endpoint
+        if (
+            s.continuous_batching
+            and loaded.task == "text_generation"
+            and loaded.model.skill.cls.family == "decoder"
+            and endpoint.hardware in TORCH_HARDWARE
+        ):
+            loaded.engine = DecodeEngine(
+                endpoint.model, endpoint.processor, endpoint.device, max_batch=s.max_batch_sequences
+            )
 
     def defaults(self) -> dict[str, str]:
         """task -> the model the root TGI/TEI routes use: configured, else the first with it."""

@@ -10,7 +10,7 @@ import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -96,6 +96,33 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest request body accepted")
     workers: int = Field(4, ge=1, le=256, description="worker threads that run inference")
+    max_concurrency: int = Field(256, ge=1, description="requests running at once, all models")
+    max_concurrency_per_model: int = Field(
+        64, ge=1, description="requests running at once per model (batches form from these)"
+    )
+    max_queue_per_model: int = Field(
+        64,
+        ge=0,
+        description="requests waiting per model; more answer 429 (503 while the model loads)",
+    )
+    request_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="longest wait for a slot; a request's X-Request-Timeout header overrides it",
+    )
+    max_batch_size: int = Field(32, ge=1, description="inputs per forward pass (dynamic batching)")
+    max_batch_tokens: int = Field(16384, ge=1, description="estimated tokens per forward pass")
+    batch_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="how long a request waits for others to share its forward pass",
+    )
+    continuous_batching: bool = Field(
+        True, description="decoder generation on torch joins a running batch at token boundaries"
+    )
+    max_batch_sequences: int = Field(32, ge=1, description="sequences decoded together")
     max_batch_inputs: int = Field(256, ge=1, description="most inputs one request may carry")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="debug, info, warning, error or critical"
@@ -105,6 +132,12 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _per_model_below_global(self) -> Settings:
+        if self.max_concurrency_per_model > self.max_concurrency:
+            raise ValueError("max_concurrency_per_model must not exceed max_concurrency")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,10 +1,12 @@
-"""Running skills for requests: worker threads, streaming, metrics and one log line each.
+"""Running skills for requests: admission, batching, worker threads, streams, metrics, logs.
 
-Inference never runs on the event loop: batch calls go to the worker pool, and a stream is
-pumped by a thread of its own into an asyncio queue. When the consumer goes away (a client
-disconnects), the pump closes the skill's iterator, which stops generation at the next token.
-Calls into one endpoint are serialised by its lock (fast tokenizers are not thread-safe);
-token streams hold it only while their prompt is encoded.
+A request first takes a slot from the `Scheduler` (priority queue, limits, deadline), then its
+model from the `ModelLoader`. Decoder generation on torch goes to the model's continuous-
+batching `DecodeEngine`; every other task goes through the model's `DynamicBatcher`, whose
+batches run in the worker pool under the endpoint's lock (fast tokenizers are not thread-safe).
+Nothing runs on the event loop. A stream's consumer that goes away (a client disconnect)
+cancels its sequence, so no tokens are generated for nobody. Each request writes one JSON log
+line and its metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hfskills.skillset.runtime.errors import (
@@ -28,11 +30,15 @@ from hfskills.skillset.runtime.errors import (
     UnsupportedTask,
 )
 
+from .batching import DynamicBatcher, GenerationStream
 from .errors import APIError
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
+from .scheduler import RequestContext, Scheduler
 
 log = logging.getLogger("hfskills.requests")
+
+DEFAULT_CONTEXT = RequestContext()
 
 
 @dataclass
@@ -47,30 +53,25 @@ class Outcome:
 
 @dataclass
 class Stream:
-    """An opened token stream: iterate `events()` exactly once."""
+    """An opened token stream: iterate `events` exactly once."""
 
     loaded: Loaded
     events: AsyncIterator[dict[str, Any]]
-    prompt_tokens: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class InferenceService:
     def __init__(
-        self, loader: ModelLoader, executor: Executor, metrics: Metrics, max_inputs: int = 256
+        self,
+        loader: ModelLoader,
+        executor: Executor,
+        metrics: Metrics,
+        scheduler: Scheduler,
+        max_inputs: int = 256,
     ) -> None:
         self.loader, self.executor, self.metrics = loader, executor, metrics
-        self.max_inputs = max_inputs
+        self.scheduler, self.max_inputs = scheduler, max_inputs
 
-    def _call(
-        self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
-    ) -> tuple[list[Any], int]:
-        check_params(loaded, params)
-        with loaded.lock, _as_inference_errors(loaded):
-            results = loaded.handler(inputs, **params)
-            tokens = _count_tokens(loaded.endpoint.processor, inputs) if count_tokens else 0
-        return results, tokens
-
+    # -- the two entry points -----------------------------------------------------------------
     async def run(
         self,
         name: str,
@@ -78,66 +79,132 @@ class InferenceService:
         inputs: list[Any],
         params: dict[str, Any],
         *,
+        ctx: RequestContext = DEFAULT_CONTEXT,
         count_tokens: bool = False,
     ) -> Outcome:
-        """One batch through the model's handler; results in input order."""
+        """One request's inputs through the model; results in input order."""
         start = time.perf_counter()
         hardware, status, tokens = "none", "error", 0
         label = self.metric_name(name)
         try:
             if len(inputs) > self.max_inputs:
                 raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
-            async with self.loader.use(name, task) as loaded:
+            async with self._slot(name, ctx), self.loader.use(name, task) as loaded:
                 hardware = loaded.endpoint.hardware
-                results, counted = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self._call, loaded, inputs, params, count_tokens
-                )
-                outcome = Outcome(results, loaded, prompt_tokens=counted)
-                for item in results:
-                    if isinstance(item, dict) and "token_ids" in item:
-                        outcome.prompt_tokens += int(item.get("prompt_tokens", 0))
-                        outcome.completion_tokens += len(item["token_ids"])
+                outcome = await self._run(loaded, inputs, params, count_tokens)
                 tokens = outcome.prompt_tokens + outcome.completion_tokens
                 if outcome.completion_tokens:
-                    self.metrics.generated.labels(model=loaded.model.name).inc(
-                        outcome.completion_tokens
-                    )
+                    self.metrics.generated.labels(model=label).inc(outcome.completion_tokens)
                 status = "ok"
                 return outcome
         finally:
             self._record(label, task, hardware, len(inputs), tokens, start, status)
 
     async def open_stream(
-        self, name: str, task: str | None, prompt: Any, params: dict[str, Any]
+        self,
+        name: str,
+        task: str | None,
+        prompt: Any,
+        params: dict[str, Any],
+        *,
+        ctx: RequestContext = DEFAULT_CONTEXT,
     ) -> Stream:
-        """Validate and encode now (errors become a normal 4xx); stream tokens later."""
+        """Admit, validate and start now (errors become a normal 4xx); stream tokens later."""
         stack = contextlib.AsyncExitStack()
-        loaded = await stack.enter_async_context(self.loader.use(name, task))
         try:
-            stream_fn = getattr(loaded.handler, "stream", None)
-            if stream_fn is None:
-                raise UnsupportedTask(f"{loaded.task} on {loaded.model.name!r} does not stream")
-
-            def start() -> Iterator[dict[str, Any]]:
-                check_params(loaded, params)
-                with loaded.lock:
-                    iterator = stream_fn(prompt, **params)
-                    first = next(iterator)  # runs the encoding and parameter checks
-                return _prepend(first, iterator)
-
-            iterator = await asyncio.get_running_loop().run_in_executor(self.executor, start)
+            await stack.enter_async_context(self._slot(name, ctx))
+            loaded = await stack.enter_async_context(self.loader.use(name, task))
+            if loaded.engine is not None:
+                generation = GenerationStream(loaded.engine, prompt, params)
+                stack.callback(generation.cancel)
+                first = await generation.first()
+                events = _chain(first, generation.rest())
+            else:
+                events = await self._thread_stream(loaded, prompt, params)
         except BaseException:
             await stack.aclose()
             raise
-        return Stream(loaded, self._events(loaded, iterator, stack))
+        return Stream(loaded, self._events(loaded, events, stack))
+
+    # -- how a request runs ---------------------------------------------------------------------
+    def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
+        model, _ = self.loader.resolve(name)
+        return self.scheduler.slot(model.name, ctx, lambda: self.loader.is_loading(model.name))
+
+    async def _run(
+        self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
+    ) -> Outcome:
+        if loaded.engine is not None:
+            results = await asyncio.gather(
+                *(GenerationStream(loaded.engine, item, params).result() for item in inputs)
+            )
+            rows = [(result, 0) for result in results]
+        else:
+            check_params(loaded, params)
+            rows = await self.batcher(loaded, count_tokens).submit(inputs, params)
+        outcome = Outcome(
+            [result for result, _ in rows], loaded, prompt_tokens=sum(n for _, n in rows)
+        )
+        for item in outcome.results:
+            if isinstance(item, dict) and "token_ids" in item:
+                outcome.prompt_tokens += int(item.get("prompt_tokens", 0))
+                outcome.completion_tokens += len(item["token_ids"])
+        return outcome
+
+    def batcher(self, loaded: Loaded, count_tokens: bool) -> DynamicBatcher:
+        """The model's batcher for requests that do (or do not) count their prompt tokens."""
+        key = "count" if count_tokens else "plain"
+        if key not in loaded.batchers:
+
+            async def run(inputs: list[Any], params: dict[str, Any]) -> list[tuple[Any, int]]:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._call, loaded, inputs, params, count_tokens
+                )
+
+            loaded.batchers[key] = DynamicBatcher(run, **loaded.batching)
+        return loaded.batchers[key]
+
+    def _call(
+        self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
+    ) -> list[tuple[Any, int]]:
+        """One batch in a worker thread: (result, prompt tokens) per input."""
+        with loaded.lock, _as_inference_errors(loaded):
+            results = loaded.handler(inputs, **params)
+            counts = (
+                _count_tokens(loaded.endpoint.processor, inputs)
+                if count_tokens
+                else [0] * len(inputs)
+            )
+        return list(zip(results, counts, strict=True))
+
+    async def _thread_stream(
+        self, loaded: Loaded, prompt: Any, params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A skill's own ``handler.stream`` (no engine): pumped by a thread of its own."""
+        stream_fn = getattr(loaded.handler, "stream", None)
+        if stream_fn is None:
+            raise UnsupportedTask(f"{loaded.task} on {loaded.model.name!r} does not stream")
+
+        def start() -> Iterator[dict[str, Any]]:
+            check_params(loaded, params)
+            with loaded.lock:
+                iterator = stream_fn(prompt, **params)
+                first = next(iterator)  # runs the encoding and parameter checks
+            return _prepend(first, iterator)
+
+        iterator = await asyncio.get_running_loop().run_in_executor(self.executor, start)
+        return pump(iterator)
 
     async def _events(
-        self, loaded: Loaded, iterator: Iterator[dict[str, Any]], stack: contextlib.AsyncExitStack
+        self,
+        loaded: Loaded,
+        events: AsyncIterator[dict[str, Any]],
+        stack: contextlib.AsyncExitStack,
     ) -> AsyncIterator[dict[str, Any]]:
         start = time.perf_counter()
         status, generated, prompt_tokens = "cancelled", 0, 0
         try:
-            async for event in _mapped(loaded, pump(iterator)):
+            async for event in _mapped(loaded, events):
                 if event.get("token_id") is not None:
                     generated += 1
                     self.metrics.generated.labels(model=loaded.model.name).inc()
@@ -160,6 +227,7 @@ class InferenceService:
                 status,
             )
 
+    # -- bookkeeping ----------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:
         """Series are per served model: aliases fold into it, unknown names into one label."""
         model = self.loader.catalog.get(name)
@@ -196,6 +264,14 @@ class InferenceService:
         )
 
 
+async def _chain(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for event in rest:
+        yield event
+
+
 @contextlib.contextmanager
 def _as_inference_errors(loaded: Loaded) -> Iterator[None]:
     """A model's own failure (not a refused input) answers 424 with its first line, logged."""
@@ -218,13 +294,13 @@ def check_params(loaded: Loaded, params: dict[str, Any]) -> None:
         raise InvalidInput(f"{loaded.task}: {exc}; parameters accepted: {accepted}") from None
 
 
-def _count_tokens(processor: Any, inputs: list[Any]) -> int:
-    """Prompt tokens of text (or token-id) inputs, for usage counts."""
+def _count_tokens(processor: Any, inputs: list[Any]) -> list[int]:
+    """Prompt tokens of each text (or token-id) input, for usage counts."""
     if all(isinstance(x, list) for x in inputs):
-        return sum(len(x) for x in inputs)
+        return [len(x) for x in inputs]
     if callable(processor) and all(isinstance(x, str) for x in inputs):
-        return sum(len(ids) for ids in processor(inputs)["input_ids"])
-    return 0
+        return [len(ids) for ids in processor(inputs)["input_ids"]]
+    return [0] * len(inputs)
 
 
 async def _mapped(loaded: Loaded, events: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -42,6 +42,16 @@ class Loaded:
     evicted: bool = False
     #: Serialises calls into this endpoint (fast tokenizers are not thread-safe).
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Continuous batching for decoder generation (a `DecodeEngine`), when it applies.
+    engine: Any = None
+    #: Dynamic batchers for every other task (made on first use) and their settings.
+    batchers: dict[str, Any] = field(default_factory=dict)
+    batching: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.endpoint.close()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -56,9 +66,10 @@ class ModelLoader:
         executor: Executor,
         metrics: Metrics,
         budget_bytes: int,
+        prepare: Callable[[Loaded], None] = lambda loaded: None,
     ) -> None:
         self.catalog, self._load, self.executor = catalog, load, executor
-        self.metrics, self.budget = metrics, budget_bytes
+        self.metrics, self.budget, self.prepare = metrics, budget_bytes, prepare
         self.cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
         self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
         self.hits = self.misses = 0
@@ -131,6 +142,7 @@ class ModelLoader:
             future.set_exception(ModelLoadError(f"model {model.name!r} failed to load: {exc}"))
         else:
             loaded = Loaded(model, task, endpoint, handler)
+            self.prepare(loaded)
             self.cache[key] = loaded
             self.metrics.loads.labels(model=model.name, status="ok").inc()
             log.info(
@@ -187,7 +199,7 @@ class ModelLoader:
         return len(keys)
 
     async def _close(self, item: Loaded) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, item.endpoint.close)
+        await asyncio.get_running_loop().run_in_executor(self.executor, item.close)
 
     def resident(self) -> list[dict[str, Any]]:
         return [

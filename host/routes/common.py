@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from ..errors import APIError
+from ..scheduler import PRIORITIES, RequestContext
 
 if TYPE_CHECKING:
     from ..app import Host
@@ -38,6 +39,25 @@ async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return schema.model_validate({**defaults, **data})
+
+
+def context(request: Request) -> RequestContext:
+    """Priority and deadline from ``X-Priority`` and ``X-Request-Timeout`` (or the defaults)."""
+    priority = request.headers.get("x-priority", "normal").strip().lower()
+    if priority not in PRIORITIES:
+        raise APIError(400, f"X-Priority must be one of {list(PRIORITIES)}", param="X-Priority")
+    raw = request.headers.get("x-request-timeout")
+    timeout = host(request).settings.request_timeout_s
+    if raw is not None:
+        try:
+            timeout = float(raw)
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= 3600:
+            raise APIError(
+                400, "X-Request-Timeout must be seconds in (0, 3600]", param="X-Request-Timeout"
+            )
+    return RequestContext(priority, timeout)
 
 
 def sse(data: Any) -> str:

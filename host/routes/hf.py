@@ -23,7 +23,7 @@ from ..errors import TGI_TYPES, APIError, from_exception
 from ..inference import Stream
 from ..openapi import protocol
 from ..protocol import hf
-from .common import event_stream, host, parse, sse
+from .common import context, event_stream, host, parse, sse
 from .openai import chat_completions
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
@@ -58,7 +58,7 @@ async def _run(
     if inputs is None or inputs == [] or inputs == "":
         raise APIError(400, "inputs must not be empty", param="inputs")
     batch = inputs if isinstance(inputs, list) else [inputs]
-    outcome = await host(request).service.run(name, task, batch, params)
+    outcome = await host(request).service.run(name, task, batch, params, ctx=context(request))
     return outcome.results
 
 
@@ -178,7 +178,9 @@ def _tgi_finish(result: dict[str, Any]) -> str:
 
 async def _tgi_generate(request: Request, name: str, body: hf.GenerateRequest) -> dict[str, Any]:
     params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    outcome = await host(request).service.run(name, "text_generation", [body.inputs], params)
+    outcome = await host(request).service.run(
+        name, "text_generation", [body.inputs], params, ctx=context(request)
+    )
     result = outcome.results[0]
     text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
     text = (body.inputs + text) if body.parameters.return_full_text else text
@@ -197,7 +199,9 @@ async def _tgi_generate(request: Request, name: str, body: hf.GenerateRequest) -
 
 async def _tgi_stream(request: Request, name: str, body: hf.GenerateRequest) -> Response:
     params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    stream = await host(request).service.open_stream(name, "text_generation", body.inputs, params)
+    stream = await host(request).service.open_stream(
+        name, "text_generation", body.inputs, params, ctx=context(request)
+    )
     return event_stream(_tgi_events(stream, params.get("seed")))
 
 

@@ -20,7 +20,7 @@ from ..errors import APIError, from_exception
 from ..inference import Stream
 from ..openapi import protocol
 from ..protocol import openai as oa
-from .common import event_stream, host, parse, sse
+from .common import context, event_stream, host, parse, sse
 
 
 def _json(model: oa.BaseModel) -> JSONResponse:
@@ -44,7 +44,7 @@ async def embeddings(request: Request) -> Response:
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
     outcome = await host(request).service.run(
-        body.model, "text_embedding", body.inputs(), params, count_tokens=True
+        body.model, "text_embedding", body.inputs(), params, ctx=context(request), count_tokens=True
     )
     data = []
     for index, vector in enumerate(outcome.results):
@@ -87,10 +87,12 @@ async def completions(request: Request) -> Response:
     if body.stream:
         if len(prompts) != 1 or body.n != 1:
             raise APIError(400, "streaming takes one prompt and n=1", param="stream")
-        stream = await service.open_stream(body.model, "text_generation", prompts[0], params)
+        stream = await service.open_stream(
+            body.model, "text_generation", prompts[0], params, ctx=context(request)
+        )
         return event_stream(_completion_events(stream, body, prompts[0]))
     inputs = [p for p in prompts for _ in range(body.n)]
-    outcome = await service.run(body.model, "text_generation", inputs, params)
+    outcome = await service.run(body.model, "text_generation", inputs, params, ctx=context(request))
     choices = [
         oa.CompletionChoice(
             index=i,
@@ -122,9 +124,13 @@ async def chat_completions(request: Request, model_name: str | None = None) -> R
     if body.stream:
         if body.n != 1:
             raise APIError(400, "streaming takes n=1", param="n")
-        stream = await service.open_stream(model, "text_generation", body.chat(), params)
+        stream = await service.open_stream(
+            model, "text_generation", body.chat(), params, ctx=context(request)
+        )
         return event_stream(_chat_events(stream, body, model))
-    outcome = await service.run(model, "text_generation", [body.chat()] * body.n, params)
+    outcome = await service.run(
+        model, "text_generation", [body.chat()] * body.n, params, ctx=context(request)
+    )
     choices = [
         oa.ChatChoice(
             index=i,

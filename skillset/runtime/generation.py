@@ -245,46 +245,74 @@ class TextGenerator:
         thread = threading.Thread(target=run, name="hfskills-generate", daemon=True)
         thread.start()
         prompt_tokens = int(batch["attention_mask"][0].sum()) if "attention_mask" in batch else 0
-        ids: list[int] = []
-        sent = ""  # text already yielded
-        reason = "length"
+        text = TokenText(self.tokenizer, params, self.eos_ids, prompt_tokens)
         try:
-            while (token := streamer.queue.get()) is not None:
-                if token in self.eos_ids and not params.ignore_eos:
-                    reason = "stop"
-                    break
-                ids.append(token)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                stop = _find_stop(text, params.stop)
-                if stop is not None:
-                    cut = stop[0]
-                    yield {"token_id": token, "text": text[len(sent) : cut], "finish_reason": None}
-                    sent, reason = text[:cut], "stop"
-                    break
-                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
-                    yield {"token_id": token, "text": "", "finish_reason": None}
-                    continue
-                safe = len(text) - _partial_stop(text, params.stop)
-                delta = text[len(sent) : max(safe, len(sent))]
-                sent += delta
-                yield {"token_id": token, "text": delta, "finish_reason": None}
+            while not text.done and (token := streamer.queue.get()) is not None:
+                event = text.add(token)
+                if event is not None:
+                    yield event
             if errors:
                 raise InferenceError(f"generation failed: {errors[0]}")
-            full = self.tokenizer.decode(ids, skip_special_tokens=True)
-            stop = _find_stop(full, params.stop)
-            final = full if stop is None else full[: stop[0]]
-            yield {
-                "token_id": None,
-                "stop_sequence": stop[1] if stop else None,
-                "text": final[len(sent) :],
-                "finish_reason": reason,
-                "generated_text": final,
-                "token_ids": ids,
-                "prompt_tokens": prompt_tokens,
-            }
+            yield text.final()
         finally:
             cancel.event.set()
             thread.join(timeout=60)
+
+
+class TokenText:
+    """Generated token ids -> streamed text, for one sequence.
+
+    EOS (unless ``ignore_eos``), a stop string or ``max_new_tokens`` ends it. Text that could
+    still grow into a stop string is held back, and an incomplete UTF-8 sequence waits for the
+    next token. `add` returns the token's event (None for the EOS that ended it); `final`
+    returns the last event, with the whole text, the token ids and why it ended.
+    """
+
+    def __init__(
+        self, tokenizer: Any, params: GenerationParams, eos_ids: set[int], prompt_tokens: int
+    ) -> None:
+        self.tokenizer, self.params, self.eos_ids = tokenizer, params, eos_ids
+        self.prompt_tokens = prompt_tokens
+        self.ids: list[int] = []
+        self.sent = ""  # text already yielded
+        self.reason: str | None = None  # why it ended; None while it runs
+
+    @property
+    def done(self) -> bool:
+        return self.reason is not None
+
+    def add(self, token: int) -> dict[str, Any] | None:
+        if token in self.eos_ids and not self.params.ignore_eos:
+            self.reason = "stop"
+            return None
+        self.ids.append(token)
+        if len(self.ids) >= self.params.max_new_tokens:
+            self.reason = "length"
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        stop = _find_stop(text, self.params.stop)
+        if stop is not None:
+            delta, self.sent, self.reason = text[len(self.sent) : stop[0]], text[: stop[0]], "stop"
+            return {"token_id": token, "text": delta, "finish_reason": None}
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
+            return {"token_id": token, "text": "", "finish_reason": None}
+        safe = len(text) - _partial_stop(text, self.params.stop)
+        delta = text[len(self.sent) : max(safe, len(self.sent))]
+        self.sent += delta
+        return {"token_id": token, "text": delta, "finish_reason": None}
+
+    def final(self) -> dict[str, Any]:
+        full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        stop = _find_stop(full, self.params.stop)
+        final = full if stop is None else full[: stop[0]]
+        return {
+            "token_id": None,
+            "text": final[len(self.sent) :],
+            "finish_reason": self.reason or "length",
+            "generated_text": final,
+            "token_ids": self.ids,
+            "prompt_tokens": self.prompt_tokens,
+            "stop_sequence": stop[1] if stop else None,
+        }
 
 
 def _partial_stop(text: str, stops: list[str]) -> int:

@@ -14,28 +14,23 @@ import pytest
 from .conftest import entry
 
 FLAKY_SKILL = '''
-"""A llama skill whose token stream fails after two tokens (exercises the host's error path)."""
+"""A llama skill whose model fails on every fourth forward pass: a stream gets its first
+tokens (prefill and two decode steps), then the failure (exercises the host's error path)."""
 from hfskills.skillset.hf_llama import hf_llama
 
 
 class hf_flaky(hf_llama):
-    def text_generation_handler(self, endpoint):
-        handler = super().text_generation_handler(endpoint)
-        inner = handler.stream
+    def init_cpu(self, model, task, **options):
+        endpoint = super().init_cpu(model, task, **options)
+        calls = [0]
 
-        def stream(prompt, **params):
-            events = inner(prompt, **params)
+        def fall_over(module, args, output):
+            calls[0] += 1
+            if calls[0] % 4 == 0:
+                raise RuntimeError("the accelerator fell over")
 
-            def failing():
-                for index, event in enumerate(events):
-                    if index == 2:
-                        raise RuntimeError("the accelerator fell over")
-                    yield event
-
-            return failing()
-
-        handler.stream = stream
-        return handler
+        endpoint.model.register_forward_hook(fall_over)
+        return endpoint
 '''
 
 

@@ -1,0 +1,128 @@
+"""Admission control: priority queues, bounded waits, and concurrency limits.
+
+Each model has a gate: at most ``max_concurrency_per_model`` requests run (the batchers
+then form batches from them), and at most ``max_queue_per_model`` wait, served by priority
+(``X-Priority: high | normal | low``) then arrival. A full queue answers 429 (503 while the
+model is still loading), both with ``Retry-After``; a request that waits past its deadline
+(``X-Request-Timeout`` or ``request_timeout_s``) answers 503. A global gate bounds all
+models together; because every model's own limit is lower, one slow model cannot take every
+slot. ``queue_depth{priority}`` counts the waiting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from hfskills.skillset.runtime.errors import HFSkillsError
+
+from .metrics import Metrics
+
+PRIORITIES = ("high", "normal", "low")
+
+
+class Overloaded(HFSkillsError):
+    code = "overloaded"
+    status = 429
+
+
+class Busy(HFSkillsError):
+    """Waiting is pointless now: the queue is full while the model loads, or the wait ran out."""
+
+    code = "unavailable"
+    status = 503
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a request asks of the scheduler."""
+
+    priority: str = "normal"
+    timeout_s: float = 60.0
+
+
+class Gate:
+    """At most ``limit`` holders; up to ``max_queue`` waiters, by (priority, arrival)."""
+
+    def __init__(self, limit: int, max_queue: int, on_wait: Callable[[str, int], None]) -> None:
+        self.limit, self.max_queue, self.on_wait = limit, max_queue, on_wait
+        self.active = 0
+        self.waiters: list[tuple[int, int, asyncio.Future[None], str]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, ctx: RequestContext, full: Callable[[], HFSkillsError]) -> None:
+        if self.active < self.limit and not self.waiters:
+            self.active += 1
+            return
+        if len(self.waiters) >= self.max_queue:
+            raise full()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (PRIORITIES.index(ctx.priority), next(self._order), future, ctx.priority)
+        heapq.heappush(self.waiters, entry)
+        self.on_wait(ctx.priority, +1)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), ctx.timeout_s)
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as we gave up: pass the slot on
+            else:
+                future.cancel()
+                self.waiters.remove(entry)
+                heapq.heapify(self.waiters)
+                self.on_wait(ctx.priority, -1)
+            if isinstance(exc, TimeoutError):
+                raise Busy(f"waited {ctx.timeout_s:g} s for a free slot; try again later") from None
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        while self.waiters:
+            _, _, future, priority = heapq.heappop(self.waiters)
+            self.on_wait(priority, -1)
+            if not future.done():
+                self.active += 1
+                future.set_result(None)
+                return
+
+
+class Scheduler:
+    def __init__(
+        self, metrics: Metrics, *, max_concurrency: int, per_model: int, max_queue: int
+    ) -> None:
+        self.metrics, self.per_model, self.max_queue = metrics, per_model, max_queue
+        self.waiting = dict.fromkeys(PRIORITIES, 0)
+        self.global_gate = Gate(max_concurrency, 1_000_000, self._count)
+        self.gates: dict[str, Gate] = {}
+
+    def _count(self, priority: str, delta: int) -> None:
+        self.waiting[priority] += delta
+        self.metrics.queue_depth.labels(priority=priority).set(self.waiting[priority])
+
+    @contextlib.asynccontextmanager
+    async def slot(
+        self, model: str, ctx: RequestContext, loading: Callable[[], bool]
+    ) -> AsyncIterator[None]:
+        """Hold one of ``model``'s slots (and a global one) for the request's duration."""
+        gate = self.gates.setdefault(model, Gate(self.per_model, self.max_queue, self._count))
+
+        def full() -> HFSkillsError:
+            if loading():
+                return Busy(f"model {model!r} is loading and its queue is full; try again shortly")
+            return Overloaded(
+                f"model {model!r} is at capacity ({gate.limit} running, "
+                f"{len(gate.waiters)} waiting); try again shortly"
+            )
+
+        await gate.acquire(ctx, full)
+        try:
+            await self.global_gate.acquire(ctx, full)
+            try:
+                yield
+            finally:
+                self.global_gate.release()
+        finally:
+            gate.release()

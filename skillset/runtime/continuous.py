@@ -1,0 +1,292 @@
+"""Continuous batching for decoder-only generation on torch.
+
+One engine thread owns the model. Each step it admits waiting requests (each is prefilled
+alone, so its prompt is processed exactly as it would be alone), merges their key/value cache
+into the running batch (left-padded, with an attention mask that hides the padding), runs one
+decode step for every running sequence, samples each row with its own parameters, and retires
+the sequences that finished or whose consumer went away. New requests join at token
+boundaries; nobody waits for the longest sequence of a static batch.
+
+Why not transformers' own continuous batching (``generate_batch``)? Measured on this 2-core
+CPU with SmolLM2-135M: 4.6 tok/s at batch 1 and 80 tok/s at 32 prompts, against 18 and 176
+for plain ``generate`` (see docs/performance.md); it is built for paged attention on GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import HFSkillsError, InferenceError, InvalidInput
+from .generation import GenerationParams, TokenText, prompt_texts
+
+log = logging.getLogger("hfskills.runtime")
+
+DONE = object()
+
+
+@dataclass
+class Sequence:
+    """One request in the engine: its prompt, parameters, text state and event queue."""
+
+    prompt: Any
+    params: GenerationParams
+    events: queue.Queue[Any] = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    #: Where the engine sends events; a queue by default, an event loop's callback in a server.
+    sink: Any = None
+    text: TokenText | None = None
+    generator: Any = None  # torch.Generator for seeded sampling
+    history: Any = None  # prompt + generated ids (repetition penalty)
+
+    def put(self, item: Any) -> None:
+        (self.sink or self.events.put)(item)
+
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """Events as `TextGenerator.stream` yields them; closing it cancels the sequence."""
+        try:
+            while (item := self.events.get()) is not DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancelled.set()
+
+    def result(self) -> dict[str, Any]:
+        """Run to the end; the same dict a batch handler returns for this prompt."""
+        last: dict[str, Any] = {}
+        for event in self.stream():
+            last = event
+        return {
+            key: last[key]
+            for key in ("token_ids", "finish_reason", "prompt_tokens", "stop_sequence")
+        } | {"text": last["generated_text"]}
+
+
+class DecodeEngine:
+    """Continuous batching over one decoder-only torch model (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: str, max_batch: int = 32) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.max_batch = max_batch
+        gen = model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids: set[int] = set(
+            eos if isinstance(eos, list) else [eos] if eos is not None else []
+        )
+        self.default_repetition_penalty = getattr(gen, "repetition_penalty", None)
+        self.waiting: queue.Queue[Sequence] = queue.Queue()
+        self.running: list[Sequence] = []
+        self.cache: Any = None  # DynamicCache for the running batch
+        self.mask: Any = None  # [batch, length] attention mask (0 = left padding)
+        self.last: Any = None  # [batch, 1] the token each row feeds next
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hfskills-decode", daemon=True)
+        self._thread.start()
+
+    # -- public ------------------------------------------------------------------------------
+    def submit(self, prompt: Any, params: GenerationParams, sink: Any = None) -> Sequence:
+        """Queue one prompt (a string or chat messages); tokenizing happens in the engine thread.
+        Events go to ``sink`` when given (called from the engine thread), else to a queue."""
+        if self._stop.is_set():
+            raise InferenceError("the generation engine is stopped")
+        sequence = Sequence(prompt, params, sink=sink)
+        self.waiting.put(sequence)
+        return sequence
+
+    def close(self) -> None:
+        self._stop.set()
+        self.waiting.put(Sequence(None, GenerationParams()))  # wake the loop
+        self._thread.join(timeout=30)
+
+    @property
+    def load(self) -> int:
+        return len(self.running) + self.waiting.qsize()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                try:
+                    self._admit(block=not self.running)
+                    if self.running:
+                        self._step()
+                except Exception as exc:  # a failed step fails its sequences, not the engine
+                    log.exception("decode step failed")
+                    self._fail_all(InferenceError(f"generation failed: {exc}"))
+        self._fail_all(InferenceError("the generation engine stopped"))
+
+    def _admit(self, block: bool) -> None:
+        while len(self.running) < self.max_batch:
+            try:
+                sequence = self.waiting.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return
+            block = False
+            if self._stop.is_set() or sequence.prompt is None:
+                return
+            if sequence.cancelled.is_set():
+                sequence.put(DONE)
+                continue
+            try:
+                self._prefill(sequence)
+            except HFSkillsError as exc:
+                sequence.put(exc)
+                sequence.put(DONE)
+
+    def _prefill(self, sequence: Sequence) -> None:
+        import torch
+
+        text = prompt_texts(self.tokenizer, [sequence.prompt])[0]
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"].to(self.device)
+        if ids.shape[1] == 0:
+            raise InvalidInput("a prompt must not be empty", param="inputs")
+        params = sequence.params
+        sequence.text = TokenText(self.tokenizer, params, self.eos_ids, ids.shape[1])
+        sequence.history = ids[0]
+        if params.seed is not None:
+            sequence.generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        out = self.model(input_ids=ids, use_cache=True)
+        token = self._sample(out.logits[:, -1], [sequence])[0]
+        self._join(sequence, out.past_key_values, torch.ones_like(ids))
+        self._emit(sequence, token)
+
+    def _join(self, sequence: Sequence, cache: Any, mask: Any) -> None:
+        """Merge one prefilled sequence into the running batch, left-padding the shorter side."""
+        import torch
+
+        last = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        if self.cache is None:
+            self.cache, self.mask, self.last = cache, mask, last
+            self.running.append(sequence)
+            return
+        length, new_length = self.mask.shape[1], mask.shape[1]
+        width = max(length, new_length)
+        for batch_layer, new_layer in zip(self.cache.layers, cache.layers, strict=True):
+            batch_layer.keys = torch.cat(
+                [_left_pad(batch_layer.keys, width), _left_pad(new_layer.keys, width)]
+            )
+            batch_layer.values = torch.cat(
+                [_left_pad(batch_layer.values, width), _left_pad(new_layer.values, width)]
+            )
+        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
+        self.last = torch.cat([self.last, last])
+        self.running.append(sequence)
+
+    def _step(self) -> None:
+        """One token for every running sequence."""
+        import torch
+
+        mask = torch.cat([self.mask, torch.ones_like(self.last)], dim=1)
+        positions = self.mask.sum(dim=1, keepdim=True)
+        out = self.model(
+            input_ids=self.last,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache, self.mask = out.past_key_values, mask
+        self.steps += 1
+        running = list(self.running)  # _emit may retire rows while we walk them
+        for sequence, token in zip(running, self._sample(out.logits[:, -1], running), strict=True):
+            self._emit(sequence, token)
+
+    def _emit(self, sequence: Sequence, token: int) -> None:
+        """Record the sampled token, send its event, and retire the sequence when it is done."""
+        import torch
+
+        row = self.running.index(sequence)
+        self.last[row, 0] = token
+        sequence.history = torch.cat([sequence.history, self.last[row]])
+        event = sequence.text.add(token)
+        if event is not None:
+            sequence.put(event)
+        if sequence.text.done or sequence.cancelled.is_set():
+            if not sequence.cancelled.is_set():
+                sequence.put(sequence.text.final())
+            sequence.put(DONE)
+            self._retire(row)
+
+    def _retire(self, row: int) -> None:
+        import torch
+
+        self.running.pop(row)
+        if not self.running:
+            self.cache = self.mask = self.last = None
+            return
+        keep = torch.tensor([i for i in range(self.mask.shape[0]) if i != row], device=self.device)
+        self.cache.batch_select_indices(keep)
+        self.mask, self.last = self.mask[keep], self.last[keep]
+        # drop leading columns that are padding for every remaining row
+        first = int((self.mask.sum(dim=0) > 0).nonzero()[0])
+        if first:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def _sample(self, logits: Any, sequences: list[Sequence]) -> list[int]:
+        """Each row with its own parameters: greedy rows in one argmax, sampled rows alone."""
+        import torch
+
+        logits = logits.float()
+        for row, sequence in enumerate(sequences):
+            params = sequence.params
+            penalty = params.repetition_penalty or self.default_repetition_penalty
+            if penalty and penalty != 1.0:
+                seen = sequence.history
+                scores = logits[row, seen]
+                logits[row, seen] = torch.where(scores < 0, scores * penalty, scores / penalty)
+            minimum = params.max_new_tokens if params.ignore_eos else params.min_new_tokens
+            if minimum and len(sequence.text.ids) < minimum and self.eos_ids:
+                logits[row, list(self.eos_ids)] = float("-inf")
+        tokens = logits.argmax(dim=-1).tolist()
+        for row, sequence in enumerate(sequences):
+            if sequence.params.sampling:
+                tokens[row] = _sample_row(logits[row], sequence.params, sequence.generator)
+        return tokens
+
+    def _fail_all(self, error: HFSkillsError) -> None:
+        for sequence in self.running:
+            sequence.put(error)
+            sequence.put(DONE)
+        self.running = []
+        self.cache = self.mask = self.last = None
+
+
+def _left_pad(tensor: Any, width: int, dim: int = 2) -> Any:
+    """Zero-pad ``tensor`` on the left of ``dim`` to ``width``."""
+    import torch
+
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat(
+        [torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor], dim=dim
+    )
+
+
+def _sample_row(logits: Any, params: GenerationParams, generator: Any) -> int:
+    """Temperature, top-k and top-p sampling for one row, as transformers' warpers do."""
+    import torch
+
+    logits = logits / (params.temperature or 1.0)
+    if params.top_k:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p is not None and params.top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=True)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - ordered.softmax(dim=-1) > params.top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
