@@ -99,6 +99,8 @@ class SamplingRequest(Request):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = Field(False, description="vLLM extension: generate max_tokens, past EOS")
+    min_tokens: int | None = Field(None, ge=0, description="vLLM extension: no EOS before this")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = None
@@ -127,6 +129,10 @@ class SamplingRequest(Request):
                 params["top_p"] = self.top_p
         if self.seed is not None:
             params["seed"] = self.seed
+        if self.ignore_eos:
+            params["ignore_eos"] = True
+        if self.min_tokens:
+            params["min_new_tokens"] = self.min_tokens
         return params
 
 

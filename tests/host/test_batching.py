@@ -1,0 +1,260 @@
+"""Throughput machinery, over real HTTP: dynamic batching, continuous batching, scheduling,
+backpressure and cancellation. Every concurrent load here is bounded in count and time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import skill_class
+
+from .conftest import entry
+from .test_loader import metric
+
+SENTENCES = [
+    " ".join(["hello", "world", "the", "capital", "of", "france", "is", "paris"][: 1 + i % 8])
+    for i in range(64)
+]
+
+
+async def gather_posts(base: str, requests: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(requests))
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        return await asyncio.gather(*(client.post(p, json=b, headers=h) for p, b, h in requests))
+
+
+@pytest.fixture(scope="module")
+def server(serve, task_checkpoint):
+    models = [
+        entry("embed", task_checkpoint("bert", "text_embedding")),
+        entry("gen", task_checkpoint("llama", "text_generation")),
+        entry("gen-b", task_checkpoint("gpt2", "text_generation")),
+    ]
+    return serve(models=models, embedded_default=False, batch_wait_ms=20, max_batch_size=16)
+
+
+def test_64_concurrent_embeddings_equal_single_requests(server) -> None:
+    with server.client() as http:
+        alone = [
+            http.post("/v1/embeddings", json={"model": "embed", "input": s}).json()
+            for s in SENTENCES
+        ]
+    before = server.host.loader.cache[("embed", "text_embedding")].batchers["count"].batches
+    together = asyncio.run(
+        gather_posts(
+            server.base, [("/v1/embeddings", {"model": "embed", "input": s}, {}) for s in SENTENCES]
+        )
+    )
+    batcher = server.host.loader.cache[("embed", "text_embedding")].batchers["count"]
+    assert batcher.batches - before < 64 / 2  # requests shared forward passes
+    for single, response in zip(alone, together, strict=True):
+        assert response.status_code == 200
+        assert response.json()["data"][0]["embedding"] == pytest.approx(
+            single["data"][0]["embedding"], abs=1e-5
+        )
+        assert response.json()["usage"] == single["usage"]
+
+
+def test_a_large_request_is_split_and_kept_in_order(server) -> None:
+    with server.client() as http:
+        many = http.post("/v1/embeddings", json={"model": "embed", "input": SENTENCES[:40]}).json()
+        single = http.post("/v1/embeddings", json={"model": "embed", "input": SENTENCES[7]}).json()
+    assert [d["index"] for d in many["data"]] == list(range(40))
+    assert many["data"][7]["embedding"] == pytest.approx(single["data"][0]["embedding"], abs=1e-5)
+
+
+def test_a_poisoned_input_fails_only_its_request(server) -> None:
+    requests = [("/v1/embeddings", {"model": "embed", "input": s}, {}) for s in SENTENCES[:12]]
+    requests.insert(5, ("/v1/embeddings", {"model": "embed", "input": [[1, 2, 99999999]]}, {}))
+    responses = asyncio.run(gather_posts(server.base, requests))
+    assert (
+        responses[5].status_code == 400 and "token ids" in responses[5].json()["error"]["message"]
+    )
+    assert all(r.status_code == 200 for i, r in enumerate(responses) if i != 5)
+
+
+def test_continuous_batching_equals_each_request_alone(server, task_checkpoint) -> None:
+    """Greedy tokens under concurrency, with different prompts and lengths, equal the same
+    request run alone through the skill (no batching at all)."""
+    prompts = ["hello world", "the capital of france is", "a", "paris paris paris", "b c d e f"]
+    for name, model_type in (("gen", "llama"), ("gen-b", "gpt2")):
+        skill = skill_class(model_type)()
+        handler = skill.handler(
+            skill.init_cpu(str(task_checkpoint(model_type, "text_generation")), "text_generation")
+        )
+        alone = [
+            handler([p], max_new_tokens=6 + i, ignore_eos=True)[0] for i, p in enumerate(prompts)
+        ]
+        requests = [
+            (
+                f"/models/{name}",
+                {"inputs": p, "parameters": {"max_new_tokens": 6 + i, "details": True}},
+                {},
+            )
+            for i, p in enumerate(prompts)
+        ]
+        responses = asyncio.run(gather_posts(server.base, requests * 2))
+        for i, response in enumerate(responses):
+            expected = alone[i % len(prompts)]
+            got = response.json()[0]
+            ids = [t["id"] for t in got["details"]["tokens"]]
+            assert ids == expected["token_ids"][: len(ids)], (name, i)
+            assert (
+                got["generated_text"] == expected["text"]
+                or got["details"]["finish_reason"] == "eos_token"
+            )
+
+
+def test_mixed_sampling_params_share_the_engine(server) -> None:
+    seeded = {"model": "gen", "prompt": "hello", "max_tokens": 8, "temperature": 1.2, "seed": 5}
+    greedy = {"model": "gen", "prompt": "hello", "max_tokens": 8, "temperature": 0}
+    first = asyncio.run(
+        gather_posts(
+            server.base, [("/v1/completions", seeded, {}), ("/v1/completions", greedy, {})] * 3
+        )
+    )
+    texts = [r.json()["choices"][0]["text"] for r in first]
+    assert len({texts[0], texts[2], texts[4]}) == 1  # the same seed gives the same sample
+    assert len({texts[1], texts[3], texts[5]}) == 1  # greedy is greedy under any company
+
+
+def test_overload_answers_429_and_recovers(serve, task_checkpoint) -> None:
+    server = serve(
+        models=[entry("slow", task_checkpoint("llama", "text_generation"))],
+        embedded_default=False,
+        max_concurrency_per_model=2,
+        max_queue_per_model=4,
+    )
+    body = {"model": "slow", "prompt": "hello", "max_tokens": 40, "temperature": 0}
+    with server.client() as http:  # load it first: the overload is about queueing, not loading
+        assert http.post("/v1/completions", json={**body, "max_tokens": 1}).status_code == 200
+    responses = asyncio.run(gather_posts(server.base, [("/v1/completions", body, {})] * 32))
+    statuses = [r.status_code for r in responses]
+    assert 429 in statuses and statuses.count(200) >= 6
+    assert set(statuses) <= {200, 429}
+    assert all(r.headers.get("retry-after") for r in responses if r.status_code == 429)
+    assert responses[statuses.index(429)].json()["error"]["type"] == "rate_limit_error"
+    with server.client() as http:
+        assert http.get("/health").status_code == 200
+        assert http.post("/v1/completions", json=body).status_code == 200
+    assert metric(server, "queue_depth", priority="normal") == 0
+
+
+def test_high_priority_is_served_first_and_deadlines_hold(serve, task_checkpoint) -> None:
+    """One slot, held by a long generation: a low- then a high-priority request queue behind
+    it, and the high one is served first once the slot frees."""
+    server = serve(
+        models=[entry("one", task_checkpoint("llama", "text_generation"))],
+        embedded_default=False,
+        max_concurrency_per_model=1,
+        max_queue_per_model=8,
+    )
+    hold = {
+        "model": "one",
+        "prompt": "hello",
+        "max_tokens": 1500,
+        "temperature": 0,
+        "ignore_eos": True,
+    }  # seconds of decoding on the tiny model
+    short = {"model": "one", "prompt": "hello", "max_tokens": 1, "temperature": 0}
+
+    async def holding(client: httpx.AsyncClient) -> None:
+        response = await client.post("/v1/completions", json=hold)
+        assert response.json()["usage"]["completion_tokens"] == 1500
+
+    async def scenario() -> list[str]:
+        finished: list[str] = []
+        async with httpx.AsyncClient(base_url=server.base, timeout=120) as client:
+            await client.post("/v1/completions", json=short)  # load the model
+
+            async def send(label: str, priority: str, delay: float) -> None:
+                await asyncio.sleep(delay)
+                response = await client.post(
+                    "/v1/completions", json=short, headers={"X-Priority": priority}
+                )
+                assert response.status_code == 200
+                finished.append(label)
+
+            await asyncio.gather(
+                holding(client), send("low", "low", 0.2), send("high", "high", 0.4)
+            )
+        return finished
+
+    assert asyncio.run(scenario()) == ["high", "low"]
+
+    async def deadline() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=server.base, timeout=120) as client:
+            busy = asyncio.create_task(holding(client))
+            await asyncio.sleep(0.2)
+            waited = await client.post(
+                "/v1/completions", json=short, headers={"X-Request-Timeout": "0.1"}
+            )
+            await busy
+            return waited
+
+    response = asyncio.run(deadline())
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert "waited 0.1 s" in response.json()["error"]["message"]
+    with server.client() as http:
+        bad = http.post("/v1/completions", json=short, headers={"X-Priority": "urgent"})
+        assert bad.status_code == 400
+        assert (
+            http.post(
+                "/v1/completions", json=short, headers={"X-Request-Timeout": "-1"}
+            ).status_code
+            == 400
+        )
+
+
+def test_a_busy_model_does_not_starve_another(serve, task_checkpoint) -> None:
+    server = serve(
+        models=[
+            entry("busy", task_checkpoint("llama", "text_generation")),
+            entry("free", task_checkpoint("bert", "text_embedding")),
+        ],
+        embedded_default=False,
+        max_concurrency_per_model=2,
+        max_concurrency=3,
+    )
+    long = {"model": "busy", "prompt": "hello", "max_tokens": 80, "temperature": 0}
+
+    async def scenario() -> float:
+        async with httpx.AsyncClient(
+            base_url=server.base, timeout=120, limits=httpx.Limits(max_connections=16)
+        ) as client:
+            await client.post("/v1/embeddings", json={"model": "free", "input": "x"})
+            hogs = [
+                asyncio.create_task(client.post("/v1/completions", json=long)) for _ in range(6)
+            ]
+            await asyncio.sleep(0.3)
+            start = time.perf_counter()
+            quick = await client.post("/v1/embeddings", json={"model": "free", "input": "hello"})
+            elapsed = time.perf_counter() - start
+            assert quick.status_code == 200
+            await asyncio.gather(*hogs)
+            return elapsed
+
+    assert asyncio.run(scenario()) < 5.0
+
+
+def test_a_disconnected_stream_stops_generating(server) -> None:
+    before = metric(server, "model_generated_tokens_total", model="gen")
+    body = {"model": "gen", "prompt": "hello", "max_tokens": 2000, "temperature": 0, "stream": True}
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        with http.stream("POST", "/v1/completions", json=body) as response:
+            seen = 0
+            for line in response.iter_lines():
+                if line.startswith("data:") and '"text"' in line:
+                    seen += 1
+                if seen == 3:
+                    break  # the client goes away after three tokens
+    time.sleep(1.5)
+    generated = metric(server, "model_generated_tokens_total", model="gen") - before
+    time.sleep(1.0)
+    assert generated == metric(server, "model_generated_tokens_total", model="gen") - before
+    assert 3 <= generated < 100, generated
+    engine = server.host.loader.cache[("gen", "text_generation")].engine
+    assert engine.running == []
