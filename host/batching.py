@@ -83,7 +83,11 @@ class DynamicBatcher:
         return [row for chunk in done for row in chunk]
 
     async def _loop(self) -> None:
-        while self.pending:
+        while True:
+            # parts whose caller left (cancelled futures) never run, and never stall the loop
+            self.pending = [p for p in self.pending if not p.future.done()]
+            if not self.pending:
+                return
             first = self.pending[0]
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.max_wait
