@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -287,11 +288,17 @@ def _as_inference_errors(loaded: Loaded) -> Iterator[None]:
 
 def check_params(loaded: Loaded, params: dict[str, Any]) -> None:
     """Refuse parameters the task's handler does not take (before touching the model)."""
+    signature = _signature(loaded.handler)
     try:
-        inspect.signature(loaded.handler).bind([], **params)
+        signature.bind([], **params)
     except TypeError as exc:
-        accepted = [p for p in inspect.signature(loaded.handler).parameters if p != "inputs"]
+        accepted = [p for p in signature.parameters if p != "inputs"]
         raise InvalidInput(f"{loaded.task}: {exc}; parameters accepted: {accepted}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _signature(handler: Any) -> inspect.Signature:
+    return inspect.signature(handler)  # computed once per loaded handler, not per request
 
 
 def _count_tokens(processor: Any, inputs: list[Any]) -> list[int]:

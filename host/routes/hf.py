@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 import hfskills
@@ -23,7 +23,7 @@ from ..errors import TGI_TYPES, APIError, from_exception
 from ..inference import Stream
 from ..openapi import protocol
 from ..protocol import hf
-from .common import context, event_stream, host, parse, sse
+from .common import FastJSONResponse, context, event_stream, host, parse, sse
 from .openai import chat_completions
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
@@ -74,7 +74,7 @@ async def _feature_extraction(
 ) -> Response:
     params = {**_params(p), **{k: v for k, v in (p.model_extra or {}).items() if v is not None}}
     params.pop("truncation_direction", None)
-    return JSONResponse(await _run(request, name, task, p.inputs, params))  # [[f32]] as TEI
+    return FastJSONResponse(await _run(request, name, task, p.inputs, params))  # [[f32]] as TEI
 
 
 async def _per_input(request: Request, name: str, task: str, p: hf.InferenceRequest) -> Response:
@@ -83,13 +83,15 @@ async def _per_input(request: Request, name: str, task: str, p: hf.InferenceRequ
     if task == "question_answering" and params.get("top_k") in (None, 1):
         params.pop("top_k", None)
     results = await _run(request, name, task, p.inputs, params)
-    return JSONResponse(_single_or_all(p.inputs, results))
+    return FastJSONResponse(_single_or_all(p.inputs, results))
 
 
 async def _text_classification(
     request: Request, name: str, task: str, p: hf.InferenceRequest
 ) -> Response:
-    return JSONResponse(await _run(request, name, task, p.inputs, _params(p)))  # [[{label, score}]]
+    return FastJSONResponse(
+        await _run(request, name, task, p.inputs, _params(p))
+    )  # [[{label, score}]]
 
 
 async def _generated(request: Request, name: str, task: str, p: hf.InferenceRequest) -> Response:
@@ -102,7 +104,7 @@ async def _generated(request: Request, name: str, task: str, p: hf.InferenceRequ
     key = {"summarization": "summary_text", "translation": "translation_text"}.get(
         pipeline, "generated_text"
     )
-    return JSONResponse([{key: r["text"]} for r in results])
+    return FastJSONResponse([{key: r["text"]} for r in results])
 
 
 async def _text_generation(
@@ -115,7 +117,7 @@ async def _text_generation(
     )
     if generate.stream:
         return await _tgi_stream(request, name, generate)
-    return JSONResponse([await _tgi_generate(request, name, generate)])
+    return FastJSONResponse([await _tgi_generate(request, name, generate)])
 
 
 TASKS: dict[str, TaskRoute] = {
@@ -249,7 +251,9 @@ def _default(request: Request, task: str) -> str:
 async def generate(request: Request) -> Response:
     """TGI: generate text with the default text-generation model."""
     body = await parse(request, hf.GenerateRequest)
-    return JSONResponse(await _tgi_generate(request, _default(request, "text_generation"), body))
+    return FastJSONResponse(
+        await _tgi_generate(request, _default(request, "text_generation"), body)
+    )
 
 
 @protocol(hf.GenerateRequest, hf.StreamResponse)
@@ -265,7 +269,7 @@ async def _info_for(request: Request, name: str) -> Response:
     from hfskills.skillset.runtime.text import max_length
 
     limit = max_length(endpoint.processor, endpoint.config)
-    return JSONResponse(
+    return FastJSONResponse(
         hf.Info(
             model_id=loaded.model.name,
             model_dtype=endpoint.dtype,
@@ -301,7 +305,7 @@ async def embed(request: Request) -> Response:
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
     name = _default(request, "text_embedding")
-    return JSONResponse(await _run(request, name, "text_embedding", body.inputs, params))
+    return FastJSONResponse(await _run(request, name, "text_embedding", body.inputs, params))
 
 
 routes = [

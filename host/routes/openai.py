@@ -20,11 +20,11 @@ from ..errors import APIError, from_exception
 from ..inference import Stream
 from ..openapi import protocol
 from ..protocol import openai as oa
-from .common import context, event_stream, host, parse, sse
+from .common import FastJSONResponse, context, event_stream, host, parse, sse
 
 
 def _json(model: oa.BaseModel) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"))
+    return FastJSONResponse(model.model_dump(mode="json"))
 
 
 @protocol(None, oa.ModelList)
