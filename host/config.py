@@ -114,10 +114,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass (dynamic batching)")
     max_batch_tokens: int = Field(16384, ge=1, description="estimated tokens per forward pass")
     batch_wait_ms: float = Field(
-        5.0,
+        0.0,
         ge=0,
         le=1000,
-        description="how long a request waits for others to share its forward pass",
+        description="extra time a request waits for others to share its forward pass (0: none; "
+        "requests that arrive while a batch runs form the next one)",
     )
     continuous_batching: bool = Field(
         True, description="decoder generation on torch joins a running batch at token boundaries"

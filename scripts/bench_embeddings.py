@@ -1,0 +1,307 @@
+"""Embedding throughput: all-MiniLM-L6-v2 through hfskills vs in-process and infinity-emb.
+
+Sides, measured one after another on the same sentences (each warmed up first, untimed):
+  host      `hfskills serve` (embedded default), POST /v1/embeddings, 64 concurrent clients,
+            one sentence per request
+  st32      sentence-transformers `encode(sentences, batch_size=32)` in this process: the
+            practical in-process limit (st128: batch_size=128). encode sorts the whole list by
+            length first; st32-arrival encodes chunks of 32 in list order instead (what a
+            server that batches 32 concurrent requests could do at best)
+  infinity  infinity-emb v2 (.peers/infinity, --batch-size 64), POST /embeddings, same clients
+
+Target: host >= 0.8x st32. Example: scripts/bench_embeddings.py --quick
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from typing import Any
+
+import bench_common as bc
+
+MODEL = "all-minilm-l6-v2"
+TARGET = 0.8
+
+SUBJECTS = [
+    "The committee",
+    "A small bakery in Lyon",
+    "My neighbour's old dog",
+    "The new library",
+    "Our quarterly revenue",
+    "The research team",
+    "A sudden thunderstorm",
+    "The violinist",
+    "Most commuters",
+    "The museum's east wing",
+    "This recipe",
+    "The startup's founder",
+    "An unexpected email",
+    "The river",
+    "The children",
+    "A retired astronaut",
+]
+VERBS = [
+    "announced",
+    "postponed",
+    "discovered",
+    "celebrated",
+    "questioned",
+    "rebuilt",
+    "explained",
+    "ignored",
+    "reviewed",
+    "photographed",
+    "measured",
+    "delivered",
+    "painted",
+    "predicted",
+]
+OBJECTS = [
+    "the results of the annual survey",
+    "a quiet afternoon by the lake",
+    "the price of coffee",
+    "an ambitious plan to plant ten thousand trees",
+    "the final chapter",
+    "a bug in the payment system",
+    "the migration of birds across the valley",
+    "its opening hours",
+    "a recipe for sourdough bread",
+    "the history of the old bridge",
+    "the rules of chess",
+    "a concert for charity",
+    "the safety of the new vaccine",
+    "the effect of interest rates on housing",
+]
+TAILS = [
+    "",
+    " yesterday",
+    " after a long debate",
+    " despite the heavy rain",
+    " to everyone's surprise",
+    " before the deadline on Friday",
+    " in three languages",
+    " while the city slept",
+    ", and nobody could agree on what it meant for the future",
+    " because the old approach had stopped working years ago",
+    ", which made the local newspaper run a special edition with interviews and photographs",
+]
+QUESTIONS = [
+    "How do I reset my password?",
+    "What is the capital of Australia?",
+    "Is it going to rain?",
+    "Why is the sky blue?",
+    "Where can I buy fresh bread near the station?",
+    "Which train goes to the airport after midnight?",
+]
+
+
+def sentences(n: int) -> list[str]:
+    """A fixed list of ``n`` varied sentences (statements and questions, 4-40 words)."""
+    rng = random.Random(20261122)
+    out = []
+    for i in range(n):
+        if i % 7 == 3:
+            out.append(rng.choice(QUESTIONS))
+            continue
+        s = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}{rng.choice(TAILS)}."
+        if i % 5 == 0:  # some longer inputs: two sentences
+            s += f" {rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}."
+        out.append(s)
+    return out
+
+
+async def http_side(
+    url: str, model: str, texts: list[str], concurrency: int, duration: float
+) -> dict[str, Any]:
+    """``concurrency`` clients, one sentence per request: warm-up (untimed), then the run."""
+    bc.local_only(url)
+    async with bc.http_client(concurrency, timeout=600.0) as client:
+
+        async def one(i: int) -> float:
+            start = time.perf_counter()
+            r = await client.post(url, json={"model": model, "input": [texts[i]]})
+            if r.status_code != 200:
+                raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+            return time.perf_counter() - start
+
+        first = await client.post(url, json={"model": model, "input": texts[:4]})  # loads it
+        first.raise_for_status()
+        warm = await bc.closed_loop(concurrency, min(len(texts), 2 * concurrency), 120.0, one)
+        if warm.errors:
+            raise RuntimeError(f"warm-up failed: {warm.errors[0]}")
+        vectors = [d["embedding"] for d in first.json()["data"]]
+        load = await bc.closed_loop(concurrency, len(texts), duration, one)
+    done = len(load.samples)
+    return {
+        "sentences": done,
+        "seconds": load.elapsed,
+        "sent_per_s": done / load.elapsed,
+        "p50_ms": bc.percentile(load.samples, 50) * 1000,
+        "p99_ms": bc.percentile(load.samples, 99) * 1000,
+        "errors": len(load.errors),
+        "first_errors": load.errors[:3],
+        "stopped_by": load.stopped_by,
+        "vectors": vectors,
+    }
+
+
+def st_side(texts: list[str], batch_sizes: list[int], duration: float) -> dict[str, Any]:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(bc.minilm_dir()), device="cpu")
+    out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    for bs in batch_sizes:
+        model.encode(texts[: 2 * bs], batch_size=bs)  # warm-up
+        done, start = 0, time.perf_counter()
+        for chunk in range(0, len(texts), 1024):  # chunks, so --duration can stop it
+            model.encode(texts[chunk : chunk + 1024], batch_size=bs)
+            done = min(len(texts), chunk + 1024)
+            if time.perf_counter() - start > duration:
+                break
+        elapsed = time.perf_counter() - start
+        out[f"st{bs}"] = {"sentences": done, "seconds": elapsed, "sent_per_s": done / elapsed}
+    # batches of 32 in arrival order (no sorting of the whole list by length): the best a
+    # server can do with 32 concurrent one-sentence requests per forward pass
+    model.encode(texts[:64], batch_size=32)
+    done, start = 0, time.perf_counter()
+    for chunk in range(0, len(texts), 32):
+        model.encode(texts[chunk : chunk + 32], batch_size=32)
+        done = min(len(texts), chunk + 32)
+        if time.perf_counter() - start > duration:
+            break
+    elapsed = time.perf_counter() - start
+    out["st32-arrival"] = {"sentences": done, "seconds": elapsed, "sent_per_s": done / elapsed}
+    out["vectors"] = model.encode(texts[:4]).tolist()
+    del model
+    gc.collect()
+    return out
+
+
+def cosine_min(a: list[list[float]], b: list[list[float]]) -> float:
+    import numpy as np
+
+    x, y = np.asarray(a), np.asarray(b)
+    cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    return float(cos.min())
+
+
+def main() -> int:
+    p = bc.parser("bench_embeddings", __doc__, requests=2048, duration=120.0)
+    p.add_argument("--concurrency", type=int, default=64, help="HTTP clients (default 64)")
+    p.add_argument("--infinity-batch-size", type=int, default=64)
+    args = p.parse_args()
+    if args.quick:
+        args.requests = min(args.requests, 768)
+    texts = sentences(args.requests)
+    model_dir = bc.minilm_dir()
+    results: dict[str, Any] = {}
+
+    if "host" not in args.skip:
+        with bc.section("host: hfskills serve, POST /v1/embeddings", args.wait_quiet) as meter:
+            port = bc.free_port()
+            cmd = bc.hfskills_command("serve", "--port", str(port))
+            with bc.Server(
+                "hfskills-embeddings", cmd, port, env=bc.host_env(args.host_src)
+            ) as server:
+                url = server.base + "/v1/embeddings"
+                results["host"] = asyncio.run(
+                    http_side(url, MODEL, texts, args.concurrency, args.duration)
+                )
+        results["host"]["other_cores"] = meter.other_cores
+    if "st" not in args.skip:
+        with bc.section("in-process: sentence-transformers encode", args.wait_quiet) as meter:
+            st = st_side(texts, [32, 128], args.duration)
+        for k in ("st32", "st128", "st32-arrival"):
+            results[k] = {**st[k], "other_cores": meter.other_cores}
+            results["st_vectors"] = st["vectors"]
+    if "infinity" not in args.skip and (exe := bc.peer("infinity", "infinity_emb")):
+        with bc.section("infinity-emb v2, POST /embeddings", args.wait_quiet) as meter:
+            port = bc.free_port()
+            cmd = [str(exe), "v2", "--model-id", str(model_dir), "--host", bc.LOCAL]
+            cmd += ["--port", str(port), "--device", "cpu"]
+            cmd += ["--batch-size", str(args.infinity_batch_size)]
+            with bc.Server("infinity", cmd, port) as server:
+                results["infinity"] = asyncio.run(
+                    http_side(
+                        server.base + "/embeddings",
+                        str(model_dir),
+                        texts,
+                        args.concurrency,
+                        args.duration,
+                    )
+                )
+        results["infinity"]["other_cores"] = meter.other_cores
+
+    # the same vectors on every side (first 4 sentences): cosine similarity with in-process ST
+    reference = results.pop("st_vectors", None)
+    agreement = {}
+    for side in ("host", "infinity"):
+        vectors = results.get(side, {}).pop("vectors", None)
+        if reference and vectors:
+            agreement[side] = cosine_min(vectors, reference)
+
+    labels = {
+        "host": f"hfskills /v1/embeddings, {args.concurrency} clients x 1 sentence",
+        "st32": "sentence-transformers in-process, batch_size=32",
+        "st128": "sentence-transformers in-process, batch_size=128",
+        "st32-arrival": "sentence-transformers in-process, chunks of 32 in arrival order",
+        "infinity": f"infinity-emb v2 --batch-size {args.infinity_batch_size}, "
+        f"{args.concurrency} clients x 1 sentence",
+    }
+    rows = [
+        [
+            labels[k],
+            r["sentences"],
+            r["seconds"],
+            r["sent_per_s"],
+            r.get("p50_ms"),
+            r.get("p99_ms"),
+            r.get("errors", 0),
+            r.get("other_cores"),
+        ]
+        for k, r in results.items()
+    ]
+    headers = ["side", "sentences", "s", "sent/s", "p50 ms", "p99 ms", "errors", "other load"]
+    bc.print_table(headers, rows, "all-MiniLM-L6-v2 embeddings")
+
+    def rate(side: str) -> float | None:
+        return results.get(side, {}).get("sent_per_s")
+
+    ratios = {
+        "host/st32": bc.ratio(rate("host"), rate("st32")),
+        "host/st128": bc.ratio(rate("host"), rate("st128")),
+        "host/st32-arrival": bc.ratio(rate("host"), rate("st32-arrival")),
+        "host/infinity": bc.ratio(rate("host"), rate("infinity")),
+        "infinity/st32": bc.ratio(rate("infinity"), rate("st32")),
+    }
+    bc.print_table(["ratio", "value"], [[k, v] for k, v in ratios.items()], "ratios", digits=2)
+    for side, cos in agreement.items():
+        print(f"{side} vs in-process vectors: min cosine similarity {cos:.6f}")
+    targets = [bc.check("host sent/s vs in-process limit (st32)", ratios["host/st32"], TARGET)]
+    bc.write_json(
+        args.out,
+        {
+            "benchmark": "embeddings",
+            "model": "all-MiniLM-L6-v2",
+            "machine": bc.machine(args.host_src),
+            "settings": {
+                "sentences": len(texts),
+                "concurrency": args.concurrency,
+                "duration_cap_s": args.duration,
+                "infinity_batch_size": args.infinity_batch_size,
+            },
+            "results": results,
+            "ratios": ratios,
+            "targets": targets,
+            "cosine_vs_in_process": agreement,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
