@@ -22,7 +22,7 @@ from typing import Any
 
 from hfskills.skillset.runtime.continuous import DONE, DecodeEngine, Sequence
 from hfskills.skillset.runtime.errors import HFSkillsError
-from hfskills.skillset.runtime.generation import GenerationParams
+from hfskills.skillset.runtime.generation import GenerationParams, result_of
 
 #: A call that runs one batch in a worker thread: (inputs, params) -> results.
 RunBatch = Callable[[list[Any], dict[str, Any]], Awaitable[list[Any]]]
@@ -191,10 +191,4 @@ class GenerationStream:
         last = await self.first()
         async for event in self.rest():
             last = event
-        return {
-            "text": last["generated_text"],
-            "token_ids": last["token_ids"],
-            "finish_reason": last["finish_reason"],
-            "prompt_tokens": last["prompt_tokens"],
-            "stop_sequence": last["stop_sequence"],
-        }
+        return result_of(last)

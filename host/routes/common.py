@@ -24,22 +24,22 @@ def host(request: Request) -> Host:
     return request.app.state.host
 
 
-async def json_body(request: Request) -> Any:
-    raw = await request.body()
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object, or a 400 saying what is wrong with it."""
     if not raw.strip():
         raise APIError(400, "the request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    return data
 
 
 async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
-    """Validate the JSON body as ``model``; ``defaults`` fill fields the body leaves out."""
-    data = await json_body(request)
-    if not isinstance(data, dict):
-        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
-    return schema.model_validate({**defaults, **data})
+    """Validate the JSON body as ``schema``; ``defaults`` fill fields the body leaves out."""
+    return schema.model_validate({**defaults, **json_object(await request.body())})
 
 
 def context(request: Request) -> RequestContext:

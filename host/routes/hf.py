@@ -9,7 +9,6 @@ pipeline's single-input shape, a list of inputs one result each. TGI's ``/genera
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from ..errors import TGI_TYPES, APIError, from_exception
 from ..inference import Stream
 from ..openapi import protocol
 from ..protocol import hf
-from .common import FastJSONResponse, context, event_stream, host, parse, sse
+from .common import FastJSONResponse, context, event_stream, host, json_object, parse, sse
 from .openai import chat_completions
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
@@ -38,13 +37,7 @@ async def _payload(request: Request) -> hf.InferenceRequest:
         raise APIError(400, "the request body is empty", code="invalid_input")
     content_type = request.headers.get("content-type", "")
     if "json" in content_type or raw.lstrip()[:1] == b"{":
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"request body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise APIError(400, "the request body must be a JSON object with `inputs`")
-        return hf.InferenceRequest.model_validate(data)
+        return hf.InferenceRequest.model_validate(json_object(raw))
     return hf.InferenceRequest(inputs=raw)
 
 

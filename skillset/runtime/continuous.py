@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import HFSkillsError, InferenceError, InvalidInput
-from .generation import GenerationParams, TokenText, prompt_texts
+from .generation import GenerationParams, TokenText, prompt_texts, result_of
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -61,10 +61,7 @@ class Sequence:
         last: dict[str, Any] = {}
         for event in self.stream():
             last = event
-        return {
-            key: last[key]
-            for key in ("token_ids", "finish_reason", "prompt_tokens", "stop_sequence")
-        } | {"text": last["generated_text"]}
+        return result_of(last)
 
 
 class DecodeEngine:

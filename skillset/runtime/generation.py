@@ -315,6 +315,17 @@ class TokenText:
         }
 
 
+def result_of(final: dict[str, Any]) -> dict[str, Any]:
+    """The batch handler's result for a sequence, from its stream's final event."""
+    return {
+        "text": final["generated_text"],
+        "token_ids": final["token_ids"],
+        "finish_reason": final["finish_reason"],
+        "prompt_tokens": final["prompt_tokens"],
+        "stop_sequence": final["stop_sequence"],
+    }
+
+
 def _partial_stop(text: str, stops: list[str]) -> int:
     """Length of the longest tail of ``text`` that could still grow into a stop string."""
     tails = (n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1))
