@@ -96,8 +96,9 @@ class Host:
             log.error("model %s is not served: %s", name, why)
 
     def prepare(self, loaded: Loaded) -> None:
-        """Give a freshly loaded model its batching: continuous for decoder generation on
-        torch, dynamic for everything else. Its objects leave the collector's sight too."""
+        """Give a freshly loaded model its batching: its own engine's (GenAI, vLLM), else
+        continuous for decoder generation on torch, dynamic for everything else. Its objects
+        leave the collector's sight too."""
         freeze_heap()
         s = self.settings
         loaded.batching = {
@@ -106,7 +107,9 @@ class Host:
             "max_wait_s": s.batch_wait_ms / 1000,
         }
         endpoint = loaded.endpoint
-        if (
+        if endpoint.engine is not None:  # OpenVINO GenAI or vLLM: batches continuously itself
+            loaded.engine = endpoint.engine
+        elif (
             s.continuous_batching
             and loaded.task == "text_generation"
             and loaded.model.skill.cls.family == "decoder"

@@ -8,8 +8,9 @@ handler call each; every caller gets its own rows back. Only requests with equal
 share a batch. If a batch fails, each request in it is retried alone, so a poisoned input fails
 only its own request.
 
-`GenerationStream` feeds one request into the skill runtime's `DecodeEngine` and turns its
-events into an async iterator; leaving the iterator early cancels the sequence.
+`GenerationStream` feeds one request into a generation engine (the torch `DecodeEngine`,
+GenAI, vLLM) and turns its events into an async iterator; leaving the iterator early
+cancels the sequence.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hfskills.skillset.runtime.continuous import DONE, DecodeEngine, Sequence
+from hfskills.skillset.runtime.engines import DONE, GenerationEngine, Sequence
 from hfskills.skillset.runtime.errors import HFSkillsError
 from hfskills.skillset.runtime.generation import GenerationParams, result_of
 
@@ -154,9 +155,9 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 
 class GenerationStream:
-    """One request in a `DecodeEngine`, as an async iterator of the engine's events."""
+    """One request in a generation engine (torch, GenAI, vLLM), as an async iterator of events."""
 
-    def __init__(self, engine: DecodeEngine, prompt: Any, params: dict[str, Any]) -> None:
+    def __init__(self, engine: GenerationEngine, prompt: Any, params: dict[str, Any]) -> None:
         settings = GenerationParams.parse(params)  # refuse bad params before queueing
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()

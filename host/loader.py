@@ -42,16 +42,16 @@ class Loaded:
     evicted: bool = False
     #: Serialises calls into this endpoint (fast tokenizers are not thread-safe).
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Continuous batching for decoder generation (a `DecodeEngine`), when it applies.
+    #: Continuous batching for decoder generation (an engine, see runtime/engines.py).
     engine: Any = None
     #: Dynamic batchers for every other task (made on first use) and their settings.
     batchers: dict[str, Any] = field(default_factory=dict)
     batching: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.engine is not None:
+        if self.engine is not None and self.engine is not self.endpoint.engine:
             self.engine.close()
-        self.endpoint.close()
+        self.endpoint.close()  # closes the endpoint's own engine (GenAI, vLLM)
 
     @property
     def key(self) -> tuple[str, str]:

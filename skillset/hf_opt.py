@@ -142,6 +142,8 @@ class hf_opt(runtime.Skill):
         `repetition_penalty`, `stop` (strings; the text is cut before them), `seed`,
         `ignore_eos`. `handler.stream(prompt, **params)` yields one event per token.
         """
+        if endpoint.engine is not None:  # OpenVINO GenAI or vLLM: the engine batches requests
+            return runtime.engines.handler(endpoint.engine)
         generator = runtime.generation.TextGenerator(
             endpoint.model, endpoint.processor, endpoint.device, decoder_only=True
         )

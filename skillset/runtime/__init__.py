@@ -4,7 +4,9 @@ hardware-generic is pasted into a skill."""
 
 from . import (
     backends,
+    cache,
     checkpoint,
+    engines,
     generation,
     hardware,
     labels,
@@ -39,7 +41,9 @@ __all__ = [
     "StreamHandler",
     "UnsupportedTask",
     "backends",
+    "cache",
     "checkpoint",
+    "engines",
     "generation",
     "hardware",
     "labels",

@@ -1,7 +1,13 @@
-"""Non-torch runtimes (OpenVINO, ONNX Runtime with QNN): entry points the skills call.
+"""Non-torch runtimes: the entry points ``init_openvino`` and ``init_qnn`` call.
 
-Their exporters and sessions arrive with the hardware-backends issue; until then each entry
-point raises `HardwareUnavailable` saying so, never a silent fallback to another device.
+- OpenVINO: decoder text generation runs on OpenVINO GenAI's continuous-batching pipeline
+  (genai.py: a GGUF file read directly, or a stateful IR export of the checkpoint); every other
+  task runs an OpenVINO IR export of the torch model (openvino_ir.py).
+- ONNX Runtime: one ONNX export per checkpoint and task (onnx_runtime.py), opened with the
+  execution providers asked for: QNN on Qualcomm NPUs (``init_qnn``), the CPU provider in tests.
+
+What a runtime cannot run raises `HardwareUnavailable` with the reason, so the host falls
+back to the next hardware; nothing silently runs on another device.
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from typing import Any
 
 from . import hardware
 from .endpoint import Endpoint
-from .errors import HardwareUnavailable
 
 
 def load_openvino(
@@ -18,14 +23,29 @@ def load_openvino(
 ) -> Endpoint:
     hardware.require("openvino")
     skill.check_task(task)
-    raise HardwareUnavailable(
-        "OpenVINO is installed, but hfskills 0.1 has no OpenVINO export yet; use init_cpu"
+    if task == "text_generation" and skill.family == "decoder":
+        from . import genai
+
+        return genai.load_endpoint(skill, model, task, device=device, **options)
+    from . import openvino_ir
+
+    return openvino_ir.load_endpoint(skill, model, task, device=device, **options)
+
+
+def load_onnx(
+    skill: Any, model: str, task: str, *, providers: list[str], hardware: str, **options: Any
+) -> Endpoint:
+    """Export ``model`` for ``task`` to ONNX (cached) and open it with ``providers``."""
+    skill.check_task(task)
+    from . import onnx_runtime
+
+    return onnx_runtime.load_endpoint(
+        skill, model, task, providers=providers, hardware=hardware, **options
     )
 
 
 def load_qnn(skill: Any, model: str, task: str, **options: Any) -> Endpoint:
     hardware.require("qnn")
-    skill.check_task(task)
-    raise HardwareUnavailable(
-        "QNNExecutionProvider is present, but hfskills 0.1 has no ONNX export yet; use init_cpu"
+    return load_onnx(
+        skill, model, task, providers=["QNNExecutionProvider"], hardware="qnn", **options
     )

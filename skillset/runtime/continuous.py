@@ -17,51 +17,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
+from .engines import DONE, Sequence
 from .errors import HFSkillsError, InferenceError, InvalidInput
-from .generation import GenerationParams, TokenText, prompt_texts, result_of
+from .generation import GenerationParams, TokenText, prompt_texts
 
 log = logging.getLogger("hfskills.runtime")
-
-DONE = object()
-
-
-@dataclass
-class Sequence:
-    """One request in the engine: its prompt, parameters, text state and event queue."""
-
-    prompt: Any
-    params: GenerationParams
-    events: queue.Queue[Any] = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    #: Where the engine sends events; a queue by default, an event loop's callback in a server.
-    sink: Any = None
-    text: TokenText | None = None
-    generator: Any = None  # torch.Generator for seeded sampling
-    history: Any = None  # prompt + generated ids (repetition penalty)
-
-    def put(self, item: Any) -> None:
-        (self.sink or self.events.put)(item)
-
-    def stream(self) -> Iterator[dict[str, Any]]:
-        """Events as `TextGenerator.stream` yields them; closing it cancels the sequence."""
-        try:
-            while (item := self.events.get()) is not DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self.cancelled.set()
-
-    def result(self) -> dict[str, Any]:
-        """Run to the end; the same dict a batch handler returns for this prompt."""
-        last: dict[str, Any] = {}
-        for event in self.stream():
-            last = event
-        return result_of(last)
 
 
 class DecodeEngine:

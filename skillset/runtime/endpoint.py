@@ -37,9 +37,15 @@ class Endpoint:
     settings: dict[str, Any] = field(default_factory=dict)
     #: Whether string inputs may name local files (True in-process; the host turns it off).
     allow_local_paths: bool = True
+    #: A generation engine that batches this model's requests itself (OpenVINO GenAI, vLLM):
+    #: handlers and the host submit to it instead of calling ``model`` (see engines.py).
+    engine: Any = None
 
     def close(self) -> None:
         """Drop the model and free its memory (and the accelerator's cache, if any)."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         self.model = None
         self.processor = None
         gc.collect()
