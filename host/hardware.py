@@ -1,8 +1,8 @@
 """Hardware selection per model: which backends to try, in order, and the fallback on failure.
 
-Candidates are the model's preference (or the detection order), kept where the skill supports
-the hardware, it is present, and (for GPUs) the checkpoint fits in free memory. CPU is always
-the last resort. A ``HardwareUnavailable`` from ``init_<hw>`` moves on to the next candidate.
+Candidates are the model's preference (or `default_order`), kept where the skill supports the
+hardware, it is present, and (for GPUs) the checkpoint fits in free memory. CPU is always the
+last resort. A ``HardwareUnavailable`` from ``init_<hw>`` moves on to the next candidate.
 """
 
 from __future__ import annotations
@@ -28,6 +28,19 @@ def free_memory(name: str) -> int | None:
     return None
 
 
+#: (family, task) pairs whose default order tries OpenVINO before torch on the CPU: where it is
+#: measured to win (docs/hardware.md: GenAI decodes 3-5x faster than torch here). Any other
+#: model runs on OpenVINO when its catalog entry asks, e.g. ``hardware = ["openvino", "cpu"]``.
+OPENVINO_BY_DEFAULT = frozenset({("decoder", "text_generation")})
+
+
+def default_order(family: str, task: str | None) -> list[str]:
+    """Detection order (GPUs first), with OpenVINO kept only where it is the measured win."""
+    if (family, task) in OPENVINO_BY_DEFAULT:
+        return list(hardware.ORDER)
+    return [name for name in hardware.ORDER if name != "openvino"]
+
+
 class HardwareManager:
     def __init__(self, probe: Callable[[str], hardware.HardwareInfo] = hardware.probe) -> None:
         self.probe = probe
@@ -43,9 +56,9 @@ class HardwareManager:
             for h in (self.probe(name) for name in hardware.ORDER)
         ]
 
-    def candidates(self, model: ServedModel) -> list[tuple[str, str]]:
-        """``[(hardware, why)]`` in the order to try."""
-        order = list(model.hardware) or list(hardware.ORDER)
+    def candidates(self, model: ServedModel, task: str | None = None) -> list[tuple[str, str]]:
+        """``[(hardware, why)]`` in the order to try: the model's own, else `default_order`."""
+        order = list(model.hardware) or default_order(model.skill.cls.family, task)
         picked: list[tuple[str, str]] = []
         for name in order:
             if name not in model.skill.cls.hardware:
@@ -72,7 +85,7 @@ class HardwareManager:
         """Load on the first candidate that works (in the calling worker thread)."""
         skill = model.skill.cls()
         failures = []
-        for name, _ in self.candidates(model):
+        for name, _ in self.candidates(model, task):
             try:
                 # clients' strings are never file paths, unless the catalog entry says so
                 options = {"allow_local_paths": False, **model.options}

@@ -398,6 +398,15 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def served_hardware(base: str, model: str, task: str = "text_generation") -> str | None:
+    """Which hardware a running hfskills server loaded ``model`` on (loading it if needed)."""
+    import httpx
+
+    local_only(base)
+    r = httpx.post(f"{base}/admin/models/{model}/load", params={"task": task}, timeout=300)
+    return r.json().get("hardware") if r.status_code == 200 else None
+
+
 def gaps(stamps: Sequence[float]) -> list[float]:
     """Intervals between successive timestamps."""
     return [b - a for a, b in itertools.pairwise(stamps)]

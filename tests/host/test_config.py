@@ -159,23 +159,40 @@ def test_hardware_selection_and_fallback(task_checkpoint, caplog) -> None:
     path = str(task_checkpoint("bert", "text_classification"))
     settings = load_settings(
         embedded_default=False,
-        models=[{"name": "m", "checkpoint": path, "hardware": ["openvino", "cpu"]}],
+        models=[{"name": "m", "checkpoint": path, "hardware": ["qnn", "cpu"]}],
     )
     model = catalog.build(settings, discover()).get("m")
     real = HardwareManager()
-    assert [name for name, _ in real.candidates(model)] == ["cpu"]  # openvino is absent here
+    assert [name for name, _ in real.candidates(model)] == ["cpu"]  # no QNN provider here
 
-    def claims_openvino(name: str) -> hardware.HardwareInfo:  # fakes only the detection input
-        if name == "openvino":
-            return hardware.HardwareInfo("openvino", True, "pretend device", ("CPU",))
+    def claims_qnn(name: str) -> hardware.HardwareInfo:  # fakes only the detection input
+        if name == "qnn":
+            return hardware.HardwareInfo("qnn", True, "pretend NPU", ("qnn",))
         return hardware.probe(name)
 
-    manager = HardwareManager(probe=claims_openvino)
-    assert [name for name, _ in manager.candidates(model)] == ["openvino", "cpu"]
+    manager = HardwareManager(probe=claims_qnn)
+    assert [name for name, _ in manager.candidates(model)] == ["qnn", "cpu"]
     with caplog.at_level(logging.WARNING, logger="hfskills.host"):
         endpoint = manager.load(model, "text_classification")
     assert endpoint.hardware == "cpu" and endpoint.allow_local_paths is False
-    assert "openvino unavailable" in caplog.text and "falling back" in caplog.text
+    assert "qnn unavailable" in caplog.text and "falling back" in caplog.text
+
+
+def test_default_order_prefers_openvino_only_for_decoder_generation(task_checkpoint) -> None:
+    settings = load_settings(
+        embedded_default=False,
+        models=[
+            {"name": "enc", "checkpoint": str(task_checkpoint("bert", "text_classification"))},
+            {"name": "dec", "checkpoint": str(task_checkpoint("llama", "text_generation"))},
+        ],
+    )
+    served = catalog.build(settings, discover())
+    manager = HardwareManager()
+    present = hardware.probe("openvino").available
+    dec = [name for name, _ in manager.candidates(served.get("dec"), "text_generation")]
+    enc = [name for name, _ in manager.candidates(served.get("enc"), "text_classification")]
+    assert dec == (["openvino", "cpu"] if present else ["cpu"])
+    assert enc == ["cpu"]
 
 
 def test_cli_help_models_and_errors(tmp_path, capsys, task_checkpoint) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 
 import numpy as np
 import pytest
@@ -163,3 +164,38 @@ def test_openai_errors(client) -> None:
         client.chat.completions.create(
             model="smollm2-135m-instruct", messages=QUESTION, max_tokens=-5
         )
+
+
+def test_generation_runs_on_openvino_genai_when_installed(server, client) -> None:
+    """With the openvino extra the embedded decoder is served by GenAI's engine (the default
+    order prefers it for decoder generation); without it, by the torch engine."""
+    client.completions.create(model="smollm2-135m-instruct", prompt="Hi", max_tokens=2)
+    loaded = server.host.loader.cache[("smollm2-135m-instruct", "text_generation")]
+    try:
+        import openvino_genai  # noqa: F401
+    except ImportError:
+        assert loaded.endpoint.hardware == "cpu"
+        return
+    assert loaded.endpoint.hardware == "openvino" and loaded.endpoint.dtype == "gguf"
+    assert loaded.engine is loaded.endpoint.engine
+    assert type(loaded.engine).__name__ == "GenAIEngine"
+
+
+def test_a_client_that_leaves_frees_its_sequence(server, client) -> None:
+    """Closing a stream mid-way cancels the request inside the engine (GenAI or torch)."""
+    stream = client.completions.create(
+        model="smollm2-135m-instruct",
+        prompt="Write a very long story about a dragon.",
+        max_tokens=4000,  # a minute or more of decoding on 2 cores, were it not cancelled
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    for n, _chunk in enumerate(stream):
+        if n == 3:
+            break
+    stream.close()
+    engine = server.host.loader.cache[("smollm2-135m-instruct", "text_generation")].engine
+    deadline = time.monotonic() + 20
+    while engine.load and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.load == 0  # the sequence left long before its 4000 tokens

@@ -1,0 +1,494 @@
+"""Exporting a skill's torch model to a graph (OpenVINO IR, ONNX): the part both share.
+
+A graph export replaces the one call a task's handler makes on ``model`` and nothing else, so
+the generated handlers run unchanged on the exported graph (see graph_model.py):
+
+- ``forward`` for every forward-only task, keeping just the outputs the handler reads
+  (``TASK_OUTPUTS``: ``.logits``, ``.last_hidden_state``, ``.start_logits``/``.end_logits``,
+  ``.logits_per_image``, ``.pred_boxes``...);
+- ``get_text_features`` / ``get_image_features`` for the text_embedding / image_embedding tasks
+  of vision-text skills (CLIP, SigLIP), returning the projected features.
+
+Tasks whose handler calls ``model.generate`` (text and text2text generation, image captioning,
+sequence-to-sequence speech recognition such as Whisper) are not exported: they raise
+`HardwareUnavailable`, so the host falls back to torch. CTC speech recognition is one forward
+pass and is exported.
+
+`build` loads the checkpoint with torch on the CPU in float32 (``skill.load_torch``), makes two
+example batches with the task's own processor from synthetic inputs (text, a gradient image, a
+sine wave) of different batch sizes and lengths, and compares their shapes: an axis whose size
+differs between the two (batch, sequence, audio time, the image sides of DETR) is dynamic, the
+others (ViT's 224x224, Whisper's 3000 frames) stay static. `prepare` runs the shared cache
+protocol: on a miss it builds, lets the backend write its files, runs the written graph on the
+*second* example and compares it with torch (so a trace that baked a shape in is caught before
+the export is served), writes ``graph.json`` and marks the entry ready; on a hit it loads only
+the processor and config, never the torch weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import shutil
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from . import cache, pooling, text, torch_backend
+from .checkpoint import Checkpoint, resolve
+from .endpoint import Endpoint
+from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, ModelLoadError
+
+log = logging.getLogger("hfskills.runtime")
+
+#: Tasks whose handler calls ``model.generate`` (and automatic_speech_recognition unless CTC).
+GENERATION_TASKS = frozenset({"text_generation", "text2text_generation", "image_to_text"})
+#: What a forward-only task's handler reads from ``model(**batch)``.
+TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "text_embedding": ("last_hidden_state",),
+    "fill_mask": ("logits",),
+    "text_classification": ("logits",),
+    "token_classification": ("logits",),
+    "question_answering": ("start_logits", "end_logits"),
+    "image_classification": ("logits",),
+    "audio_classification": ("logits",),
+    "automatic_speech_recognition": ("logits",),
+    "object_detection": ("logits", "pred_boxes"),
+    "zero_shot_image_classification": ("logits_per_image",),
+}
+#: The method a vision-text skill's embedding handlers call instead of ``forward``.
+FEATURE_METHODS = {"text_embedding": "get_text_features", "image_embedding": "get_image_features"}
+#: Where a graph's call description lives in its cache entry.
+SPEC_FILE = "graph.json"
+
+#: Synthetic example inputs: (first batch, second batch), different sizes and lengths.
+_TEXTS = (
+    ["hello world", "the capital of france is paris"],
+    ["a", "the weather today is sunny and the capital of germany is berlin", "hello"],
+)
+_QUESTIONS = (
+    (["what is the capital of france", "who"], ["the capital of france is paris", "a b c"]),
+    (["where", "what", "why is it"], ["in london", "hello world and a b c d e f g", "yes"]),
+)
+_PROMPTS = (
+    ["a photo of a cat", "a photo of a dog", "hello world"],
+    ["a photo of a bird", "the capital of france is paris"],
+)
+_IMAGE_SIZES = (((64, 48), (48, 64)), ((40, 72),))  # (width, height): different aspect ratios
+_AUDIO_SECONDS = ((0.5, 0.5), (0.8,))  # the handlers batch clips of one length together
+
+Runner = Callable[[dict[str, Any]], list[Any]]
+"""Runs a written graph: numpy arrays by input name -> numpy arrays in output order."""
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """How to call an exported graph; saved as ``graph.json`` next to it.
+
+    ``method`` is the model method the graph replaces; ``inputs``/``outputs`` are in graph
+    order; ``dynamic_*`` map a tensor name to ``{axis: dim name}``; ``input_dtypes`` are numpy
+    dtype names the inputs are cast to before a call.
+    """
+
+    task: str
+    method: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    input_dtypes: dict[str, str]
+    dynamic_inputs: dict[str, dict[int, str]]
+    dynamic_outputs: dict[str, dict[int, str]]
+
+    def save(self, directory: Path) -> None:
+        facts = {
+            "task": self.task,
+            "method": self.method,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "input_dtypes": self.input_dtypes,
+            "dynamic_inputs": self.dynamic_inputs,
+            "dynamic_outputs": self.dynamic_outputs,
+        }
+        (directory / SPEC_FILE).write_text(json.dumps(facts, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> GraphSpec:
+        facts = json.loads((directory / SPEC_FILE).read_text())
+
+        def axes(table: dict[str, dict[str, str]]) -> dict[str, dict[int, str]]:
+            return {name: {int(k): v for k, v in dims.items()} for name, dims in table.items()}
+
+        return cls(
+            task=facts["task"],
+            method=facts["method"],
+            inputs=tuple(facts["inputs"]),
+            outputs=tuple(facts["outputs"]),
+            input_dtypes=dict(facts["input_dtypes"]),
+            dynamic_inputs=axes(facts["dynamic_inputs"]),
+            dynamic_outputs=axes(facts["dynamic_outputs"]),
+        )
+
+    def shape(self, name: str, example: Any) -> list[int]:
+        """An input's shape for a converter: -1 on dynamic axes, the example's size elsewhere."""
+        dynamic = self.dynamic_inputs.get(name, {})
+        return [-1 if axis in dynamic else int(size) for axis, size in enumerate(example.shape)]
+
+
+@dataclass
+class Export:
+    """What a backend needs to write a graph: the module to trace and its example inputs."""
+
+    spec: GraphSpec
+    #: ``forward(*inputs)`` in ``spec.inputs`` order -> a tuple in ``spec.outputs`` order.
+    module: Any
+    #: The first example batch (trace with it), in ``spec.inputs`` order.
+    example: tuple[Any, ...]
+    #: The second batch (other batch size and lengths) and torch's outputs on it.
+    check: tuple[Any, ...]
+    expected: tuple[Any, ...]
+    #: The torch endpoint the module came from (processor, config, checkpoint).
+    source: Endpoint
+
+
+#: A backend's writer: put the graph files for an `Export` in a directory and return a
+#: `Runner` over the written files on the CPU in float32 (used to verify the export).
+Writer = Callable[[Export, Path], Runner]
+
+
+@dataclass
+class Prepared:
+    """A ready cache entry plus what the endpoint needs besides the graph."""
+
+    path: Path
+    spec: GraphSpec
+    processor: Any
+    config: Any
+    checkpoint: Checkpoint
+    #: True when this call exported (a cache miss); False when the entry was reused.
+    exported: bool
+    #: Largest |graph - torch| on the check batch, measured when exported.
+    max_abs_diff: float | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def traceable(model: Any, method: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> Any:
+    """A torch module a converter can trace: ``forward(*tensors)`` calls ``model.<method>`` with
+    the tensors as ``inputs`` by name and returns the ``outputs`` as a tuple (the features
+    tensor for the ``get_*_features`` methods). Decoders run without a KV cache."""
+    import torch
+
+    params = inspect.signature(getattr(model, method)).parameters
+    extra = {"use_cache": False} if "use_cache" in params else {}
+
+    class Call(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
+            named = dict(zip(inputs, tensors, strict=True))
+            out = getattr(self.model, method)(**named, **extra)
+            if method != "forward":
+                return (pooling.features(out),)
+            return tuple(out[name] for name in outputs)
+
+    return Call().eval()
+
+
+def needs_generation(skill: Any, task: str) -> bool:
+    """Whether ``task``'s handler calls ``model.generate`` (so no graph export covers it)."""
+    if task in GENERATION_TASKS:
+        return True
+    return task == "automatic_speech_recognition" and not skill.model_classes[task].endswith(
+        "ForCTC"
+    )
+
+
+def require_exportable(skill: Any, task: str) -> None:
+    """Raise `HardwareUnavailable` (the host then falls back to torch) for generation tasks."""
+    skill.check_task(task)
+    if needs_generation(skill, task):
+        raise HardwareUnavailable(
+            f"{task} for {skill.model_type} needs generation, which the OpenVINO/ONNX export "
+            "does not cover yet; it runs on torch"
+        )
+    if task not in TASK_OUTPUTS and task not in FEATURE_METHODS:
+        raise HardwareUnavailable(f"no graph export is defined for {task}; it runs on torch")
+
+
+def method_for(skill: Any, task: str) -> str:
+    """The model method the task's handler calls (see the module docstring)."""
+    if task in FEATURE_METHODS and (task == "image_embedding" or skill.family == "vision-text"):
+        return FEATURE_METHODS[task]
+    return "forward"
+
+
+def check_options(options: Mapping[str, Any], extra: frozenset[str]) -> None:
+    """`InvalidInput` for an option neither torch loading nor the backend (``extra``) takes."""
+    accepted = torch_backend.LOAD_OPTIONS | extra
+    unknown = set(options) - accepted
+    if unknown:
+        raise InvalidInput(
+            f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(accepted)}"
+        )
+
+
+def _synthetic_image(width: int, height: int, seed: int) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    pixels = np.stack([x, y, np.full_like(x, 128.0)], axis=-1) + rng.normal(0, 20, (height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _synthetic_wave(seconds: float, rate: int, seed: int) -> Any:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    return (0.5 * np.sin(2 * np.pi * 440.0 * t) + 0.05 * rng.standard_normal(t.shape)).astype(
+        np.float32
+    )
+
+
+def example_batch(skill: Any, task: str, processor: Any, config: Any, which: int) -> dict[str, Any]:
+    """The task's processor output for synthetic inputs: ``which`` 0 or 1 picks one of two
+    batches that differ in batch size and in every length the processor lets vary."""
+    if task in ("text_embedding", "fill_mask", "text_classification", "token_classification"):
+        if task == "text_embedding" and skill.family == "vision-text":
+            config = config.text_config
+        limit = text.max_length(processor, config)
+        return dict(text.encode(processor, list(_TEXTS[which]), limit=limit))
+    if task == "question_answering":
+        questions, contexts = _QUESTIONS[which]
+        limit = text.max_length(processor, config)
+        return dict(text.encode(processor, questions, limit=limit, pairs=contexts))
+    if task in ("image_classification", "image_embedding", "object_detection"):
+        images = [_synthetic_image(w, h, seed) for seed, (w, h) in enumerate(_IMAGE_SIZES[which])]
+        return dict(processor(images=images, return_tensors="pt"))
+    if task == "zero_shot_image_classification":
+        images = [_synthetic_image(w, h, seed) for seed, (w, h) in enumerate(_IMAGE_SIZES[which])]
+        padding = getattr(skill, "zero_shot_padding", True)
+        return dict(
+            processor(
+                text=_PROMPTS[which], images=images, padding=padding, return_tensors="pt"
+            )
+        )
+    if task in ("automatic_speech_recognition", "audio_classification"):
+        extractor = getattr(processor, "feature_extractor", processor)
+        rate = extractor.sampling_rate
+        waves = [_synthetic_wave(s, rate, seed) for seed, s in enumerate(_AUDIO_SECONDS[which])]
+        return dict(extractor(waves, sampling_rate=rate, return_tensors="pt"))
+    raise HardwareUnavailable(f"no graph export is defined for {task}; it runs on torch")
+
+
+def _dynamic_axes(
+    names: tuple[str, ...], first: tuple[Any, ...], second: tuple[Any, ...], batch: bool
+) -> dict[str, dict[int, str]]:
+    """Axes whose size differs between the two examples (and axis 0 when ``batch``)."""
+    table: dict[str, dict[int, str]] = {}
+    for name, a, b in zip(names, first, second, strict=True):
+        if a.dim() != b.dim():
+            raise HardwareUnavailable(f"{name} changes rank with the input; it cannot be exported")
+        axes = {
+            axis: f"{name}_{axis}"
+            for axis in range(a.dim())
+            if a.shape[axis] != b.shape[axis] or (batch and axis == 0)
+        }
+        if axes:
+            table[name] = axes
+    return table
+
+
+def build(skill: Any, model: str, task: str, **torch_options: Any) -> Export:
+    """Load ``model`` with torch (CPU, float32) and describe the graph for ``task``."""
+    import torch
+
+    require_exportable(skill, task)
+    source = skill.load_torch(
+        model, task, hardware="cpu", device="cpu", dtype="float32", **torch_options
+    )
+    net, method = source.model, method_for(skill, task)
+    batches = [
+        example_batch(skill, task, source.processor, source.config, which) for which in (0, 1)
+    ]
+    tensors = [
+        {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in torch_backend.accepted_inputs(net, batch, method).items()
+            if isinstance(v, torch.Tensor)
+        }
+        for batch in batches
+    ]
+    inputs = tuple(tensors[0])
+    if not inputs or set(tensors[1]) != set(inputs):
+        raise HardwareUnavailable(f"the {task} processor gives no stable set of model inputs")
+    outputs = ("features",) if method != "forward" else TASK_OUTPUTS[task]
+    module = traceable(net, method, inputs, outputs)
+    example = tuple(tensors[0][name] for name in inputs)
+    check = tuple(tensors[1][name] for name in inputs)
+    try:
+        with torch.inference_mode():
+            first, expected = module(*example), module(*check)
+    except KeyError as exc:
+        raise HardwareUnavailable(
+            f"{skill.model_type} {task} gives no output {exc}; it cannot be exported"
+        ) from exc
+    spec = GraphSpec(
+        task=task,
+        method=method,
+        inputs=inputs,
+        outputs=outputs,
+        input_dtypes={name: str(t.numpy().dtype) for name, t in zip(inputs, example, strict=True)},
+        dynamic_inputs=_dynamic_axes(inputs, example, check, batch=True),
+        dynamic_outputs=_dynamic_axes(outputs, first, expected, batch=False),
+    )
+    return Export(spec, module, example, check, tuple(t.clone() for t in expected), source)
+
+
+def verify(export: Export, run: Runner, tolerance: float) -> float:
+    """Run the written graph on the check batch; `HardwareUnavailable` unless it matches torch
+    (same shapes, max |diff| within ``tolerance`` x the output's scale). Returns max |diff|."""
+    import numpy as np
+
+    arrays = {
+        name: t.numpy() for name, t in zip(export.spec.inputs, export.check, strict=True)
+    }
+    got = run(arrays)
+    worst = 0.0
+    for name, want, have in zip(export.spec.outputs, export.expected, got, strict=True):
+        want_np = want.numpy()
+        if tuple(have.shape) != tuple(want_np.shape):
+            raise HardwareUnavailable(
+                f"the exported graph gives {name} of shape {tuple(have.shape)} where torch gives "
+                f"{tuple(want_np.shape)}: the trace did not generalise to other input sizes"
+            )
+        diff = float(np.abs(have.astype(np.float64) - want_np).max()) if want_np.size else 0.0
+        scale = max(1.0, float(np.abs(want_np).max()) if want_np.size else 1.0)
+        if not diff <= tolerance * scale:
+            raise HardwareUnavailable(
+                f"the exported graph differs from torch on {name} by {diff:.3g} "
+                f"(allowed {tolerance * scale:.3g}); it runs on torch"
+            )
+        worst = max(worst, diff)
+    return worst
+
+
+def load_assets(
+    skill: Any, ckpt: Checkpoint, task: str, options: Mapping[str, Any]
+) -> tuple[Any, Any]:
+    """The processor and config of a checkpoint, without its weights (the cache-hit path)."""
+    from transformers import AutoConfig
+
+    where = {k: options[k] for k in ("revision", "local_files_only") if options.get(k) is not None}
+    try:
+        processor = torch_backend.load_processor(skill.processors[task], ckpt, **where)
+        config = AutoConfig.from_pretrained(ckpt.location, **ckpt.kwargs, **where)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load the processor of {ckpt.location!r}: {first}") from exc
+    torch_backend._share_padding(processor, SimpleNamespace(config=config))
+    return processor, config
+
+
+def prepare(
+    skill: Any,
+    model: str,
+    task: str,
+    *,
+    fmt: str,
+    precision: str,
+    options: Mapping[str, Any],
+    write: Writer,
+    tolerance: float = 1e-3,
+) -> Prepared:
+    """The cache entry for ``model``/``task`` in ``fmt``: reused when ready, else exported now
+    with ``write``, verified against torch, and marked ready (see the module docstring)."""
+    require_exportable(skill, task)
+    ckpt = resolve(model, options.get("gguf_file"))
+    path = cache.entry(ckpt, task, fmt, precision, revision=options.get("revision"))
+    if cache.ready(path):
+        processor, config = load_assets(skill, ckpt, task, options)
+        facts = json.loads((path / ".done").read_text())
+        log.info("reusing the %s export of %s for %s from %s", fmt, model, task, path)
+        return Prepared(path, GraphSpec.load(path), processor, config, ckpt, False, None, facts)
+    torch_options = {k: v for k, v in options.items() if k in torch_backend.LOAD_OPTIONS}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings: `verify` checks the result
+            export = build(skill, model, task, **torch_options)
+            if path.exists():  # a partial export left by an interrupted process
+                shutil.rmtree(path)
+            path.mkdir(parents=True)
+            log.info("exporting %s for %s to %s in %s", model, task, fmt, path)
+            run = write(export, path)
+        diff = verify(export, run, tolerance)
+        export.spec.save(path)
+    except HFSkillsError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    except Exception as exc:  # a converter's own error: the host falls back to torch
+        shutil.rmtree(path, ignore_errors=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HardwareUnavailable(
+            f"{skill.model_type} {task} could not be exported to {fmt}: {first}"
+        ) from exc
+    facts = {
+        "checkpoint": ckpt.location,
+        "task": task,
+        "format": fmt,
+        "precision": precision,
+        "max_abs_diff": diff,
+    }
+    cache.mark_ready(path, facts)
+    source = export.source
+    return Prepared(path, export.spec, source.processor, source.config, ckpt, True, diff, facts)
+
+
+def make_endpoint(
+    skill: Any,
+    model: str,
+    task: str,
+    prepared: Prepared,
+    graph: Any,
+    *,
+    hardware: str,
+    memory_bytes: int,
+    options: Mapping[str, Any],
+) -> Endpoint:
+    """The `Endpoint` of a graph: torch-side device "cpu" and float32 (what ``place`` moves
+    inputs to), and the settings the torch path sets, plus where the export lives."""
+    endpoint = Endpoint(
+        model=graph,
+        processor=prepared.processor,
+        task=task,
+        hardware=hardware,
+        device="cpu",
+        dtype="float32",
+        model_id=str(model),
+        skill=type(skill).__name__,
+        batch_size=int(options.get("batch_size") or 8),
+        memory_bytes=memory_bytes,
+        config=prepared.config,
+        allow_local_paths=bool(options.get("allow_local_paths", True)),
+    )
+    endpoint.settings.update(
+        checkpoint=prepared.checkpoint,
+        export_dir=str(prepared.path),
+        exported=prepared.exported,
+        export_max_abs_diff=prepared.facts.get("max_abs_diff"),
+    )
+    return endpoint
+
+
+def files_size(directory: Path, suffixes: tuple[str, ...]) -> int:
+    """Bytes of the files in ``directory`` whose name ends with one of ``suffixes``."""
+    return sum(
+        p.stat().st_size for p in directory.iterdir() if p.is_file() and p.name.endswith(suffixes)
+    )

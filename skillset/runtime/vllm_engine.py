@@ -1,0 +1,536 @@
+"""Decoder generation on vLLM: its in-process async engine behind the engine contract.
+
+`VLLMEngine` runs vLLM's ``AsyncLLM`` (``vllm.v1.engine.async_llm``; the model itself runs in
+vLLM's engine-core process with paged attention, continuous batching and CUDA graphs) on an
+asyncio loop of its own, in a background thread. Each `submit` becomes one task on that loop:
+the prompt is rendered with the checkpoint's Hugging Face tokenizer (chat messages through its
+chat template, `generation.prompt_texts`) and tokenized exactly as the torch engine does, handed
+to vLLM as token ids (``{"prompt_token_ids": ids}``), and vLLM's delta outputs become the
+contract's events: one ``{"token_id", "text", "finish_reason": None}`` per token, the final
+event shaped as `TokenText.final` shapes it, then `DONE`. A consumer that went away
+(``sequence.cancelled``) aborts the request within ~50 ms, even while it is still queued.
+
+Text and stop strings, two ways (the ``text_handling`` load option):
+
+- ``"hfskills"`` (default): vLLM only samples (``detokenize=False``); every generated id goes
+  through the same `TokenText` as the torch and OpenVINO GenAI engines, so text, held-back
+  partial stop strings, cut points, token ids, finish reasons and usage are identical across
+  hardware. EOS ids come from the checkpoint's generation config and are passed to vLLM as
+  ``stop_token_ids``; when `TokenText` sees a stop string the vLLM request is aborted (vLLM may
+  have sampled a token or two more, which are dropped). Cost: `TokenText` decodes the whole
+  sequence so far at each token (~30 µs per token on a CPU core).
+- ``"vllm"``: vLLM's incremental detokenizer and stop strings (``stop=``, stop string excluded
+  from the text, held back while it could still match). Cheaper per token; the differences
+  from the torch path are vLLM's: held-back text is released per its own rule (the longest stop
+  string's length minus one), and stop strings are not looked for before ``min_tokens``. The
+  EOS id that ends a sequence is dropped from ``token_ids`` (the torch path never reports it).
+
+Sampling maps `GenerationParams` to ``SamplingParams``: ``max_tokens``, temperature 0 for
+greedy, ``top_p``, ``top_k``, ``repetition_penalty`` (else the checkpoint's default, as the
+torch engine applies it), ``seed``, ``ignore_eos``, ``min_tokens`` (``max_new_tokens`` with
+``ignore_eos``, as the torch engine does) and ``output_kind=DELTA``. Greedy output equals the
+torch path's token for token where the arithmetic is the same (``dtype="float32"``); sampled
+output follows vLLM's own random streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import checkpoint, cuda, hardware, torch_backend
+from .endpoint import Endpoint
+from .engines import DONE, Sequence
+from .errors import HardwareUnavailable, HFSkillsError, InferenceError, InvalidInput, ModelLoadError
+from .generation import GenerationParams, TokenText, prompt_texts
+
+log = logging.getLogger("hfskills.runtime")
+
+TEXT_HANDLING = ("hfskills", "vllm")
+#: Options only vLLM reads.
+VLLM_OPTIONS = frozenset(
+    {
+        "gpu_memory_utilization",
+        "max_model_len",
+        "dtype",
+        "enforce_eager",
+        "max_num_seqs",
+        "seed",
+        "text_handling",
+    }
+)
+#: Every option `load_endpoint` accepts: vLLM's plus the torch path's it can honour
+#: (``attn_implementation`` and ``local_files_only`` are accepted and left to vLLM's defaults).
+OPTIONS = frozenset(torch_backend.LOAD_OPTIONS | VLLM_OPTIONS)
+#: vLLM reserves this share of the GPU for weights and KV cache unless told otherwise (vLLM's
+#: own default is 0.9; a little is left for other models the host may load on the same GPU).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.8
+CANCEL_POLL_S = 0.05
+
+
+class VLLMEngine:
+    """The engine contract (engines.py) over vLLM's ``AsyncLLM`` (see the module docstring).
+
+    ``make_llm`` builds the async engine; it is called on the engine's own event loop (vLLM
+    starts its output handler on the running loop). Anything with ``AsyncLLM``'s ``generate``
+    (an async generator of delta ``RequestOutput``) and ``shutdown`` will do.
+    ``make_sampling`` turns `sampling_kwargs` into vLLM's ``SamplingParams``.
+    """
+
+    def __init__(
+        self,
+        make_llm: Callable[[], Any],
+        tokenizer: Any,
+        eos_ids: set[int],
+        *,
+        text_handling: str = "hfskills",
+        default_repetition_penalty: float | None = None,
+        make_sampling: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        if text_handling not in TEXT_HANDLING:
+            raise InvalidInput(
+                f"text_handling must be one of {list(TEXT_HANDLING)}", param="text_handling"
+            )
+        self.tokenizer, self.eos_ids = tokenizer, set(eos_ids)
+        self.text_handling = text_handling
+        self.default_repetition_penalty = default_repetition_penalty
+        self.make_sampling = make_sampling or vllm_sampling_params
+        self.live: dict[str, Sequence] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="hfskills-vllm", daemon=True)
+        self._thread.start()
+        try:
+            self.llm = asyncio.run_coroutine_threadsafe(self._make(make_llm), self.loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+        self._watcher = asyncio.run_coroutine_threadsafe(self._watch(), self.loop)
+
+    # -- the engine contract -----------------------------------------------------------------
+    def submit(self, prompt: Any, params: GenerationParams, sink: Any = None) -> Sequence:
+        """Queue one prompt (a string or chat messages); events go to ``sink`` when given
+        (called from the engine's thread), else to the sequence's queue."""
+        if self._closed:
+            raise InferenceError("the generation engine is stopped")
+        sequence = Sequence(prompt, params, sink=sink)
+        request_id = f"hfskills-{next(self._ids)}"
+        sequence.handle = request_id
+        with self._lock:
+            self.live[request_id] = sequence
+        self.loop.call_soon_threadsafe(self._start, request_id, sequence)
+        return sequence
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Fail what is still running, shut vLLM down (its engine process frees the GPU)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(timeout)
+        except Exception:  # a broken engine must still let the host unload it
+            log.exception("vLLM engine shutdown failed")
+        self._stop_loop()
+
+    @property
+    def load(self) -> int:
+        with self._lock:
+            return len(self.live)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def _stop_loop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+
+    async def _make(self, make_llm: Callable[[], Any]) -> Any:
+        return make_llm()
+
+    def _start(self, request_id: str, sequence: Sequence) -> None:
+        self.tasks[request_id] = self.loop.create_task(self._serve(request_id, sequence))
+
+    async def _watch(self) -> None:
+        """Cancel the task of every sequence whose consumer went away (vLLM aborts it)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_S)
+            with self._lock:
+                gone = [rid for rid, s in self.live.items() if s.cancelled.is_set()]
+            for request_id in gone:
+                task = self.tasks.get(request_id)
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _shutdown(self) -> None:
+        self._watcher.cancel()
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        shutdown = getattr(self.llm, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    async def _serve(self, request_id: str, sequence: Sequence) -> None:
+        """One request from prompt to `DONE`."""
+        stream = None
+        try:
+            if sequence.cancelled.is_set():
+                return
+            ids = self._encode(sequence.prompt)
+            params = sequence.params
+            sampling = self.make_sampling(
+                sampling_kwargs(
+                    params,
+                    self.eos_ids,
+                    text_handling=self.text_handling,
+                    default_repetition_penalty=self.default_repetition_penalty,
+                )
+            )
+            state: _Events = (
+                _TokenTextEvents(sequence, self.tokenizer, self.eos_ids, len(ids))
+                if self.text_handling == "hfskills"
+                else _VLLMTextEvents(sequence, self.eos_ids, len(ids))
+            )
+            stream = self.llm.generate({"prompt_token_ids": ids}, sampling, request_id)
+            async for output in stream:
+                if sequence.cancelled.is_set():
+                    break
+                if state.update(output) and not output.finished:
+                    break  # a stop string: the request still runs in vLLM, and is aborted
+        except asyncio.CancelledError:
+            if self._closed:
+                sequence.put(InferenceError("the generation engine stopped"))
+        except HFSkillsError as exc:
+            sequence.put(exc)
+        except Exception as exc:  # vLLM's errors: a bad request, or a failed engine
+            sequence.put(_error(exc))
+        finally:
+            if stream is not None:
+                await _close(stream)  # aborts the request in vLLM if it still runs
+            sequence.put(DONE)
+            with self._lock:
+                self.live.pop(request_id, None)
+            self.tasks.pop(request_id, None)
+
+    def _encode(self, prompt: Any) -> list[int]:
+        """Render and tokenize like the torch engine (continuous.py), so prompts match."""
+        text = prompt_texts(self.tokenizer, [prompt])[0]
+        ids = list(self.tokenizer(text)["input_ids"])
+        if not ids:
+            raise InvalidInput("a prompt must not be empty", param="inputs")
+        return ids
+
+
+class _Events:
+    """Turns one request's delta outputs into contract events; `update` says when it is over."""
+
+    def update(self, output: Any) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class _TokenTextEvents(_Events):
+    """Every generated id through `TokenText` (text, stop strings, EOS, finish reason)."""
+
+    def __init__(self, sequence: Sequence, tokenizer: Any, eos_ids: set[int], prompt: int) -> None:
+        self.sequence, self.tokenizer, self.eos_ids, self.prompt = (
+            sequence,
+            tokenizer,
+            eos_ids,
+            prompt,
+        )
+        self.text: TokenText | None = None
+
+    def update(self, output: Any) -> bool:
+        sequence = self.sequence
+        if self.text is None:
+            prompt = _prompt_tokens(output, self.prompt)
+            self.text = TokenText(self.tokenizer, sequence.params, self.eos_ids, prompt)
+            sequence.text = self.text
+        text, completion = self.text, output.outputs[0]
+        for token in completion.token_ids:
+            event = text.add(int(token))
+            if event is not None:
+                sequence.put(event)
+            if text.done:
+                break
+        finished = bool(output.finished)
+        if not text.done and finished:  # vLLM ended it (its own length limit, or a stop id)
+            if completion.finish_reason == "abort":
+                raise InferenceError("vLLM aborted the request")
+            text.reason = "length" if completion.finish_reason == "length" else "stop"
+        if text.done:
+            sequence.put(text.final())
+            return True
+        return finished
+
+
+class _VLLMTextEvents(_Events):
+    """vLLM's own text and stop strings, mapped onto the contract's events."""
+
+    def __init__(self, sequence: Sequence, eos_ids: set[int], prompt: int) -> None:
+        self.sequence, self.eos_ids, self.prompt = sequence, eos_ids, prompt
+        self.prompt_tokens: int | None = None
+        self.ids: list[int] = []
+        self.parts: list[str] = []
+
+    def update(self, output: Any) -> bool:
+        sequence, completion = self.sequence, output.outputs[0]
+        if self.prompt_tokens is None:
+            self.prompt_tokens = _prompt_tokens(output, self.prompt)
+        new = [int(t) for t in completion.token_ids]
+        reason, stop = completion.finish_reason, completion.stop_reason
+        if (
+            reason == "stop"
+            and not isinstance(stop, str)
+            and not sequence.params.ignore_eos
+            and new
+            and new[-1] in self.eos_ids
+        ):
+            new.pop()  # the EOS that ended it: no event, not in token_ids (as on torch)
+        text = completion.text or ""
+        self.ids.extend(new)
+        self.parts.append(text)
+        for i, token in enumerate(new):
+            last = i == len(new) - 1
+            sequence.put({"token_id": token, "text": text if last else "", "finish_reason": None})
+        if not output.finished:
+            return False
+        if reason == "abort":
+            raise InferenceError("vLLM aborted the request")
+        whole = "".join(self.parts)
+        sequence.put(
+            {
+                "token_id": None,
+                "text": "" if new else text,  # text with no token of its own (held back)
+                "finish_reason": "length" if reason == "length" else "stop",
+                "generated_text": whole,
+                "token_ids": list(self.ids),
+                "prompt_tokens": self.prompt_tokens,
+                "stop_sequence": stop if isinstance(stop, str) else None,
+            }
+        )
+        return True
+
+
+def _prompt_tokens(output: Any, sent: int) -> int:
+    ids = getattr(output, "prompt_token_ids", None)
+    return len(ids) if ids is not None else sent
+
+
+async def _close(stream: Any) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:  # already failed or finished: nothing left to abort
+        log.debug("closing a vLLM stream failed", exc_info=True)
+
+
+def _error(exc: BaseException) -> HFSkillsError:
+    """vLLM's validation errors (a prompt longer than max_model_len...) are the client's; any
+    other failure is the engine's."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = exc.__cause__ or exc
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, ValueError | TypeError) or names & {
+        "VLLMValidationError",
+        "VLLMClientError",
+    }:
+        return InvalidInput(f"vLLM refused the request: {message}")
+    return InferenceError(f"generation failed: {message} ({type(cause).__name__})")
+
+
+def sampling_kwargs(
+    params: GenerationParams,
+    eos_ids: set[int],
+    *,
+    text_handling: str = "hfskills",
+    default_repetition_penalty: float | None = None,
+) -> dict[str, Any]:
+    """``SamplingParams`` keyword arguments for ``params`` (``output_kind`` aside: see
+    `vllm_sampling_params`)."""
+    kwargs: dict[str, Any] = {
+        "max_tokens": params.max_new_tokens,
+        "ignore_eos": params.ignore_eos,
+        "detokenize": text_handling == "vllm",
+    }
+    if params.sampling:
+        kwargs.update(
+            temperature=params.temperature or 1.0,
+            top_p=params.top_p or 1.0,
+            top_k=params.top_k or 0,  # 0: every token
+        )
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+    else:
+        kwargs["temperature"] = 0.0  # greedy
+    penalty = params.repetition_penalty or default_repetition_penalty
+    if penalty and penalty != 1.0:
+        kwargs["repetition_penalty"] = float(penalty)
+    minimum = params.max_new_tokens if params.ignore_eos else params.min_new_tokens
+    if minimum:
+        kwargs["min_tokens"] = min(minimum, params.max_new_tokens)
+    if not params.ignore_eos and eos_ids:
+        kwargs["stop_token_ids"] = sorted(eos_ids)
+    if text_handling == "vllm" and params.stop:
+        kwargs["stop"] = list(params.stop)
+    return kwargs
+
+
+def vllm_sampling_params(kwargs: dict[str, Any]) -> Any:
+    """vLLM's ``SamplingParams`` streaming deltas."""
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    return SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def engine_args(
+    ckpt: checkpoint.Checkpoint, dtype: str, options: dict[str, Any], fields: set[str] | None
+) -> dict[str, Any]:
+    """``AsyncEngineArgs`` keyword arguments; only those the installed vLLM has (``fields``)."""
+    gguf = ckpt.kwargs.get("gguf_file")
+    args: dict[str, Any] = {
+        "model": str(Path(ckpt.location) / gguf) if gguf else ckpt.location,
+        "dtype": dtype,
+        "gpu_memory_utilization": float(
+            options.get("gpu_memory_utilization") or DEFAULT_GPU_MEMORY_UTILIZATION
+        ),
+        "seed": int(options.get("seed") or 0),
+        "disable_log_stats": True,
+        "enable_log_requests": False,
+    }
+    if gguf:  # vLLM reads GGUF weights itself; the tokenizer from the directory when it has one
+        base = Path(ckpt.location)
+        if (base / "tokenizer.json").is_file() or (base / "tokenizer_config.json").is_file():
+            args["tokenizer"] = str(base)
+    for key in ("max_model_len", "enforce_eager", "max_num_seqs"):
+        if options.get(key) is not None:
+            args[key] = options[key]
+    if options.get("revision"):
+        args.update(revision=options["revision"], tokenizer_revision=options["revision"])
+    if fields is not None:
+        dropped = sorted(set(args) - fields)
+        if dropped:
+            log.debug("this vLLM has no engine argument(s) %s", dropped)
+        args = {k: v for k, v in args.items() if k in fields}
+    return args
+
+
+def _eos_and_penalty(ckpt: checkpoint.Checkpoint, tokenizer: Any) -> tuple[set[int], Any]:
+    """EOS ids and default repetition penalty, as the torch engine reads them."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(ckpt.location, **ckpt.kwargs)
+    except (OSError, ValueError):
+        gen = None
+    eos = getattr(gen, "eos_token_id", None)
+    eos = eos if eos is not None else tokenizer.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids, getattr(gen, "repetition_penalty", None)
+
+
+def _import_vllm() -> Any:
+    try:
+        return importlib.import_module("vllm.v1.engine.async_llm")
+    except Exception as exc:  # not installed, or a build that does not match this torch/CUDA
+        raise HardwareUnavailable(
+            f"vLLM is not usable here ({type(exc).__name__}: {exc}); extra: cuda"
+        ) from None
+
+
+def load_endpoint(
+    skill: Any, model: str, task: str, device: str = "cuda:0", **options: Any
+) -> Endpoint:
+    """``model`` for decoder text generation on vLLM, as an `Endpoint` whose ``engine`` is a
+    `VLLMEngine`; `HardwareUnavailable` (so the caller falls back to torch) when vLLM is not
+    installed, there is no CUDA device, or vLLM cannot run this checkpoint."""
+    async_llm = _import_vllm()
+    hardware.require("cuda")
+    skill.check_task(task)
+    if task != "text_generation" or skill.family != "decoder":
+        raise HardwareUnavailable(f"vLLM serves decoder text generation, not {task}")
+    if device not in ("cuda", "cuda:0"):
+        raise HardwareUnavailable(f"vLLM runs on cuda:0 here (CUDA_VISIBLE_DEVICES), not {device}")
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise InvalidInput(f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(OPTIONS)}")
+    text_handling = options.get("text_handling") or "hfskills"
+    if text_handling not in TEXT_HANDLING:
+        raise InvalidInput(
+            f"text_handling must be one of {list(TEXT_HANDLING)}", param="text_handling"
+        )
+    ckpt = checkpoint.resolve(model, options.get("gguf_file"))
+    hub = {k: options[k] for k in ("revision", "local_files_only") if options.get(k) is not None}
+    try:
+        from transformers import AutoConfig
+
+        tokenizer = torch_backend.load_processor("tokenizer", ckpt, **hub)
+        config = AutoConfig.from_pretrained(ckpt.location, **ckpt.kwargs, **hub)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"could not load {model!r}'s tokenizer or config: {exc}") from exc
+    eos_ids, penalty = _eos_and_penalty(ckpt, tokenizer)
+    dtype = cuda.torch_dtype_for("cuda", options.get("dtype") or skill.dtypes.get("cuda"))
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    args = engine_args(ckpt, dtype, options, fields)
+
+    def make_llm() -> Any:
+        return async_llm.AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+
+    try:
+        engine = VLLMEngine(
+            make_llm,
+            tokenizer,
+            eos_ids,
+            text_handling=text_handling,
+            default_repetition_penalty=penalty,
+        )
+    except Exception as exc:  # an architecture or shape vLLM cannot run: torch can
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HardwareUnavailable(f"vLLM cannot run {model!r}: {first}") from exc
+    import torch
+
+    total = torch.cuda.mem_get_info()[1]
+    endpoint = Endpoint(
+        model=None,
+        processor=tokenizer,
+        task=task,
+        hardware="cuda",
+        device="cuda:0",
+        dtype=dtype,
+        model_id=str(model),
+        skill=type(skill).__name__,
+        batch_size=int(options.get("batch_size", 8)),
+        # what vLLM holds on the GPU: weights plus the KV cache it reserved
+        memory_bytes=int(
+            args.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION) * total
+        ),
+        config=config,
+        allow_local_paths=bool(options.get("allow_local_paths", True)),
+        engine=engine,
+    )
+    endpoint.settings.update(
+        checkpoint=ckpt, engine="vllm", vllm_args=args, text_handling=text_handling
+    )
+    log.info("loaded %s on vLLM (%s)", endpoint, ", ".join(f"{k}={v}" for k, v in args.items()))
+    return endpoint
