@@ -21,7 +21,7 @@ pytest.importorskip("openvino_tokenizers")
 from hfskills.skillset.runtime import openvino_decoder  # noqa: E402
 from hfskills.skillset.runtime.errors import HardwareUnavailable, InvalidInput  # noqa: E402
 
-ARCHITECTURES = ("llama", "qwen2", "gpt2")
+ARCHITECTURES = ("llama", "qwen2", "gpt2", "mistral", "phi3", "gemma", "gpt_neox", "opt")
 PROMPT = "hello world, the capital of france is"
 NEW_TOKENS = 12
 # Exact f32 everywhere: no bf16/f16 inference, no f16/u8 KV cache, no dynamic quantization.
@@ -33,7 +33,7 @@ EXACT = {
 
 
 def greedy(max_new_tokens: int = NEW_TOKENS, *, ignore_eos: bool = True) -> genai.GenerationConfig:
-    """Greedy decoding; by default exactly ``max_new_tokens`` (like the min_new_tokens reference)."""
+    """Greedy; by default exactly ``max_new_tokens`` tokens, like the reference."""
     config = genai.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
     config.ignore_eos = ignore_eos
     return config
