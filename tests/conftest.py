@@ -10,12 +10,15 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# exports (OpenVINO IR, ONNX) go to a cache of this session's own, never to ~/.cache
+os.environ.setdefault("HFSKILLS_CACHE", tempfile.mkdtemp(prefix="hfskills-test-cache-"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import transformers

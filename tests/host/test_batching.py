@@ -30,8 +30,15 @@ async def gather_posts(base: str, requests: list[tuple[str, dict, dict]]) -> lis
 def server(serve, task_checkpoint):
     models = [
         entry("embed", task_checkpoint("bert", "text_embedding")),
-        entry("gen", task_checkpoint("llama", "text_generation")),
-        entry("gen-b", task_checkpoint("gpt2", "text_generation")),
+        # the torch engine (hardware cpu), and GenAI's (openvino, exact f32) when installed
+        entry("gen", task_checkpoint("llama", "text_generation"), hardware=["cpu"]),
+        entry("gen-b", task_checkpoint("gpt2", "text_generation"), hardware=["cpu"]),
+        entry(
+            "gen-ov",
+            task_checkpoint("llama", "text_generation"),
+            hardware=["openvino", "cpu"],
+            options={"precision": "f32"},
+        ),
     ]
     return serve(models=models, embedded_default=False, batch_wait_ms=20, max_batch_size=16)
 
@@ -80,7 +87,7 @@ def test_continuous_batching_equals_each_request_alone(server, task_checkpoint) 
     """Greedy tokens under concurrency, with different prompts and lengths, equal the same
     request run alone through the skill (no batching at all)."""
     prompts = ["hello world", "the capital of france is", "a", "paris paris paris", "b c d e f"]
-    for name, model_type in (("gen", "llama"), ("gen-b", "gpt2")):
+    for name, model_type in (("gen", "llama"), ("gen-b", "gpt2"), ("gen-ov", "llama")):
         skill = skill_class(model_type)()
         handler = skill.handler(
             skill.init_cpu(str(task_checkpoint(model_type, "text_generation")), "text_generation")
