@@ -72,9 +72,11 @@ class hf_gemma(runtime.Skill):
     # -- cuda: torch on an NVIDIA GPU ------------------------------------------------------
 
     def init_cuda(self, model: str, task: str, device: str = "cuda:0", **options: Any) -> Endpoint:
-        """Load `model` for `task` with torch on an NVIDIA GPU (bfloat16)."""
-        runtime.hardware.require("cuda")
-        return self.load_torch(model, task, hardware="cuda", device=device, **options)
+        """Load `model` for `task` on an NVIDIA GPU: vLLM for decoder generation and TensorRT
+        for single-pass tasks when installed, else torch (bfloat16 where the GPU has it,
+        SDPA attention). Options: `engine` (auto, vllm, tensorrt, torch), `compile` (CUDA graphs).
+        """
+        return runtime.gpu.load_cuda(self, model, task, "cuda", device, **options)
 
     def create_cuda_text_generation_endpoint_handler(self, endpoint: Endpoint) -> Handler:
         return self.text_generation_handler(endpoint)
@@ -85,9 +87,8 @@ class hf_gemma(runtime.Skill):
     # -- rocm: torch's HIP build on an AMD GPU ---------------------------------------------
 
     def init_rocm(self, model: str, task: str, device: str = "cuda:0", **options: Any) -> Endpoint:
-        """Load `model` for `task` with torch (HIP) on an AMD GPU (bfloat16)."""
-        runtime.hardware.require("rocm")
-        return self.load_torch(model, task, hardware="rocm", device=device, **options)
+        """Load `model` for `task` with torch's HIP build on an AMD GPU (bfloat16)."""
+        return runtime.gpu.load_cuda(self, model, task, "rocm", device, **options)
 
     def create_rocm_text_generation_endpoint_handler(self, endpoint: Endpoint) -> Handler:
         return self.text_generation_handler(endpoint)
@@ -99,8 +100,7 @@ class hf_gemma(runtime.Skill):
 
     def init_mps(self, model: str, task: str, **options: Any) -> Endpoint:
         """Load `model` for `task` with torch on Apple's Metal device (float16)."""
-        runtime.hardware.require("mps")
-        return self.load_torch(model, task, hardware="mps", device="mps", **options)
+        return runtime.gpu.load_cuda(self, model, task, "mps", "mps", **options)
 
     def create_mps_text_generation_endpoint_handler(self, endpoint: Endpoint) -> Handler:
         return self.text_generation_handler(endpoint)

@@ -19,45 +19,81 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import cuda, hardware
+from . import cuda
+from . import hardware as detection
 from .endpoint import Endpoint
 from .errors import HardwareUnavailable, InvalidInput
 
 log = logging.getLogger("hfskills.runtime")
 
 ENGINES = ("auto", "vllm", "tensorrt", "torch")
-#: Task families TensorRT serves (one forward pass, fixed outputs).
-TENSORRT_FAMILIES = ("encoder", "vision", "vision-text", "speech")
-GENERATION_TASKS = ("text_generation", "text2text_generation", "image_to_text")
+#: What TensorRT serves: tasks whose handler makes one ``model(**batch)`` call, of encoder and
+#: vision skills (the engine replaces exactly that call).
+TENSORRT_TASKS = (
+    "image_classification",
+    "text_embedding",
+    "text_classification",
+    "token_classification",
+    "fill_mask",
+    "question_answering",
+)
+TENSORRT_FAMILIES = ("encoder", "vision")
+#: Tasks that generate (or decode audio of any length): no CUDA graphs, no TensorRT.
+GENERATION_TASKS = (
+    "text_generation",
+    "text2text_generation",
+    "image_to_text",
+    "automatic_speech_recognition",
+)
 #: Options only this module reads (the torch path would refuse them).
 GPU_OPTIONS = frozenset({"engine", "compile", "onnx_path"})
+
+
+def _all_options() -> tuple[frozenset[str], frozenset[str]]:
+    from . import tensorrt, torch_backend, vllm_engine
+
+    every = (
+        torch_backend.LOAD_OPTIONS
+        | {"dtype"}
+        | GPU_OPTIONS
+        | vllm_engine.OPTIONS
+        | tensorrt.OPTIONS
+    )
+    return frozenset(every), frozenset(every - torch_backend.LOAD_OPTIONS - {"dtype"})
+
+
+#: Every option ``init_cuda``/``init_rocm``/``init_mps`` accept (a catalog entry may name any);
+#: and those that only GPU paths read, which a CPU fallback should drop rather than refuse.
+OPTIONS, GPU_ONLY_OPTIONS = _all_options()
 
 
 def load_cuda(
     skill: Any,
     model: str,
     task: str,
-    hardware_name: str = "cuda",
+    hardware: str = "cuda",
     device: str = "cuda:0",
     **options: Any,
 ) -> Endpoint:
     """Load ``model`` for ``task`` on a GPU backend (cuda, rocm or mps): vLLM, TensorRT or torch
     (see the module docstring). Raises `HardwareUnavailable` when the backend is absent."""
-    hardware.require(hardware_name)
+    detection.require(hardware)
     skill.check_task(task)
     engine = options.pop("engine", None) or "auto"
     if engine not in ENGINES:
         raise InvalidInput(f"engine must be one of {list(ENGINES)}", param="engine")
     onnx_path = options.pop("onnx_path", None)
-    on_cuda = hardware_name == "cuda"
+    on_cuda = hardware == "cuda"
     if engine in ("vllm", "tensorrt") and not on_cuda:
-        raise HardwareUnavailable(f"{engine} runs on NVIDIA GPUs (cuda), not {hardware_name}")
+        raise HardwareUnavailable(f"{engine} runs on NVIDIA GPUs (cuda), not {hardware}")
 
     if engine in ("auto", "vllm") and on_cuda and _decoder_generation(skill, task):
         from . import vllm_engine
 
+        vllm_options = dict(options)
+        _drop(vllm_options, tensorrt_only=True)
         try:
-            return vllm_engine.load_endpoint(skill, model, task, device=device, **options)
+            return vllm_engine.load_endpoint(skill, model, task, device=device, **vllm_options)
         except HardwareUnavailable as exc:
             if engine == "vllm":
                 raise
@@ -86,36 +122,34 @@ def load_cuda(
                 raise
             log.info("%s: TensorRT unavailable (%s); loading with torch", model, exc.message)
     elif engine == "tensorrt":
-        raise HardwareUnavailable(f"TensorRT serves encoder and vision tasks, not {task}")
+        raise HardwareUnavailable(f"TensorRT serves {list(TENSORRT_TASKS)} here, not {task}")
     _drop(options, tensorrt_only=True)
-    return load_torch(skill, model, task, hardware_name, device, **options)
+    return load_torch(skill, model, task, hardware, device, **options)
 
 
 def load_torch(
-    skill: Any, model: str, task: str, hardware_name: str, device: str, **options: Any
+    skill: Any, model: str, task: str, hardware: str, device: str, **options: Any
 ) -> Endpoint:
     """The torch path on a GPU: dtype by `cuda.torch_dtype_for`, sdpa attention where the
     model has it, CUDA graphs with ``compile=True`` (or a torch.compile mode name)."""
     mode = options.pop("compile", None)
-    if mode and (task in GENERATION_TASKS or hardware_name not in ("cuda", "rocm")):
+    if mode and (task in GENERATION_TASKS or hardware not in ("cuda", "rocm")):
         raise InvalidInput(
             "compile (CUDA graphs) is for encoder and vision tasks on cuda or rocm", param="compile"
         )
-    requested = options.pop("dtype", None) or skill.dtypes.get(hardware_name)
-    dtype = cuda.torch_dtype_for(hardware_name, requested)
+    requested = options.pop("dtype", None) or skill.dtypes.get(hardware)
+    dtype = cuda.torch_dtype_for(hardware, requested)
     model_class = skill.model_classes.get(task)
-    attn = cuda.attn_implementation(
-        hardware_name, model_class, options.pop("attn_implementation", None)
-    )
+    attn = cuda.attn_implementation(hardware, model_class, options.pop("attn_implementation", None))
     if attn is not None:
         options["attn_implementation"] = attn
     batch_size = options.pop("batch_size", None)
     endpoint = skill.load_torch(
-        model, task, hardware=hardware_name, device=device, dtype=dtype, **options
+        model, task, hardware=hardware, device=device, dtype=dtype, **options
     )
     if batch_size is not None:
         endpoint.batch_size = int(batch_size)
-    elif hardware_name in ("cuda", "rocm") and task not in GENERATION_TASKS:
+    elif hardware in ("cuda", "rocm") and task not in GENERATION_TASKS:
         per_item = cuda.per_item_bytes(endpoint.config, dtype)
         endpoint.batch_size = cuda.batch_size_from_free_memory(0, per_item, device, limit=64)
     if mode:
@@ -129,7 +163,7 @@ def _decoder_generation(skill: Any, task: str) -> bool:
 
 
 def _tensorrt_task(skill: Any, task: str) -> bool:
-    return task not in GENERATION_TASKS and getattr(skill, "family", None) in TENSORRT_FAMILIES
+    return task in TENSORRT_TASKS and getattr(skill, "family", None) in TENSORRT_FAMILIES
 
 
 def _drop(options: dict[str, Any], *, vllm_only: bool = False, tensorrt_only: bool = False) -> None:
@@ -143,5 +177,5 @@ def _drop(options: dict[str, Any], *, vllm_only: bool = False, tensorrt_only: bo
         names |= tensorrt.TENSORRT_OPTIONS
     for name in names:
         if name in options:
-            log.info("option %s is for another engine; ignored on the torch path", name)
+            log.info("option %s is for another engine; ignored here", name)
             options.pop(name)

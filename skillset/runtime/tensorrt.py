@@ -98,7 +98,7 @@ def build(onnx_path: Path, plan: Path, limits: dict[str, int]) -> Profile:
         raise HardwareUnavailable(f"TensorRT cannot parse {onnx_path.name}: {errors}")
     shapes = profile(onnx_inputs(network), **limits)
     config = builder.create_builder_config()
-    if builder.platform_has_fast_fp16:
+    if getattr(builder, "platform_has_fast_fp16", True):  # deprecated (always true) in 10.x
         config.set_flag(trt.BuilderFlag.FP16)
     optimization = builder.create_optimization_profile()
     for name, (low, opt, high) in shapes.items():

@@ -5,7 +5,7 @@ vLLM's engine-core process with paged attention, continuous batching and CUDA gr
 asyncio loop of its own, in a background thread. Each `submit` becomes one task on that loop:
 the prompt is rendered with the checkpoint's Hugging Face tokenizer (chat messages through its
 chat template, `generation.prompt_texts`) and tokenized exactly as the torch engine does, handed
-to vLLM as token ids (``{"prompt_token_ids": ids}``), and vLLM's delta outputs become the
+to vLLM as token ids (a token ``EngineInput``), and vLLM's delta outputs become the
 contract's events: one ``{"token_id", "text", "finish_reason": None}`` per token, the final
 event shaped as `TokenText.final` shapes it, then `DONE`. A consumer that went away
 (``sequence.cancelled``) aborts the request within ~50 ms, even while it is still queued.
@@ -19,11 +19,14 @@ Text and stop strings, two ways (the ``text_handling`` load option):
   ``stop_token_ids``; when `TokenText` sees a stop string the vLLM request is aborted (vLLM may
   have sampled a token or two more, which are dropped). Cost: `TokenText` decodes the whole
   sequence so far at each token (~30 µs per token on a CPU core).
-- ``"vllm"``: vLLM's incremental detokenizer and stop strings (``stop=``, stop string excluded
-  from the text, held back while it could still match). Cheaper per token; the differences
-  from the torch path are vLLM's: held-back text is released per its own rule (the longest stop
-  string's length minus one), and stop strings are not looked for before ``min_tokens``. The
-  EOS id that ends a sequence is dropped from ``token_ids`` (the torch path never reports it).
+- ``"vllm"``: vLLM's incremental detokenizer (tokenizers' ``DecodeStream``) and stop strings
+  (``stop=``, stop string excluded from the text, held back while it could still match).
+  Cheaper per token; the differences from the torch path are vLLM's (checked against vLLM
+  0.26.0's source): the first token is rendered after the prompt (a leading space may differ
+  from decoding the generated ids alone), held-back text is released per its own rule (the
+  longest stop string's length minus one), and stop strings are not looked for within the first
+  ``min_tokens``. The EOS id that ends a sequence (vLLM reports it, without its text) is
+  dropped from ``token_ids``, as the torch path never reports it.
 
 Sampling maps `GenerationParams` to ``SamplingParams``: ``max_tokens``, temperature 0 for
 greedy, ``top_p``, ``top_k``, ``repetition_penalty`` (else the checkpoint's default, as the
@@ -38,8 +41,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import importlib.util
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +161,13 @@ class VLLMEngine:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
+        with self._lock:  # submitted too late to start: their consumers must not wait forever
+            left, self.live = list(self.live.values()), {}
+        for sequence in left:
+            sequence.put(InferenceError("the generation engine stopped"))
+            sequence.put(DONE)
+        if not self._thread.is_alive():
+            self.loop.close()
 
     async def _make(self, make_llm: Callable[[], Any]) -> Any:
         return make_llm()
@@ -205,7 +217,9 @@ class VLLMEngine:
                 if self.text_handling == "hfskills"
                 else _VLLMTextEvents(sequence, self.eos_ids, len(ids))
             )
-            stream = self.llm.generate({"prompt_token_ids": ids}, sampling, request_id)
+            # a rendered token input: vLLM takes the ids as they are (no tokenization of its own)
+            prompt = {"type": "token", "prompt_token_ids": ids}
+            stream = self.llm.generate(prompt, sampling, request_id)
             async for output in stream:
                 if sequence.cancelled.is_set():
                     break
@@ -417,7 +431,7 @@ def engine_args(
         "disable_log_stats": True,
         "enable_log_requests": False,
     }
-    if gguf:  # vLLM reads GGUF weights itself; the tokenizer from the directory when it has one
+    if gguf:  # older vLLMs read GGUF weights; the tokenizer from the directory when it has one
         base = Path(ckpt.location)
         if (base / "tokenizer.json").is_file() or (base / "tokenizer_config.json").is_file():
             args["tokenizer"] = str(base)
@@ -448,7 +462,18 @@ def _eos_and_penalty(ckpt: checkpoint.Checkpoint, tokenizer: Any) -> tuple[set[i
     return ids, getattr(gen, "repetition_penalty", None)
 
 
+def _reads_gguf() -> bool:
+    """Whether the installed vLLM has its GGUF weight loader (older releases; not 0.26)."""
+    try:
+        return importlib.util.find_spec("vllm.model_executor.model_loader.gguf_loader") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _import_vllm() -> Any:
+    # vLLM reports anonymous usage statistics unless told not to; a host does not phone home
+    # on its users' behalf (set VLLM_NO_USAGE_STATS=0 to allow it)
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     try:
         return importlib.import_module("vllm.v1.engine.async_llm")
     except Exception as exc:  # not installed, or a build that does not match this torch/CUDA
@@ -462,7 +487,15 @@ def load_endpoint(
 ) -> Endpoint:
     """``model`` for decoder text generation on vLLM, as an `Endpoint` whose ``engine`` is a
     `VLLMEngine`; `HardwareUnavailable` (so the caller falls back to torch) when vLLM is not
-    installed, there is no CUDA device, or vLLM cannot run this checkpoint."""
+    installed, there is no CUDA device, or vLLM cannot run this checkpoint (an architecture it
+    lacks, a GGUF file on a vLLM without a GGUF loader).
+
+    Options: ``gpu_memory_utilization`` (default 0.8), ``max_model_len``, ``dtype`` (default:
+    `cuda.torch_dtype_for` of the skill's), ``enforce_eager`` (no CUDA graphs: faster start),
+    ``max_num_seqs``, ``seed``, ``text_handling`` ("hfskills" or "vllm", see the module
+    docstring), and of the torch path's: ``revision``, ``gguf_file``, ``batch_size``,
+    ``allow_local_paths``; ``attn_implementation`` and ``local_files_only`` are accepted and
+    left to vLLM. The engine starts with the defaults ``vllm serve`` uses."""
     async_llm = _import_vllm()
     hardware.require("cuda")
     skill.check_task(task)
@@ -479,6 +512,10 @@ def load_endpoint(
             f"text_handling must be one of {list(TEXT_HANDLING)}", param="text_handling"
         )
     ckpt = checkpoint.resolve(model, options.get("gguf_file"))
+    if ckpt.kwargs.get("gguf_file") and not _reads_gguf():
+        raise HardwareUnavailable(
+            "this vLLM has no GGUF loader (removed by 0.26); torch dequantizes GGUF checkpoints"
+        )
     hub = {k: options[k] for k in ("revision", "local_files_only") if options.get(k) is not None}
     try:
         from transformers import AutoConfig
@@ -495,7 +532,12 @@ def load_endpoint(
     args = engine_args(ckpt, dtype, options, fields)
 
     def make_llm() -> Any:
-        return async_llm.AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        # the defaults `vllm serve` runs with (batched-token budget, sequences per step)
+        from vllm.usage.usage_lib import UsageContext
+
+        return async_llm.AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**args), usage_context=UsageContext.OPENAI_API_SERVER
+        )
 
     try:
         engine = VLLMEngine(
