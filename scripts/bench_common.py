@@ -100,7 +100,9 @@ def host_env(src: Path | None) -> dict[str, str]:
         (package / item.name).symlink_to(item)
     for name in ("generator", "templates", "skillset", "host"):
         (package / name).symlink_to(src / name)
-    env = {"PYTHONPATH": str(root)}
+    # ahead of the editable install, and keeping any packages already on the path (vLLM staged
+    # on a GPU machine)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     where = subprocess.run(
         [sys.executable, "-c", "import hfskills.host.app as m; print(m.__file__)"],
         capture_output=True,

@@ -24,7 +24,6 @@ import asyncio
 import gc
 import importlib.util
 import json
-import os
 import random
 import sys
 import time
@@ -272,8 +271,6 @@ def host_side(model: Path, prompts: list[str], args: Any) -> dict[str, Any]:
     config = host_config(bc.RESULTS / "bench_gpu_llm.toml", model, options, args.clients)
     port = bc.free_port()
     env = bc.host_env(args.host_src)
-    if "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):  # keep staged packages (vLLM)
-        env["PYTHONPATH"] += os.pathsep + os.environ["PYTHONPATH"]
     cmd = bc.hfskills_command("serve", "--config", str(config), "--port", str(port))
     with bc.Server("hfskills-gpu-llm", cmd, port, env=env, ready_timeout=600) as server:
         start = time.perf_counter()

@@ -23,7 +23,6 @@ import base64
 import gc
 import io
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -173,8 +172,6 @@ def host_side(model: Path, images: list[bytes], args: Any) -> dict[str, Any]:
     ]
     port = bc.free_port()
     env = bc.host_env(args.host_src)
-    if "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] += os.pathsep + os.environ["PYTHONPATH"]
     cmd = bc.hfskills_command("serve", "--config", str(config), "--port", str(port))
     with bc.Server("hfskills-gpu-vision", cmd, port, env=env, ready_timeout=600) as server:
         ready = httpx.get(server.base + "/ready", timeout=600, trust_env=False)

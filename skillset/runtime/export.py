@@ -31,9 +31,10 @@ import inspect
 import json
 import logging
 import shutil
+import threading
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,22 +65,42 @@ TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
 FEATURE_METHODS = {"text_embedding": "get_text_features", "image_embedding": "get_image_features"}
 #: Where a graph's call description lives in its cache entry.
 SPEC_FILE = "graph.json"
+#: Part of every cache key: bump it when what `build` produces changes.
+RECIPE = 1
 
-#: Synthetic example inputs: (first batch, second batch), different sizes and lengths.
+#: Synthetic example inputs: (first batch, second batch); the second is larger and longer.
 _TEXTS = (
-    ["hello world", "the capital of france is paris"],
+    ["hello world", "a b"],
     ["a", "the weather today is sunny and the capital of germany is berlin", "hello"],
 )
 _QUESTIONS = (
-    (["what is the capital of france", "who"], ["the capital of france is paris", "a b c"]),
-    (["where", "what", "why is it"], ["in london", "hello world and a b c d e f g", "yes"]),
+    (["what is the capital", "who"], ["paris is", "a b c"]),
+    (["where", "what", "why is it"], ["in london", "hello world and a b c d e f g h", "yes"]),
 )
 _PROMPTS = (
-    ["a photo of a cat", "a photo of a dog", "hello world"],
-    ["a photo of a bird", "the capital of france is paris"],
+    ["a cat", "a dog", "hello"],
+    ["a bird", "the weather today is sunny and the capital of germany is berlin"],
 )
 _IMAGE_SIZES = (((64, 48), (48, 64)), ((40, 72),))  # (width, height): different aspect ratios
 _AUDIO_SECONDS = ((0.5, 0.5), (0.8,))  # the handlers batch clips of one length together
+#: Axes that are dynamic whatever the examples show (token sequences, audio samples).
+_ALWAYS_DYNAMIC = {
+    "input_ids": 1,
+    "attention_mask": 1,
+    "token_type_ids": 1,
+    "position_ids": 1,
+    "input_values": 1,
+}
+
+
+#: One lock per cache entry: two threads loading the same model export it once.
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+class Mismatch(HardwareUnavailable):
+    """An exported graph does not reproduce torch on the check batch."""
+
 
 Runner = Callable[[dict[str, Any]], list[Any]]
 """Runs a written graph: numpy arrays by input name -> numpy arrays in output order."""
@@ -103,16 +124,7 @@ class GraphSpec:
     dynamic_outputs: dict[str, dict[int, str]]
 
     def save(self, directory: Path) -> None:
-        facts = {
-            "task": self.task,
-            "method": self.method,
-            "inputs": list(self.inputs),
-            "outputs": list(self.outputs),
-            "input_dtypes": self.input_dtypes,
-            "dynamic_inputs": self.dynamic_inputs,
-            "dynamic_outputs": self.dynamic_outputs,
-        }
-        (directory / SPEC_FILE).write_text(json.dumps(facts, indent=1, sort_keys=True))
+        (directory / SPEC_FILE).write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, directory: Path) -> GraphSpec:
@@ -169,8 +181,7 @@ class Prepared:
     checkpoint: Checkpoint
     #: True when this call exported (a cache miss); False when the entry was reused.
     exported: bool
-    #: Largest |graph - torch| on the check batch, measured when exported.
-    max_abs_diff: float | None = None
+    #: The entry's ``.done`` facts (checkpoint, precision, max |graph - torch| when exported).
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -243,7 +254,9 @@ def _synthetic_image(width: int, height: int, seed: int) -> Any:
     rng = np.random.default_rng(seed)
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
-    pixels = np.stack([x, y, np.full_like(x, 128.0)], axis=-1) + rng.normal(0, 20, (height, width, 3))
+    pixels = np.stack([x, y, np.full_like(x, 128.0)], axis=-1) + rng.normal(
+        0, 20, (height, width, 3)
+    )
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
@@ -276,9 +289,7 @@ def example_batch(skill: Any, task: str, processor: Any, config: Any, which: int
         images = [_synthetic_image(w, h, seed) for seed, (w, h) in enumerate(_IMAGE_SIZES[which])]
         padding = getattr(skill, "zero_shot_padding", True)
         return dict(
-            processor(
-                text=_PROMPTS[which], images=images, padding=padding, return_tensors="pt"
-            )
+            processor(text=_PROMPTS[which], images=images, padding=padding, return_tensors="pt")
         )
     if task in ("automatic_speech_recognition", "audio_classification"):
         extractor = getattr(processor, "feature_extractor", processor)
@@ -291,15 +302,17 @@ def example_batch(skill: Any, task: str, processor: Any, config: Any, which: int
 def _dynamic_axes(
     names: tuple[str, ...], first: tuple[Any, ...], second: tuple[Any, ...], batch: bool
 ) -> dict[str, dict[int, str]]:
-    """Axes whose size differs between the two examples (and axis 0 when ``batch``)."""
+    """Axes whose size differs between the two examples; for inputs (``batch``) also axis 0
+    and the sequence axis of token and audio inputs."""
     table: dict[str, dict[int, str]] = {}
     for name, a, b in zip(names, first, second, strict=True):
         if a.dim() != b.dim():
             raise HardwareUnavailable(f"{name} changes rank with the input; it cannot be exported")
+        forced = {0, _ALWAYS_DYNAMIC.get(name)} if batch else set()
         axes = {
             axis: f"{name}_{axis}"
             for axis in range(a.dim())
-            if a.shape[axis] != b.shape[axis] or (batch and axis == 0)
+            if a.shape[axis] != b.shape[axis] or axis in forced
         }
         if axes:
             table[name] = axes
@@ -353,26 +366,24 @@ def build(skill: Any, model: str, task: str, **torch_options: Any) -> Export:
 
 
 def verify(export: Export, run: Runner, tolerance: float) -> float:
-    """Run the written graph on the check batch; `HardwareUnavailable` unless it matches torch
+    """Run the written graph on the check batch; `Mismatch` unless it matches torch
     (same shapes, max |diff| within ``tolerance`` x the output's scale). Returns max |diff|."""
     import numpy as np
 
-    arrays = {
-        name: t.numpy() for name, t in zip(export.spec.inputs, export.check, strict=True)
-    }
+    arrays = {name: t.numpy() for name, t in zip(export.spec.inputs, export.check, strict=True)}
     got = run(arrays)
     worst = 0.0
     for name, want, have in zip(export.spec.outputs, export.expected, got, strict=True):
         want_np = want.numpy()
         if tuple(have.shape) != tuple(want_np.shape):
-            raise HardwareUnavailable(
+            raise Mismatch(
                 f"the exported graph gives {name} of shape {tuple(have.shape)} where torch gives "
                 f"{tuple(want_np.shape)}: the trace did not generalise to other input sizes"
             )
         diff = float(np.abs(have.astype(np.float64) - want_np).max()) if want_np.size else 0.0
         scale = max(1.0, float(np.abs(want_np).max()) if want_np.size else 1.0)
         if not diff <= tolerance * scale:
-            raise HardwareUnavailable(
+            raise Mismatch(
                 f"the exported graph differs from torch on {name} by {diff:.3g} "
                 f"(allowed {tolerance * scale:.3g}); it runs on torch"
             )
@@ -412,13 +423,66 @@ def prepare(
     with ``write``, verified against torch, and marked ready (see the module docstring)."""
     require_exportable(skill, task)
     ckpt = resolve(model, options.get("gguf_file"))
-    path = cache.entry(ckpt, task, fmt, precision, revision=options.get("revision"))
-    if cache.ready(path):
-        processor, config = load_assets(skill, ckpt, task, options)
-        facts = json.loads((path / ".done").read_text())
-        log.info("reusing the %s export of %s for %s from %s", fmt, model, task, path)
-        return Prepared(path, GraphSpec.load(path), processor, config, ckpt, False, None, facts)
-    torch_options = {k: v for k, v in options.items() if k in torch_backend.LOAD_OPTIONS}
+    import transformers
+
+    path = cache.entry(
+        ckpt,
+        task,
+        fmt,
+        precision,
+        revision=options.get("revision"),
+        recipe=RECIPE,
+        transformers=transformers.__version__,  # the model code that was traced
+    )
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(path, threading.Lock())
+    with lock:
+        if cache.ready(path):
+            processor, config = load_assets(skill, ckpt, task, options)
+            facts = json.loads((path / ".done").read_text())
+            log.info("reusing the %s export of %s for %s from %s", fmt, model, task, path)
+            spec = GraphSpec.load(path)
+            return Prepared(path, spec, processor, config, ckpt, False, facts)
+        torch_options = {k: v for k, v in options.items() if k in torch_backend.LOAD_OPTIONS}
+        attempts = [torch_options]
+        if torch_options.get("attn_implementation") is None:
+            # SDPA converts to a fused op that gives NaN on fully masked rows (left-padded
+            # decoders on OpenVINO); eager attention's additive mask does not
+            attempts.append({**torch_options, "attn_implementation": "eager"})
+        for attempt, opts in enumerate(attempts, start=1):
+            try:
+                export, diff = _export_into(path, skill, model, task, fmt, write, tolerance, opts)
+                break
+            except Mismatch as exc:
+                if attempt == len(attempts):
+                    raise
+                log.info("%s; exporting again with eager attention", exc)
+        facts = {
+            "checkpoint": ckpt.location,
+            "task": task,
+            "format": fmt,
+            "precision": precision,
+            "max_abs_diff": diff,
+            "attn_implementation": opts.get("attn_implementation"),
+        }
+        cache.mark_ready(path, facts)
+    source = export.source
+    return Prepared(path, export.spec, source.processor, source.config, ckpt, True, facts)
+
+
+def _export_into(
+    path: Path,
+    skill: Any,
+    model: str,
+    task: str,
+    fmt: str,
+    write: Writer,
+    tolerance: float,
+    torch_options: dict[str, Any],
+) -> tuple[Export, float]:
+    """Build, write into ``path`` (emptied first), verify and save the spec; on any failure
+    remove ``path`` and raise an `HFSkillsError` (a converter's own error as
+    `HardwareUnavailable`, so the host falls back to torch)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings: `verify` checks the result
@@ -433,22 +497,13 @@ def prepare(
     except HFSkillsError:
         shutil.rmtree(path, ignore_errors=True)
         raise
-    except Exception as exc:  # a converter's own error: the host falls back to torch
+    except Exception as exc:
         shutil.rmtree(path, ignore_errors=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HardwareUnavailable(
             f"{skill.model_type} {task} could not be exported to {fmt}: {first}"
         ) from exc
-    facts = {
-        "checkpoint": ckpt.location,
-        "task": task,
-        "format": fmt,
-        "precision": precision,
-        "max_abs_diff": diff,
-    }
-    cache.mark_ready(path, facts)
-    source = export.source
-    return Prepared(path, export.spec, source.processor, source.config, ckpt, True, diff, facts)
+    return export, diff
 
 
 def make_endpoint(

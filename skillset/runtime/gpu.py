@@ -112,8 +112,13 @@ def load_cuda(
                 raise HardwareUnavailable("float32 asked for; TensorRT engines here are fp16")
             if not tensorrt.available():
                 raise HardwareUnavailable("tensorrt is not installed")
-            if onnx_path is None:
-                raise HardwareUnavailable("no ONNX export given (option onnx_path)")
+            if onnx_path is None:  # the shared ONNX export, made on the CPU and cached
+                from . import onnx_runtime, torch_backend
+
+                export_options = {
+                    k: v for k, v in options.items() if k in torch_backend.LOAD_OPTIONS
+                }
+                onnx_path = onnx_runtime.onnx_file(skill, model, task, **export_options)
             return tensorrt.load_endpoint(
                 skill, model, task, onnx_path=Path(onnx_path), device=device, **options
             )

@@ -27,7 +27,7 @@ def accepted(hardware: str) -> frozenset[str]:
     if hardware == "qnn":
         from . import onnx_runtime
 
-        return LOAD_OPTIONS | getattr(onnx_runtime, "OPTIONS", frozenset())
+        return LOAD_OPTIONS | onnx_runtime.OPTIONS
     return LOAD_OPTIONS | {"dtype"}
 
 
