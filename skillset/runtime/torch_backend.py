@@ -63,16 +63,11 @@ def measure_bytes(model: Any) -> int:
 
 
 def place(batch: Any, endpoint: Endpoint) -> dict[str, Any]:
-    """Move a processor's output to the endpoint's device; floating inputs take its dtype."""
-    import torch
+    """Move a processor's output to the endpoint's device; floating inputs take its dtype.
+    On CUDA the copies go through pinned memory, non-blocking (`cuda.pin`)."""
+    from . import cuda
 
-    dtype = dtype_of(endpoint.dtype)
-    placed = {}
-    for key, value in dict(batch).items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(endpoint.device, dtype=dtype if value.is_floating_point() else None)
-        placed[key] = value
-    return placed
+    return cuda.pin(batch, endpoint.device, dtype_of(endpoint.dtype))
 
 
 def accepted_inputs(model: Any, batch: dict[str, Any], method: str = "forward") -> dict[str, Any]:
