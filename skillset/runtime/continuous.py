@@ -14,20 +14,18 @@ for plain ``generate`` (see docs/performance.md); it is built for paged attentio
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
-from .engines import DONE, Sequence
-from .errors import HFSkillsError, InferenceError, InvalidInput
-from .generation import GenerationParams, TokenText, prompt_texts
-
-log = logging.getLogger("hfskills.runtime")
+from .engines import DONE, EngineThread, Sequence, prompt_ids
+from .errors import HFSkillsError
+from .generation import GenerationParams, TokenText
 
 
-class DecodeEngine:
+class DecodeEngine(EngineThread):
     """Continuous batching over one decoder-only torch model (see the module docstring)."""
+
+    name = "hfskills-decode"
 
     def __init__(self, model: Any, tokenizer: Any, device: str, max_batch: int = 32) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
@@ -38,75 +36,22 @@ class DecodeEngine:
             eos if isinstance(eos, list) else [eos] if eos is not None else []
         )
         self.default_repetition_penalty = getattr(gen, "repetition_penalty", None)
-        self.waiting: queue.Queue[Sequence] = queue.Queue()
         self.running: list[Sequence] = []
         self.cache: Any = None  # DynamicCache for the running batch
         self.mask: Any = None  # [batch, length] attention mask (0 = left padding)
         self.last: Any = None  # [batch, 1] the token each row feeds next
-        self.steps = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="hfskills-decode", daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    # -- public ------------------------------------------------------------------------------
-    def submit(self, prompt: Any, params: GenerationParams, sink: Any = None) -> Sequence:
-        """Queue one prompt (a string or chat messages); tokenizing happens in the engine thread.
-        Events go to ``sink`` when given (called from the engine thread), else to a queue."""
-        if self._stop.is_set():
-            raise InferenceError("the generation engine is stopped")
-        sequence = Sequence(prompt, params, sink=sink)
-        self.waiting.put(sequence)
-        return sequence
-
-    def close(self) -> None:
-        self._stop.set()
-        self.waiting.put(Sequence(None, GenerationParams()))  # wake the loop
-        self._thread.join(timeout=30)
-
-    @property
-    def load(self) -> int:
-        return len(self.running) + self.waiting.qsize()
-
-    # -- the loop ------------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _context(self) -> AbstractContextManager[Any]:
         import torch
 
-        with torch.inference_mode():
-            while not self._stop.is_set():
-                try:
-                    self._admit(block=not self.running)
-                    if self.running:
-                        self._step()
-                except Exception as exc:  # a failed step fails its sequences, not the engine
-                    log.exception("decode step failed")
-                    self._fail_all(InferenceError(f"generation failed: {exc}"))
-        self._fail_all(InferenceError("the generation engine stopped"))
+        return torch.inference_mode()
 
-    def _admit(self, block: bool) -> None:
-        while len(self.running) < self.max_batch:
-            try:
-                sequence = self.waiting.get(block=block, timeout=0.5 if block else None)
-            except queue.Empty:
-                return
-            block = False
-            if self._stop.is_set() or sequence.prompt is None:
-                return
-            if sequence.cancelled.is_set():
-                sequence.put(DONE)
-                continue
-            try:
-                self._prefill(sequence)
-            except HFSkillsError as exc:
-                sequence.put(exc)
-                sequence.put(DONE)
-
-    def _prefill(self, sequence: Sequence) -> None:
+    def _start(self, sequence: Sequence) -> None:
+        """Prefill one sequence alone, then join it to the running batch."""
         import torch
 
-        text = prompt_texts(self.tokenizer, [sequence.prompt])[0]
-        ids = self.tokenizer(text, return_tensors="pt")["input_ids"].to(self.device)
-        if ids.shape[1] == 0:
-            raise InvalidInput("a prompt must not be empty", param="inputs")
+        ids = torch.tensor([prompt_ids(self.tokenizer, sequence.prompt)], device=self.device)
         params = sequence.params
         sequence.text = TokenText(self.tokenizer, params, self.eos_ids, ids.shape[1])
         sequence.history = ids[0]
@@ -153,7 +98,6 @@ class DecodeEngine:
             use_cache=True,
         )
         self.cache, self.mask = out.past_key_values, mask
-        self.steps += 1
         running = list(self.running)  # _emit may retire rows while we walk them
         for sequence, token in zip(running, self._sample(out.logits[:, -1], running), strict=True):
             self._emit(sequence, token)

@@ -12,13 +12,18 @@ skill's batch handler with ``.stream``.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .generation import GenerationParams, result_of
+from .errors import HFSkillsError, InferenceError, InvalidInput
+from .generation import GenerationParams, prompt_texts, result_of
+
+log = logging.getLogger("hfskills.runtime")
 
 DONE = object()
 
@@ -68,6 +73,106 @@ class GenerationEngine(Protocol):
 
     @property
     def load(self) -> int: ...
+
+
+def prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
+    """A prompt (a string, or chat messages through the chat template) as token ids: every
+    engine renders and tokenizes it the same way, so prompts and usage counts match."""
+    ids = list(tokenizer(prompt_texts(tokenizer, [prompt])[0])["input_ids"])
+    if not ids:
+        raise InvalidInput("a prompt must not be empty", param="inputs")
+    return ids
+
+
+class EngineThread:
+    """One thread that owns a model and runs the engine loop: admit waiting sequences (each
+    through `_start`), then `_step` while any run; a failed step fails its sequences, not the
+    engine. Subclasses set their attributes, then call ``super().__init__()``, which starts
+    the thread; they keep their running sequences in ``self.running``."""
+
+    name = "hfskills-engine"
+    #: The most sequences running at once (None: the engine's own scheduler decides).
+    max_batch: int | None = None
+    running: Any
+
+    def __init__(self) -> None:
+        self.waiting: queue.Queue[Sequence] = queue.Queue()
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    # -- the engine contract -----------------------------------------------------------------
+    def submit(self, prompt: Any, params: GenerationParams, sink: Any = None) -> Sequence:
+        """Queue one prompt; tokenizing happens in the engine thread. Events go to ``sink``
+        when given (called from the engine thread), else to the sequence's queue."""
+        if self._stop.is_set():
+            raise InferenceError("the generation engine is stopped")
+        sequence = Sequence(prompt, params, sink=sink)
+        self.waiting.put(sequence)
+        return sequence
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.waiting.put(Sequence(None, GenerationParams()))  # wake the loop
+        self._thread.join(timeout=30)
+
+    @property
+    def load(self) -> int:
+        return len(self.running) + self.waiting.qsize()
+
+    # -- what a subclass provides ----------------------------------------------------------------
+    def _start(self, sequence: Sequence) -> None:
+        """Admit one sequence (tokenize, prefill or hand it to the runtime)."""
+        raise NotImplementedError
+
+    def _step(self) -> None:
+        """Advance every running sequence by a token and report their events."""
+        raise NotImplementedError
+
+    def _fail_all(self, error: HFSkillsError) -> None:
+        """End every running sequence with ``error``."""
+        raise NotImplementedError
+
+    def _busy(self) -> bool:
+        return bool(self.running)
+
+    def _context(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        with self._context():
+            while not self._stop.is_set():
+                try:
+                    self._admit(block=not self._busy())
+                    if self._busy():
+                        self._step()
+                        self.steps += 1
+                except Exception as exc:  # a failed step fails its sequences, not the engine
+                    log.exception("%s: step failed", self.name)
+                    self._fail_all(InferenceError(f"generation failed: {exc}"))
+        self._fail_all(InferenceError("the generation engine stopped"))
+
+    def _admit(self, block: bool) -> None:
+        while self.max_batch is None or len(self.running) < self.max_batch:
+            try:
+                sequence = self.waiting.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return
+            block = False
+            if self._stop.is_set() or sequence.prompt is None:
+                return
+            if sequence.cancelled.is_set():
+                sequence.put(DONE)
+                continue
+            try:
+                self._start(sequence)
+            except HFSkillsError as exc:
+                sequence.put(exc)
+                sequence.put(DONE)
 
 
 def handler(engine: GenerationEngine) -> Callable[..., list[dict[str, Any]]]:

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from . import cache, checkpoint, torch_backend
 from .endpoint import Endpoint
-from .engines import DONE, Sequence
-from .errors import HardwareUnavailable, HFSkillsError, InferenceError, InvalidInput
-from .generation import GenerationParams, TokenText, prompt_texts
+from .engines import DONE, EngineThread, Sequence, prompt_ids
+from .errors import HardwareUnavailable, HFSkillsError, InvalidInput
+from .generation import GenerationParams, TokenText
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -46,85 +44,41 @@ PRECISIONS: dict[str, dict[str, Any]] = {
 OPTIONS = frozenset(torch_backend.LOAD_OPTIONS | {"precision"})
 
 
-class GenAIEngine:
-    """Continuous batching over one GenAI pipeline (see the module docstring)."""
+class GenAIEngine(EngineThread):
+    """Continuous batching over one GenAI pipeline (see the module docstring); GenAI's own
+    scheduler decides how many sequences run at once."""
+
+    name = "hfskills-genai"
 
     def __init__(self, pipeline: Any, tokenizer: Any, eos_ids: set[int]) -> None:
         self.pipeline, self.tokenizer, self.eos_ids = pipeline, tokenizer, eos_ids
-        self.waiting: queue.Queue[Sequence] = queue.Queue()
         self.running: dict[int, Sequence] = {}
         self.ids = itertools.count()
-        self.steps = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="hfskills-genai", daemon=True)
-        self._thread.start()
-
-    # -- the engine contract -----------------------------------------------------------------
-    def submit(self, prompt: Any, params: GenerationParams, sink: Any = None) -> Sequence:
-        if self._stop.is_set():
-            raise InferenceError("the generation engine is stopped")
-        sequence = Sequence(prompt, params, sink=sink)
-        self.waiting.put(sequence)
-        return sequence
+        super().__init__()
 
     def close(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self.waiting.put(Sequence(None, GenerationParams()))  # wake the loop
-        self._thread.join(timeout=30)
+        super().close()
         self.pipeline = None
 
-    @property
-    def load(self) -> int:
-        return len(self.running) + self.waiting.qsize()
+    def _busy(self) -> bool:
+        # a cancelled request's blocks are freed by the next step, even with no others running
+        return bool(self.running) or self.pipeline.has_non_finished_requests()
 
-    # -- the loop ------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._admit(block=not self.running)
-                # a cancelled request's blocks are freed by the next step, even with no others
-                if self.running or self.pipeline.has_non_finished_requests():
-                    self.pipeline.step()
-                    self.steps += 1
-                    self._collect()
-            except Exception as exc:  # a failed step fails its sequences, not the engine
-                log.exception("GenAI step failed")
-                self._fail_all(InferenceError(f"generation failed: {exc}"))
-        self._fail_all(InferenceError("the generation engine stopped"))
-
-    def _admit(self, block: bool) -> None:
-        while True:
-            try:
-                sequence = self.waiting.get(block=block, timeout=0.5 if block else None)
-            except queue.Empty:
-                return
-            block = False
-            if self._stop.is_set() or sequence.prompt is None:
-                return
-            if sequence.cancelled.is_set():
-                sequence.put(DONE)
-                continue
-            try:
-                self._add(sequence)
-            except HFSkillsError as exc:
-                sequence.put(exc)
-                sequence.put(DONE)
-
-    def _add(self, sequence: Sequence) -> None:
+    def _start(self, sequence: Sequence) -> None:
+        import numpy as np
         import openvino
 
-        text = prompt_texts(self.tokenizer, [sequence.prompt])[0]
-        ids = self.tokenizer(text, return_tensors="np")["input_ids"]
-        if ids.shape[1] == 0:
-            raise InvalidInput("a prompt must not be empty", param="inputs")
+        ids = np.array([prompt_ids(self.tokenizer, sequence.prompt)], dtype=np.int64)
         sequence.text = TokenText(self.tokenizer, sequence.params, self.eos_ids, ids.shape[1])
         request = next(self.ids)
         sequence.handle = self.pipeline.add_request(
             request, openvino.Tensor(ids), self._config(sequence.params)
         )
         self.running[request] = sequence
+
+    def _step(self) -> None:
+        self.pipeline.step()
+        self._collect()
 
     def _config(self, params: GenerationParams) -> Any:
         import openvino_genai

@@ -52,9 +52,9 @@ from typing import Any
 
 from . import checkpoint, cuda, hardware, torch_backend
 from .endpoint import Endpoint
-from .engines import DONE, Sequence
+from .engines import DONE, Sequence, prompt_ids
 from .errors import HardwareUnavailable, HFSkillsError, InferenceError, InvalidInput, ModelLoadError
-from .generation import GenerationParams, TokenText, prompt_texts
+from .generation import GenerationParams, TokenText
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -242,11 +242,7 @@ class VLLMEngine:
 
     def _encode(self, prompt: Any) -> list[int]:
         """Render and tokenize like the torch engine (continuous.py), so prompts match."""
-        text = prompt_texts(self.tokenizer, [prompt])[0]
-        ids = list(self.tokenizer(text)["input_ids"])
-        if not ids:
-            raise InvalidInput("a prompt must not be empty", param="inputs")
-        return ids
+        return prompt_ids(self.tokenizer, prompt)
 
 
 class _Events:
