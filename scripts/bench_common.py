@@ -400,6 +400,67 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+async def stream_chat(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One streamed OpenAI chat completion (``body`` has ``stream: true``): time to first
+    token, gaps between content chunks, tokens (the usage chunk's count when the server sends
+    one, else the content chunks), prompt tokens and the finish reason."""
+    start = time.perf_counter()
+    stamps: list[float] = []
+    usage: dict[str, Any] = {}
+    finish = None
+    async with client.stream("POST", url, json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                break
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(f"stream error: {event['error']}")
+            for choice in event.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    stamps.append(time.perf_counter())
+                finish = choice.get("finish_reason") or finish
+            usage = event.get("usage") or usage
+    end = time.perf_counter()
+    if finish is None:
+        raise RuntimeError(f"the stream ended without a finish_reason after {len(stamps)} chunks")
+    return {
+        "ttft": (stamps[0] - start) if stamps else None,
+        "gaps": gaps(stamps),
+        "tokens": usage.get("completion_tokens", len(stamps)),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "counted_by": "usage" if "completion_tokens" in usage else "chunks",
+        "chunks": len(stamps),
+        "latency": end - start,
+        "finish": finish,
+    }
+
+
+def summarize_streams(samples: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
+    """Throughput and latency percentiles of `stream_chat` samples (or in-process ones)."""
+    tokens = sum(s["tokens"] for s in samples)
+    ttfts = [s["ttft"] for s in samples if s.get("ttft") is not None]
+    intervals = [g for s in samples for g in s.get("gaps", [])]
+    prompts = [s["prompt_tokens"] for s in samples if s.get("prompt_tokens") is not None]
+    return {
+        "requests": len(samples),
+        "tokens": tokens,
+        "prompt_tokens_per_request": sum(prompts) / len(prompts) if prompts else None,
+        "tokens_per_request": tokens / len(samples) if samples else None,
+        "seconds": elapsed,
+        "tok_per_s": tokens / elapsed if elapsed else None,
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p99_ms": percentile(ttfts, 99) * 1000,
+        "itl_p50_ms": percentile(intervals, 50) * 1000,
+        "itl_p99_ms": percentile(intervals, 99) * 1000,
+        "counted_by": sorted({s["counted_by"] for s in samples if "counted_by" in s}),
+        "finish_reasons": sorted({str(s["finish"]) for s in samples if "finish" in s}),
+    }
+
+
 def served_hardware(base: str, model: str, task: str = "text_generation") -> str | None:
     """Which hardware a running hfskills server loaded ``model`` on (loading it if needed)."""
     import httpx

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import time
 from typing import Any
 
@@ -74,7 +73,7 @@ def messages(i: int) -> list[dict[str, str]]:
 async def stream_chat(
     client: Any, url: str, model: str, i: int, max_tokens: int, ignore_eos: bool
 ) -> dict:
-    """One streamed chat completion: time to first token, gaps between content chunks, tokens."""
+    """One streamed chat completion of prompt ``i`` (see `bench_common.stream_chat`)."""
     body: dict[str, Any] = {
         "model": model,
         "messages": messages(i),
@@ -85,59 +84,10 @@ async def stream_chat(
     }
     if ignore_eos:  # vLLM's extensions (hfskills); llama-cpp-python reads min_tokens
         body.update(ignore_eos=True, min_tokens=max_tokens)
-    start = time.perf_counter()
-    stamps: list[float] = []
-    usage_tokens = None
-    finish = None
-    async with client.stream("POST", url, json=body) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            data = line[6:]
-            if data == "[DONE]":
-                break
-            event = json.loads(data)
-            if "error" in event:
-                raise RuntimeError(f"stream error: {event['error']}")
-            for choice in event.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    stamps.append(time.perf_counter())
-                finish = choice.get("finish_reason") or finish
-            if event.get("usage"):
-                usage_tokens = event["usage"]["completion_tokens"]
-    end = time.perf_counter()
-    if finish is None:
-        raise RuntimeError(f"the stream ended without a finish_reason after {len(stamps)} chunks")
-    return {
-        "ttft": (stamps[0] - start) if stamps else None,
-        "gaps": bc.gaps(stamps),
-        "tokens": usage_tokens if usage_tokens is not None else len(stamps),
-        "counted_by": "usage" if usage_tokens is not None else "chunks",
-        "chunks": len(stamps),
-        "latency": end - start,
-        "finish": finish,
-    }
+    return await bc.stream_chat(client, url, body)
 
 
-def summarize(samples: list[dict], elapsed: float) -> dict[str, Any]:
-    tokens = sum(s["tokens"] for s in samples)
-    ttfts = [s["ttft"] for s in samples if s["ttft"] is not None]
-    gaps = [g for s in samples for g in s["gaps"]]
-    return {
-        "requests": len(samples),
-        "tokens": tokens,
-        "tokens_per_request": tokens / len(samples) if samples else None,
-        "seconds": elapsed,
-        "tok_per_s": tokens / elapsed if elapsed else None,
-        "ttft_p50_ms": bc.percentile(ttfts, 50) * 1000,
-        "ttft_p99_ms": bc.percentile(ttfts, 99) * 1000,
-        "itl_p50_ms": bc.percentile(gaps, 50) * 1000,
-        "itl_p99_ms": bc.percentile(gaps, 99) * 1000,
-        "counted_by": sorted({s["counted_by"] for s in samples}),
-        "finish_reasons": sorted({str(s["finish"]) for s in samples}),
-    }
+summarize = bc.summarize_streams
 
 
 async def http_side(url: str, model: str, levels: list[tuple[int, int]], args: Any) -> dict:

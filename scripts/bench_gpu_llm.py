@@ -143,54 +143,10 @@ async def stream_chat(client: Any, url: str, prompt: str, max_tokens: int) -> di
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    start = time.perf_counter()
-    stamps: list[float] = []
-    usage: dict[str, Any] = {}
-    finish = None
-    async with client.stream("POST", url, json=body) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            if line == "data: [DONE]":
-                break
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise RuntimeError(f"stream error: {event['error']}")
-            for choice in event.get("choices") or []:
-                if (choice.get("delta") or {}).get("content"):
-                    stamps.append(time.perf_counter())
-                finish = choice.get("finish_reason") or finish
-            usage = event.get("usage") or usage
-    if finish is None:
-        raise RuntimeError(f"the stream ended without a finish_reason after {len(stamps)} chunks")
-    return {
-        "ttft": stamps[0] - start if stamps else None,
-        "gaps": bc.gaps(stamps),
-        "tokens": usage.get("completion_tokens", len(stamps)),
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "latency": time.perf_counter() - start,
-    }
+    return await bc.stream_chat(client, url, body)
 
 
-def summarize(samples: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
-    tokens = sum(s["tokens"] for s in samples)
-    ttfts = [s["ttft"] for s in samples if s.get("ttft") is not None]
-    gaps = [g for s in samples for g in s.get("gaps", [])]
-    prompts = [s["prompt_tokens"] for s in samples if s.get("prompt_tokens") is not None]
-    return {
-        "requests": len(samples),
-        "tokens": tokens,
-        "prompt_tokens_per_request": sum(prompts) / len(prompts) if prompts else None,
-        "tokens_per_request": tokens / len(samples) if samples else None,
-        "seconds": elapsed,
-        "tok_per_s": tokens / elapsed if elapsed else None,
-        "ttft_p50_ms": bc.percentile(ttfts, 50) * 1000,
-        "ttft_p99_ms": bc.percentile(ttfts, 99) * 1000,
-        "itl_p50_ms": bc.percentile(gaps, 50) * 1000,
-        "itl_p99_ms": bc.percentile(gaps, 99) * 1000,
-    }
+summarize = bc.summarize_streams
 
 
 async def http_side(base: str, prompts: list[str], args: Any) -> dict[str, Any]:
