@@ -29,6 +29,7 @@ from hfskills.skillset.runtime.errors import (
     InferenceError,
     InvalidInput,
     UnsupportedTask,
+    first_line,
 )
 
 from .batching import DynamicBatcher, GenerationStream
@@ -282,8 +283,7 @@ def _as_inference_errors(loaded: Loaded) -> Iterator[None]:
         raise
     except Exception as exc:
         log.exception("%s/%s failed", loaded.model.name, loaded.task)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InferenceError(f"{loaded.task} failed: {first}") from exc
+        raise InferenceError(f"{loaded.task} failed: {first_line(exc)}") from exc
 
 
 def check_params(loaded: Loaded, params: dict[str, Any]) -> None:

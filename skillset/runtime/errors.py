@@ -59,3 +59,10 @@ class GeneratorError(HFSkillsError):
 
     code = "generator_error"
     status = 400
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type name when it has none): what an error
+    message quotes from a library's exception, without its traceback or multi-line dump."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

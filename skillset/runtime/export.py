@@ -42,7 +42,7 @@ from typing import Any
 from . import cache, pooling, text, torch_backend
 from .checkpoint import Checkpoint, resolve
 from .endpoint import Endpoint
-from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, ModelLoadError
+from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, ModelLoadError, first_line
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -402,7 +402,7 @@ def load_assets(
         processor = torch_backend.load_processor(skill.processors[task], ckpt, **where)
         config = AutoConfig.from_pretrained(ckpt.location, **ckpt.kwargs, **where)
     except (OSError, ValueError, KeyError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelLoadError(f"could not load the processor of {ckpt.location!r}: {first}") from exc
     torch_backend._share_padding(processor, SimpleNamespace(config=config))
     return processor, config
@@ -499,7 +499,7 @@ def _export_into(
         raise
     except Exception as exc:
         shutil.rmtree(path, ignore_errors=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise HardwareUnavailable(
             f"{skill.model_type} {task} could not be exported to {fmt}: {first}"
         ) from exc

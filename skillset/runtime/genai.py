@@ -26,7 +26,7 @@ from typing import Any
 from . import cache, checkpoint, torch_backend
 from .endpoint import Endpoint
 from .engines import DONE, EngineThread, Sequence, prompt_ids
-from .errors import HardwareUnavailable, HFSkillsError, InvalidInput
+from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, first_line
 from .generation import GenerationParams, TokenText
 
 log = logging.getLogger("hfskills.runtime")
@@ -179,7 +179,7 @@ def _ir_dir(ckpt: checkpoint.Checkpoint, precision: str, options: dict[str, Any]
         except HardwareUnavailable:
             raise
         except Exception as exc:  # any export failure means: serve it on torch instead
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise HardwareUnavailable(f"the OpenVINO export failed: {first}") from exc
         cache.mark_ready(path, {"checkpoint": ckpt.location, "precision": precision})
     return path
@@ -213,7 +213,7 @@ def load_endpoint(
                 str(source), openvino_genai.SchedulerConfig(), device, PRECISIONS[precision]
             )
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise HardwareUnavailable(f"OpenVINO GenAI cannot run {model!r}: {first}") from exc
         tokenizer, config = hf_side.result()
     engine = GenAIEngine(pipeline, tokenizer, _eos_ids(tokenizer, ckpt.location))

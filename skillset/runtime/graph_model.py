@@ -24,7 +24,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import HFSkillsError, InferenceError, InvalidInput
+from .errors import HFSkillsError, InferenceError, InvalidInput, first_line
 from .export import GraphSpec, Runner
 
 
@@ -113,7 +113,7 @@ class GraphModel:
         except HFSkillsError:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise InferenceError(f"{self.runtime} inference failed: {first}") from exc
         tensors = [torch.from_numpy(np.require(r, requirements=("C", "W"))) for r in results]
         if self.spec.method != "forward":

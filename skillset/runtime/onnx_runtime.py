@@ -29,7 +29,7 @@ from typing import Any
 
 from . import export
 from .endpoint import Endpoint
-from .errors import HardwareUnavailable
+from .errors import HardwareUnavailable, first_line
 from .graph_model import GraphModel
 
 log = logging.getLogger("hfskills.runtime")
@@ -162,7 +162,7 @@ def load_endpoint(
     try:
         session = _session(path, chosen)
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise HardwareUnavailable(
             f"onnxruntime cannot open {model!r} with {[n for n, _ in chosen]}: {first}"
         ) from exc

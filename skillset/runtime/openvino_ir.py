@@ -25,7 +25,7 @@ from typing import Any
 
 from . import export
 from .endpoint import Endpoint
-from .errors import HardwareUnavailable, InvalidInput
+from .errors import HardwareUnavailable, InvalidInput, first_line
 from .graph_model import GraphModel
 
 log = logging.getLogger("hfskills.runtime")
@@ -146,7 +146,7 @@ def load_endpoint(
         hint = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
         compiled = core().compile_model(str(ir), device, hint)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise HardwareUnavailable(
             f"OpenVINO cannot compile {model!r} on {device}: {first}"
         ) from exc

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import checkpoint as checkpoints
 from .endpoint import Endpoint
-from .errors import InvalidInput, ModelLoadError
+from .errors import InvalidInput, ModelLoadError, first_line
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -129,8 +129,9 @@ def load_endpoint(
         cls = getattr(transformers, model_class)
         net = cls.from_pretrained(ckpt.location, dtype=torch_dtype, **ckpt.kwargs, **extra)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load {model!r} as {model_class}: {first_line}") from exc
+        raise ModelLoadError(
+            f"could not load {model!r} as {model_class}: {first_line(exc)}"
+        ) from exc
     net = net.to(device).eval()
     _share_padding(proc, net)
     endpoint = Endpoint(

@@ -53,7 +53,14 @@ from typing import Any
 from . import checkpoint, cuda, hardware, torch_backend
 from .endpoint import Endpoint
 from .engines import DONE, Sequence, prompt_ids
-from .errors import HardwareUnavailable, HFSkillsError, InferenceError, InvalidInput, ModelLoadError
+from .errors import (
+    HardwareUnavailable,
+    HFSkillsError,
+    InferenceError,
+    InvalidInput,
+    ModelLoadError,
+    first_line,
+)
 from .generation import GenerationParams, TokenText
 
 log = logging.getLogger("hfskills.runtime")
@@ -354,7 +361,7 @@ async def _close(stream: Any) -> None:
 def _error(exc: BaseException) -> HFSkillsError:
     """vLLM's validation errors (a prompt longer than max_model_len...) are the client's; any
     other failure is the engine's."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = first_line(exc)
     cause = exc.__cause__ or exc
     names = {cls.__name__ for cls in type(exc).__mro__}
     if isinstance(exc, ValueError | TypeError) or names & {
@@ -544,7 +551,7 @@ def load_endpoint(
             default_repetition_penalty=penalty,
         )
     except Exception as exc:  # an architecture or shape vLLM cannot run: torch can
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise HardwareUnavailable(f"vLLM cannot run {model!r}: {first}") from exc
     import torch
 
