@@ -175,7 +175,7 @@ def _ir_dir(ckpt: checkpoint.Checkpoint, precision: str, options: dict[str, Any]
     if not cache.ready(path):
         log.info("exporting %s to a stateful OpenVINO IR in %s", ckpt.location, path)
         try:
-            openvino_decoder.export(ckpt.location, path)
+            openvino_decoder.export(ckpt.location, path, revision=revision)
         except HardwareUnavailable:
             raise
         except Exception as exc:  # any export failure means: serve it on torch instead

@@ -63,7 +63,12 @@ def require_supported(config: Any) -> None:
 
 
 def export(
-    location: str, dest: Path, *, precision: str = "f32", gguf_file: str | None = None
+    location: str,
+    dest: Path,
+    *,
+    precision: str = "f32",
+    gguf_file: str | None = None,
+    revision: str | None = None,
 ) -> Path:
     """Export ``location`` (hub id or directory; a GGUF file with ``gguf_file``) into ``dest``.
 
@@ -78,6 +83,8 @@ def export(
     if precision not in PRECISIONS:
         raise InvalidInput(f"precision must be one of {PRECISIONS}, got {precision!r}")
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    if revision:
+        kwargs["revision"] = revision
     config = transformers.AutoConfig.from_pretrained(location, **kwargs)
     require_supported(config)
     load = transformers.AutoModelForCausalLM.from_pretrained
