@@ -461,6 +461,53 @@ def summarize_streams(samples: list[dict[str, Any]], elapsed: float) -> dict[str
     }
 
 
+# -- GPU benchmarks (bench_gpu_llm.py, bench_gpu_vision.py) --------------------------------------
+
+
+def no_cuda() -> str | None:
+    """Why a GPU benchmark cannot run here (no torch, no CUDA device), or None."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return f"no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return None
+
+
+def gpu_arguments(p: argparse.ArgumentParser, sizes: Sequence[str], size: str) -> None:
+    """The flags both GPU benchmarks take: the checkpoint, clients and host load options."""
+    p.set_defaults(wait_quiet=0.0)  # GPU-bound: other CPU load matters little
+    p.add_argument("--model", type=Path, help="checkpoint directory (default: build one)")
+    p.add_argument("--size", choices=sorted(sizes), default=size, help="built checkpoint")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "hfskills-bench",
+        help="where built checkpoints are kept (default ~/.cache/hfskills-bench)",
+    )
+    p.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
+    p.add_argument(
+        "--host-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a load option for the host's model (repeatable), e.g. text_handling=vllm",
+    )
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``K=V`` pairs; V is JSON when it parses (numbers, true/false, lists), else a string."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def served_hardware(base: str, model: str, task: str = "text_generation") -> str | None:
     """Which hardware a running hfskills server loaded ``model`` on (loading it if needed)."""
     import httpx

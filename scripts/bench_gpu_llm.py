@@ -54,12 +54,8 @@ SIZES = {
 
 def missing() -> str | None:
     """Why this benchmark cannot run here, or None."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    if reason := bc.no_cuda():
+        return reason
     if importlib.util.find_spec("vllm") is None:
         return "vllm is not importable (pip install 'hfskills[cuda]', or stage it: shared/gpu)"
     return None
@@ -185,18 +181,6 @@ def wait_loaded(base: str, timeout: float) -> None:
     raise RuntimeError(f"the model was not loaded in {timeout:.0f} s")
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
-    """``K=V`` pairs; V is JSON when it parses (numbers, true/false, lists), else a string."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def host_config(path: Path, model: Path, options: dict[str, Any], clients: int) -> Path:
     lines = [
         f"max_concurrency = {max(256, 2 * clients)}",
@@ -223,7 +207,7 @@ def host_config(path: Path, model: Path, options: dict[str, Any], clients: int) 
 
 
 def host_side(model: Path, prompts: list[str], args: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {"dtype": args.dtype, **parse_options(args.host_option)}
+    options: dict[str, Any] = {"dtype": args.dtype, **bc.parse_options(args.host_option)}
     config = host_config(bc.RESULTS / "bench_gpu_llm.toml", model, options, args.clients)
     port = bc.free_port()
     env = bc.host_env(args.host_src)
@@ -317,29 +301,13 @@ def hf_side(model_dir: Path, prompts: list[str], args: Any) -> dict[str, Any]:
 
 def main() -> int:
     p = bc.parser("bench_gpu_llm", __doc__, requests=256, duration=600.0)
-    p.set_defaults(wait_quiet=0.0)  # GPU-bound: other CPU load matters little
-    p.add_argument("--model", type=Path, help="checkpoint directory (default: build one)")
-    p.add_argument("--size", choices=sorted(SIZES), default="baseline", help="built checkpoint")
-    p.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path.home() / ".cache" / "hfskills-bench",
-        help="where built checkpoints are kept (default ~/.cache/hfskills-bench)",
-    )
-    p.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
+    bc.gpu_arguments(p, SIZES, "baseline")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (default 128)")
     p.add_argument("--output-tokens", type=int, default=128, help="tokens generated (default 128)")
     p.add_argument("--hf-batch", type=int, default=64, help="transformers batch (default 64)")
     p.add_argument("--dtype", default="bfloat16", help="all sides (default bfloat16)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.8, help="vllm serve's share")
     p.add_argument("--load-timeout", type=float, default=900.0, help="seconds to load a side")
-    p.add_argument(
-        "--host-option",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="a load option for the host's model (repeatable), e.g. text_handling=vllm",
-    )
     p.add_argument(
         "--vllm-arg", action="append", default=[], metavar="ARG", help="extra vllm serve argument"
     )

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import bench_common as bc
-from bench_gpu_llm import parse_options
 
 NAME = "bench-vit"
 TARGET = 2.0
@@ -39,13 +38,8 @@ SIZES = {
 
 
 def missing() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return None
+    """Why this benchmark cannot run here, or None."""
+    return bc.no_cuda()
 
 
 def build_model(directory: Path, size: str) -> Path:
@@ -160,7 +154,7 @@ async def http_load(port: int, bodies: list[bytes], args: Any) -> dict[str, Any]
 def host_side(model: Path, images: list[bytes], args: Any) -> dict[str, Any]:
     import httpx
 
-    options = parse_options(args.host_option)
+    options = bc.parse_options(args.host_option)
     if args.compile:
         options["compile"] = True
     config = host_config(bc.RESULTS / "bench_gpu_vision.toml", model, options, args)
@@ -230,16 +224,7 @@ def eager_side(model_dir: Path, images: list[bytes], args: Any, dtype: str) -> d
 
 def main() -> int:
     p = bc.parser("bench_gpu_vision", __doc__, requests=2048, duration=300.0)
-    p.set_defaults(wait_quiet=0.0)
-    p.add_argument("--model", type=Path, help="checkpoint directory (default: build one)")
-    p.add_argument("--size", choices=sorted(SIZES), default="base", help="built checkpoint")
-    p.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path.home() / ".cache" / "hfskills-bench",
-        help="where built checkpoints are kept (default ~/.cache/hfskills-bench)",
-    )
-    p.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
+    bc.gpu_arguments(p, SIZES, "base")
     p.add_argument("--batch", type=int, default=32, help="eager batch and host max batch (32)")
     p.add_argument("--workers", type=int, default=4, help="host inference threads (default 4)")
     p.add_argument("--images", type=int, default=256, help="distinct JPEGs (default 256)")
@@ -248,9 +233,6 @@ def main() -> int:
         "--host-dtype",
         default=None,
         help="dtype of the second eager run (default: the host's rule, bfloat16 or float16)",
-    )
-    p.add_argument(
-        "--host-option", action="append", default=[], metavar="K=V", help="host load option"
     )
     args = p.parse_args()
     if args.quick:
