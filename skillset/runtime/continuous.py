@@ -19,7 +19,7 @@ from typing import Any
 
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HFSkillsError
-from .generation import GenerationParams, TokenText
+from .generation import GenerationParams, TokenText, stop_ids
 
 
 class DecodeEngine(EngineThread):
@@ -31,10 +31,7 @@ class DecodeEngine(EngineThread):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_batch = max_batch
         gen = model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids: set[int] = set(
-            eos if isinstance(eos, list) else [eos] if eos is not None else []
-        )
+        self.eos_ids = stop_ids(gen, tokenizer)
         self.default_repetition_penalty = getattr(gen, "repetition_penalty", None)
         self.running: list[Sequence] = []
         self.cache: Any = None  # DynamicCache for the running batch

@@ -27,7 +27,7 @@ from . import cache, checkpoint, torch_backend
 from .endpoint import Endpoint
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, first_line
-from .generation import GenerationParams, TokenText
+from .generation import GenerationParams, TokenText, checkpoint_generation, stop_ids
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -143,17 +143,6 @@ class GenAIEngine(EngineThread):
         self.running = {}
 
 
-def _eos_ids(tokenizer: Any, location: str) -> set[int]:
-    from transformers import GenerationConfig
-
-    try:
-        eos = GenerationConfig.from_pretrained(location).eos_token_id
-    except OSError:
-        eos = None
-    eos = eos if eos is not None else tokenizer.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-
-
 def _hf_side(ckpt: checkpoint.Checkpoint, options: dict[str, Any]) -> tuple[Any, Any]:
     """The checkpoint's own tokenizer (prompts in, text out) and config."""
     from transformers import AutoConfig
@@ -216,7 +205,8 @@ def load_endpoint(
             first = first_line(exc)
             raise HardwareUnavailable(f"OpenVINO GenAI cannot run {model!r}: {first}") from exc
         tokenizer, config = hf_side.result()
-    engine = GenAIEngine(pipeline, tokenizer, _eos_ids(tokenizer, ckpt.location))
+    gen = checkpoint_generation(ckpt.location, ckpt.kwargs)
+    engine = GenAIEngine(pipeline, tokenizer, stop_ids(gen, tokenizer))
     size = (
         source.stat().st_size
         if source.is_file()

@@ -57,6 +57,25 @@ class GenerationParams(BaseModel):
         return self.do_sample and self.temperature != 0.0
 
 
+def stop_ids(generation_config: Any, tokenizer: Any) -> set[int]:
+    """The ids that end a sequence: the generation config's EOS (one id or a list), else the
+    tokenizer's; every engine and `TextGenerator` read them this way."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    eos = eos if eos is not None else getattr(tokenizer, "eos_token_id", None)
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def checkpoint_generation(location: str, kwargs: dict[str, Any]) -> Any:
+    """A checkpoint's ``generation_config.json`` (None when it has none, e.g. a GGUF file):
+    for engines that load no transformers model to read it from."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(location, **kwargs)
+    except (OSError, ValueError):
+        return None
+
+
 def prompt_texts(tokenizer: Any, inputs: list[Any]) -> list[str]:
     """Plain strings pass through; a list of chat messages goes through the chat template."""
     if not isinstance(inputs, list) or not inputs:
@@ -120,12 +139,7 @@ class TextGenerator:
     def __init__(self, model: Any, tokenizer: Any, device: str, *, decoder_only: bool) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.decoder_only = decoder_only
-        gen = getattr(model, "generation_config", None)
-        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-        eos = eos if eos is not None else getattr(tokenizer, "eos_token_id", None)
-        self.eos_ids: set[int] = set(
-            eos if isinstance(eos, list) else [eos] if eos is not None else []
-        )
+        self.eos_ids = stop_ids(getattr(model, "generation_config", None), tokenizer)
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
         if decoder_only and hasattr(tokenizer, "padding_side"):

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, cuda, hardware, torch_backend
+from . import checkpoint, cuda, generation, hardware, torch_backend
 from .endpoint import Endpoint
 from .engines import DONE, Sequence, prompt_ids
 from .errors import (
@@ -451,20 +451,6 @@ def engine_args(
     return args
 
 
-def _eos_and_penalty(ckpt: checkpoint.Checkpoint, tokenizer: Any) -> tuple[set[int], Any]:
-    """EOS ids and default repetition penalty, as the torch engine reads them."""
-    from transformers import GenerationConfig
-
-    try:
-        gen = GenerationConfig.from_pretrained(ckpt.location, **ckpt.kwargs)
-    except (OSError, ValueError):
-        gen = None
-    eos = getattr(gen, "eos_token_id", None)
-    eos = eos if eos is not None else tokenizer.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return ids, getattr(gen, "repetition_penalty", None)
-
-
 def _reads_gguf() -> bool:
     """Whether the installed vLLM has its GGUF weight loader (older releases; not 0.26)."""
     try:
@@ -527,7 +513,9 @@ def load_endpoint(
         config = AutoConfig.from_pretrained(ckpt.location, **ckpt.kwargs, **hub)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"could not load {model!r}'s tokenizer or config: {exc}") from exc
-    eos_ids, penalty = _eos_and_penalty(ckpt, tokenizer)
+    gen = generation.checkpoint_generation(ckpt.location, ckpt.kwargs)
+    eos_ids = generation.stop_ids(gen, tokenizer)
+    penalty = getattr(gen, "repetition_penalty", None)
     dtype = cuda.torch_dtype_for("cuda", options.get("dtype") or skill.dtypes.get("cuda"))
     from vllm.engine.arg_utils import AsyncEngineArgs
 
