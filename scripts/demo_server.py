@@ -13,8 +13,8 @@ import subprocess
 import sys
 import textwrap
 import time
-
-import httpx
+import urllib.error
+import urllib.request
 
 PORT = int(os.environ.get("PORT", "8000"))
 BASE = f"http://127.0.0.1:{PORT}"
@@ -67,25 +67,36 @@ OPENAI_EXAMPLE = textwrap.dedent(f"""\
 """)
 
 
+def ready() -> bool:
+    """GET /ready answered 200 (the standard library: the demo extra needs no HTTP client)."""
+    try:
+        with urllib.request.urlopen(f"{BASE}/ready", timeout=300) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False  # not listening yet, or 503 while not ready
+
+
 def wait_ready(server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
             sys.exit(f"hfskills serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"{BASE}/ready", timeout=300).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        if ready():
+            return
         time.sleep(0.5)
     sys.exit("the server did not become ready within 300 s")
 
 
-def show(title: str, command: list[str]) -> None:
+def show(title: str, command: list[str]) -> bool:
+    """Print an example, run it, print what it answered; False when it failed."""
     print(f"\n$ {shlex.join(command) if command[0] == 'curl' else title}")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    run = [command[0], "--fail-with-body", *command[1:]] if command[0] == "curl" else command
+    done = subprocess.run(run, capture_output=True, text=True, timeout=300)
     output = (done.stdout or done.stderr).strip()
     print(output[:600] + (" ..." if len(output) > 600 else ""))
+    if done.returncode != 0:
+        print(f"(this example failed: exit status {done.returncode})")
+    return done.returncode == 0
 
 
 def main() -> int:
@@ -102,18 +113,21 @@ def main() -> int:
         wait_ready(server)
         print("\n== ready. curl examples ==")
         curl = shutil.which("curl")
+        failed = 0
         for command in CURL_EXAMPLES:
             if curl:
-                show("", command)
+                failed += not show("", command)
             else:
                 print(f"\n$ {shlex.join(command)}   (curl is not installed; not run)")
         print("\n== openai Python SDK ==\n" + OPENAI_EXAMPLE)
-        show("python (the example above)", [sys.executable, "-c", OPENAI_EXAMPLE])
+        failed += not show("python (the example above)", [sys.executable, "-c", OPENAI_EXAMPLE])
         print(
             f"\nAPI reference: docs/api.md. Metrics: {BASE}/metrics. Hardware: {BASE}/v1/hardware"
         )
+        if failed:
+            print(f"\n{failed} example(s) failed; see above and the server log.", file=sys.stderr)
         if once:
-            return 0
+            return 1 if failed else 0
         print(f"\nServing on {BASE}; press Ctrl-C to stop.", flush=True)
         server.wait()
         return server.returncode
