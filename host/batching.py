@@ -25,6 +25,8 @@ from hfskills.skillset.runtime.engines import DONE, GenerationEngine, Sequence
 from hfskills.skillset.runtime.errors import HFSkillsError
 from hfskills.skillset.runtime.generation import GenerationParams, result_of
 
+from .errors import DeadlineExceeded
+
 #: A call that runs one batch in a worker thread: (inputs, params) -> results.
 RunBatch = Callable[[list[Any], dict[str, Any]], Awaitable[list[Any]]]
 
@@ -154,10 +156,23 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-class GenerationStream:
-    """One request in a generation engine (torch, GenAI, vLLM), as an async iterator of events."""
+def expire_at(deadline: float, callback: Callable[[], Any]) -> asyncio.TimerHandle:
+    """Call ``callback`` on the event loop at ``deadline`` (the loop's clock) unless cancelled."""
+    return asyncio.get_running_loop().call_at(deadline, callback)
 
-    def __init__(self, engine: GenerationEngine, prompt: Any, params: dict[str, Any]) -> None:
+
+class GenerationStream:
+    """One request in a generation engine (torch, GenAI, vLLM), as an async iterator of events.
+    Leaving the iterator, `cancel`, or the deadline passing stops the sequence at its next
+    token; past the deadline the consumer gets `DeadlineExceeded`."""
+
+    def __init__(
+        self,
+        engine: GenerationEngine,
+        prompt: Any,
+        params: dict[str, Any],
+        deadline: float | None = None,
+    ) -> None:
         settings = GenerationParams.parse(params)  # refuse bad params before queueing
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -166,11 +181,17 @@ class GenerationStream:
             settings,
             sink=lambda item: loop.call_soon_threadsafe(self.queue.put_nowait, item),
         )
+        self.timer = expire_at(deadline, self._expire) if deadline is not None else None
+
+    def _expire(self) -> None:
+        self.sequence.cancelled.set()
+        self.queue.put_nowait(DeadlineExceeded())
 
     async def first(self) -> dict[str, Any]:
         """The first event (raises the request's error, e.g. an invalid prompt)."""
         item = await self.queue.get()
         if isinstance(item, BaseException):
+            self.cancel()
             raise item
         if item is DONE:
             raise HFSkillsError("generation ended before its first token")
@@ -183,13 +204,18 @@ class GenerationStream:
                     raise item
                 yield item
         finally:
-            self.sequence.cancelled.set()  # a consumer that left stops its sequence
+            self.cancel()  # a consumer that left stops its sequence
 
     def cancel(self) -> None:
         self.sequence.cancelled.set()
+        if self.timer is not None:
+            self.timer.cancel()
 
     async def result(self) -> dict[str, Any]:
-        last = await self.first()
-        async for event in self.rest():
-            last = event
-        return result_of(last)
+        try:
+            last = await self.first()
+            async for event in self.rest():
+                last = event
+            return result_of(last)
+        finally:
+            self.cancel()

@@ -106,10 +106,12 @@ class Settings(BaseSettings):
         description="requests waiting per model; more answer 429 (503 while the model loads)",
     )
     request_timeout_s: float = Field(
-        60.0,
+        300.0,
         gt=0,
         le=3600,
-        description="longest wait for a slot; a request's X-Request-Timeout header overrides it",
+        description="deadline of a whole request, queueing and execution (a request's "
+        "X-Request-Timeout header overrides it): still queued then, it answers 503; still "
+        "running, its work is cancelled and it answers 504",
     )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass (dynamic batching)")
     max_batch_tokens: int = Field(16384, ge=1, description="estimated tokens per forward pass")

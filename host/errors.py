@@ -1,14 +1,16 @@
 """Errors as each API family writes them, with the right status; never a traceback.
 
 Routes under ``/v1/`` answer OpenAI's ``{"error": {"message", "type", "param", "code"}}``;
-every other route answers as TGI and TEI do, ``{"error", "error_type"}``. 429 and 503 carry
-``Retry-After``.
+every other route answers as TGI and TEI do, ``{"error", "error_type"}``. `body` writes both,
+for a JSON response and for a stream's error event alike; every error has a code. 429 and 503
+carry ``Retry-After`` (`RETRY_AFTER_SECONDS`, the one place it is set).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -29,6 +31,7 @@ OPENAI_TYPES = {
     429: "rate_limit_error",
     500: "server_error",
     503: "server_error",
+    504: "timeout",
 }
 TGI_TYPES = {
     400: "validation",
@@ -40,8 +43,49 @@ TGI_TYPES = {
     429: "overloaded",
     500: "internal",
     503: "unavailable",
+    504: "timeout",
+}
+#: The code of an error that names none, by status.
+CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    422: "invalid_value",
+    424: "inference_failed",
+    429: "overloaded",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
 }
 RETRY_AFTER_SECONDS = "5"
+
+
+def retry_after(status: int) -> dict[str, str] | None:
+    """The ``Retry-After`` header of a status that asks the client to come back, else None."""
+    return {"Retry-After": RETRY_AFTER_SECONDS} if status in (429, 503) else None
+
+
+class DeadlineExceeded(HFSkillsError):
+    """The request did not finish by its deadline (``request_timeout_s`` or
+    ``X-Request-Timeout``); its work was cancelled."""
+
+    code = "timeout"
+    status = 504
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "the request did not finish within its deadline and was cancelled "
+            "(request_timeout_s, or the X-Request-Timeout header)"
+        )
+
+
+class ClientGone(HFSkillsError):
+    """The client closed the connection before the answer; the work was cancelled."""
+
+    code = "client_closed_request"
+    status = 499
 
 
 class APIError(Exception):
@@ -61,24 +105,31 @@ def is_openai(path: str) -> bool:
 def error_body(
     path: str, status: int, message: str, code: str | None = None, param: str | None = None
 ) -> dict:
+    """The error body of ``path``'s API family (a JSON response or a stream's error event)."""
     if is_openai(path):
         return {
             "error": {
                 "message": message,
                 "type": OPENAI_TYPES.get(status, "server_error"),
                 "param": param,
-                "code": code,
+                "code": code or CODES.get(status, "error"),
             }
         }
     return {"error": message, "error_type": TGI_TYPES.get(status, "internal")}
 
 
+def body(path: str, exc: BaseException) -> dict:
+    """`error_body` for any exception a request can raise."""
+    return error_body(path, *from_exception(exc))
+
+
 def error_response(
     path: str, status: int, message: str, code: str | None = None, param: str | None = None
 ) -> JSONResponse:
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status in (429, 503) else None
     return JSONResponse(
-        error_body(path, status, message, code, param), status_code=status, headers=headers
+        error_body(path, status, message, code, param),
+        status_code=status,
+        headers=retry_after(status),
     )
 
 
@@ -90,20 +141,47 @@ def from_exception(exc: BaseException) -> tuple[int, str, str | None, str | None
         status = 400 if exc.status == 422 else exc.status
         return status, exc.message, exc.code, exc.param
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        return (
-            422,
-            f"{where}: {err['msg']}" if where else err["msg"],
-            "invalid_value",
-            where or None,
-        )
+        where, message = validation_message(exc)
+        return 422, message, "invalid_value", where
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return 400, f"request body is not valid JSON: {exc}", "invalid_json", None
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail), None, None
     log.exception("unexpected error", exc_info=exc)
     return 424, "inference failed unexpectedly; see the server log", "inference_failed", None
+
+
+#: Parts of a pydantic error location that name a union branch or a validator, not a field.
+_BRANCHES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def where(loc: tuple[Any, ...]) -> str | None:
+    """A pydantic location in the client's words: ``messages[0].content``, not
+    ``messages.0.content.str``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in _BRANCHES or "[" in part or "(" in part:
+            continue
+        else:
+            text += f".{part}" if text else part
+    return text or None
+
+
+def validation_message(exc: ValidationError) -> tuple[str | None, str]:
+    """(field, message) for a refused body: the first field that failed, with what each
+    accepted form wanted (a union fails once per form), without pydantic's prefixes."""
+    errors = exc.errors(include_url=False)
+    field = where(errors[0]["loc"])
+    wanted: list[str] = []
+    for err in errors:
+        if where(err["loc"]) == field:
+            text = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            if text not in wanted:
+                wanted.append(text)
+    reason = "; or ".join(wanted)
+    return field, f"{field}: {reason}" if field else reason
 
 
 async def handle(request: Request, exc: Exception) -> JSONResponse:

@@ -1,46 +1,37 @@
-"""Running skills for requests: admission, batching, worker threads, streams, metrics, logs.
+"""The request core: admission, the model, its worker, the deadline, the client, the log line.
 
-A request first takes a slot from the `Scheduler` (priority queue, limits, deadline), then its
-model from the `ModelLoader`. Decoder generation on torch goes to the model's continuous-
-batching `DecodeEngine`; every other task goes through the model's `DynamicBatcher`, whose
-batches run in the worker pool under the endpoint's lock (fast tokenizers are not thread-safe).
-Nothing runs on the event loop. A stream's consumer that goes away (a client disconnect)
-cancels its sequence, so no tokens are generated for nobody. Each request writes one JSON log
-line and its metrics.
+`run` and `open_stream` are the only ways a request reaches a model. Each takes a slot from
+the `Scheduler` (priority queue, limits), holds its model from the `ModelLoader` (loading it on
+first use), and hands the inputs to the model's worker (`workers.py`: a generation engine or a
+dynamic batcher). Every request ends: by its deadline (`RequestContext.deadline`, from
+``request_timeout_s`` or ``X-Request-Timeout``; the work is cancelled and the client gets 504),
+or when its client goes away (a non-streaming request is watched for the disconnect and its
+work cancelled at the next token; a stream stops when its consumer leaves). A model's own
+failure answers 424 with its first line. Each request writes one JSON log line and its metrics,
+with the status ``ok``, ``error``, ``timeout`` or ``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import json
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from hfskills.skillset.runtime.errors import (
-    HFSkillsError,
-    InferenceError,
-    InvalidInput,
-    UnsupportedTask,
-    first_line,
-)
+from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 
-from .batching import DynamicBatcher, GenerationStream
-from .errors import APIError
+from .errors import APIError, ClientGone, DeadlineExceeded
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 from .scheduler import RequestContext, Scheduler
 
 log = logging.getLogger("hfskills.requests")
 
-DEFAULT_CONTEXT = RequestContext()
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,15 +54,10 @@ class Stream:
 
 class InferenceService:
     def __init__(
-        self,
-        loader: ModelLoader,
-        executor: Executor,
-        metrics: Metrics,
-        scheduler: Scheduler,
-        max_inputs: int = 256,
+        self, loader: ModelLoader, metrics: Metrics, scheduler: Scheduler, max_inputs: int = 256
     ) -> None:
-        self.loader, self.executor, self.metrics = loader, executor, metrics
-        self.scheduler, self.max_inputs = scheduler, max_inputs
+        self.loader, self.metrics, self.scheduler = loader, metrics, scheduler
+        self.max_inputs = max_inputs
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -80,9 +66,7 @@ class InferenceService:
         task: str | None,
         inputs: list[Any],
         params: dict[str, Any],
-        *,
-        ctx: RequestContext = DEFAULT_CONTEXT,
-        count_tokens: bool = False,
+        ctx: RequestContext,
     ) -> Outcome:
         """One request's inputs through the model; results in input order."""
         start = time.perf_counter()
@@ -91,14 +75,27 @@ class InferenceService:
         try:
             if len(inputs) > self.max_inputs:
                 raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
-            async with self._slot(name, ctx), self.loader.use(name, task) as loaded:
-                hardware = loaded.endpoint.hardware
-                outcome = await self._run(loaded, inputs, params, count_tokens)
-                tokens = outcome.prompt_tokens + outcome.completion_tokens
-                if outcome.completion_tokens:
-                    self.metrics.generated.labels(model=label).inc(outcome.completion_tokens)
-                status = "ok"
-                return outcome
+
+            async def work() -> Outcome:
+                nonlocal hardware
+                async with self._slot(name, ctx), self.loader.use(name, task) as loaded:
+                    hardware = loaded.endpoint.hardware
+                    with _as_inference_errors(loaded):
+                        rows = await loaded.worker.run(inputs, params, ctx.deadline)
+                    return _outcome(loaded, rows)
+
+            outcome = await _bounded(work(), ctx)
+            tokens = outcome.prompt_tokens + outcome.completion_tokens
+            if outcome.completion_tokens:
+                self.metrics.generated.labels(model=label).inc(outcome.completion_tokens)
+            status = "ok"
+            return outcome
+        except DeadlineExceeded:
+            status = "timeout"
+            raise
+        except (ClientGone, asyncio.CancelledError):
+            status = "cancelled"
+            raise
         finally:
             self._record(label, task, hardware, len(inputs), tokens, start, status)
 
@@ -108,21 +105,19 @@ class InferenceService:
         task: str | None,
         prompt: Any,
         params: dict[str, Any],
-        *,
-        ctx: RequestContext = DEFAULT_CONTEXT,
+        ctx: RequestContext,
     ) -> Stream:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later."""
         stack = contextlib.AsyncExitStack()
-        try:
+
+        async def start() -> tuple[Loaded, AsyncIterator[dict[str, Any]]]:
             await stack.enter_async_context(self._slot(name, ctx))
             loaded = await stack.enter_async_context(self.loader.use(name, task))
-            if loaded.engine is not None:
-                generation = GenerationStream(loaded.engine, prompt, params)
-                stack.callback(generation.cancel)
-                first = await generation.first()
-                events = _chain(first, generation.rest())
-            else:
-                events = await self._thread_stream(loaded, prompt, params)
+            with _as_inference_errors(loaded):
+                return loaded, await loaded.worker.stream(prompt, params, ctx.deadline)
+
+        try:
+            loaded, events = await _bounded(start(), ctx)
         except BaseException:
             await stack.aclose()
             raise
@@ -133,70 +128,6 @@ class InferenceService:
         model, _ = self.loader.resolve(name)
         return self.scheduler.slot(model.name, ctx, lambda: self.loader.is_loading(model.name))
 
-    async def _run(
-        self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
-    ) -> Outcome:
-        if loaded.engine is not None:
-            results = await asyncio.gather(
-                *(GenerationStream(loaded.engine, item, params).result() for item in inputs)
-            )
-            rows = [(result, 0) for result in results]
-        else:
-            check_params(loaded, params)
-            rows = await self.batcher(loaded, count_tokens).submit(inputs, params)
-        outcome = Outcome(
-            [result for result, _ in rows], loaded, prompt_tokens=sum(n for _, n in rows)
-        )
-        for item in outcome.results:
-            if isinstance(item, dict) and "token_ids" in item:
-                outcome.prompt_tokens += int(item.get("prompt_tokens", 0))
-                outcome.completion_tokens += len(item["token_ids"])
-        return outcome
-
-    def batcher(self, loaded: Loaded, count_tokens: bool) -> DynamicBatcher:
-        """The model's batcher for requests that do (or do not) count their prompt tokens."""
-        key = "count" if count_tokens else "plain"
-        if key not in loaded.batchers:
-
-            async def run(inputs: list[Any], params: dict[str, Any]) -> list[tuple[Any, int]]:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self._call, loaded, inputs, params, count_tokens
-                )
-
-            loaded.batchers[key] = DynamicBatcher(run, **loaded.batching)
-        return loaded.batchers[key]
-
-    def _call(
-        self, loaded: Loaded, inputs: list[Any], params: dict[str, Any], count_tokens: bool
-    ) -> list[tuple[Any, int]]:
-        """One batch in a worker thread: (result, prompt tokens) per input."""
-        with loaded.lock, _as_inference_errors(loaded):
-            results = loaded.handler(inputs, **params)
-            counts = (
-                _count_tokens(loaded.endpoint.processor, inputs)
-                if count_tokens
-                else [0] * len(inputs)
-            )
-        return list(zip(results, counts, strict=True))
-
-    async def _thread_stream(
-        self, loaded: Loaded, prompt: Any, params: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """A skill's own ``handler.stream`` (no engine): pumped by a thread of its own."""
-        stream_fn = getattr(loaded.handler, "stream", None)
-        if stream_fn is None:
-            raise UnsupportedTask(f"{loaded.task} on {loaded.model.name!r} does not stream")
-
-        def start() -> Iterator[dict[str, Any]]:
-            check_params(loaded, params)
-            with loaded.lock:
-                iterator = stream_fn(prompt, **params)
-                first = next(iterator)  # runs the encoding and parameter checks
-            return _prepend(first, iterator)
-
-        iterator = await asyncio.get_running_loop().run_in_executor(self.executor, start)
-        return pump(iterator)
-
     async def _events(
         self,
         loaded: Loaded,
@@ -206,18 +137,24 @@ class InferenceService:
         start = time.perf_counter()
         status, generated, prompt_tokens = "cancelled", 0, 0
         try:
-            async for event in _mapped(loaded, events):
-                if event.get("token_id") is not None:
-                    generated += 1
-                    self.metrics.generated.labels(model=loaded.model.name).inc()
-                if event.get("finish_reason") is not None:
-                    prompt_tokens = int(event.get("prompt_tokens", 0))
-                    status = "ok"
-                yield event
+            with _as_inference_errors(loaded):
+                async for event in events:
+                    if event.get("token_id") is not None:
+                        generated += 1
+                        self.metrics.generated.labels(model=loaded.model.name).inc()
+                    if event.get("finish_reason") is not None:
+                        prompt_tokens = int(event.get("prompt_tokens", 0))
+                        status = "ok"
+                    yield event
+        except DeadlineExceeded:
+            status = "timeout"
+            raise
         except Exception:
             status = "error"
             raise
         finally:
+            with contextlib.suppress(Exception):
+                await events.aclose()  # type: ignore[attr-defined]
             await stack.aclose()
             self._record(
                 loaded.model.name,
@@ -266,12 +203,48 @@ class InferenceService:
         )
 
 
-async def _chain(
-    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
-) -> AsyncIterator[dict[str, Any]]:
-    yield first
-    async for event in rest:
-        yield event
+def _outcome(loaded: Loaded, rows: list[Any]) -> Outcome:
+    """Results and usage: prompt tokens per input, generated tokens from generation results."""
+    outcome = Outcome([row.result for row in rows], loaded)
+    for row in rows:
+        outcome.prompt_tokens += row.prompt_tokens
+        if isinstance(row.result, dict) and "token_ids" in row.result:
+            outcome.completion_tokens += len(row.result["token_ids"])
+    return outcome
+
+
+#: How long past its deadline a request's work may take to report it itself (the scheduler
+#: answers 503 "waited", workers 504) before the backstop below cancels it (e.g. a long load).
+BACKSTOP_S = 1.0
+
+
+async def _bounded(work: Awaitable[T], ctx: RequestContext) -> T:
+    """``work`` within the request's deadline, cancelled if its client goes away first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(ctx.disconnected()) if ctx.disconnected else None
+    waiting = {task} if watcher is None else {task, watcher}
+    timeout = None if ctx.deadline == float("inf") else ctx.remaining() + BACKSTOP_S
+    try:
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _cancel(task)
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    if task in done:
+        return task.result()
+    await _cancel(task)
+    if watcher is not None and watcher in done:
+        raise ClientGone("the client closed the connection; the request was cancelled")
+    raise DeadlineExceeded()
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until its clean-up (cancelling the model's work) has run."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 @contextlib.contextmanager
@@ -284,79 +257,3 @@ def _as_inference_errors(loaded: Loaded) -> Iterator[None]:
     except Exception as exc:
         log.exception("%s/%s failed", loaded.model.name, loaded.task)
         raise InferenceError(f"{loaded.task} failed: {first_line(exc)}") from exc
-
-
-def check_params(loaded: Loaded, params: dict[str, Any]) -> None:
-    """Refuse parameters the task's handler does not take (before touching the model)."""
-    signature = _signature(loaded.handler)
-    try:
-        signature.bind([], **params)
-    except TypeError as exc:
-        accepted = [p for p in signature.parameters if p != "inputs"]
-        raise InvalidInput(f"{loaded.task}: {exc}; parameters accepted: {accepted}") from None
-
-
-@functools.lru_cache(maxsize=256)
-def _signature(handler: Any) -> inspect.Signature:
-    return inspect.signature(handler)  # computed once per loaded handler, not per request
-
-
-def _count_tokens(processor: Any, inputs: list[Any]) -> list[int]:
-    """Prompt tokens of each text (or token-id) input, for usage counts."""
-    if all(isinstance(x, list) for x in inputs):
-        return [len(x) for x in inputs]
-    if callable(processor) and all(isinstance(x, str) for x in inputs):
-        return [len(ids) for ids in processor(inputs)["input_ids"]]
-    return [0] * len(inputs)
-
-
-async def _mapped(loaded: Loaded, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """A stream's events, with a model failure midway turned into an `InferenceError`."""
-    with _as_inference_errors(loaded):
-        async for event in events:
-            yield event
-
-
-def _prepend(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    try:
-        yield first
-        yield from rest
-    finally:
-        rest.close()
-
-
-async def pump(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Consume a blocking iterator in a thread of its own; stop it when the consumer leaves."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    stop = threading.Event()
-
-    def put(kind: str, value: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-    def run() -> None:
-        try:
-            for item in iterator:
-                put("item", item)
-                if stop.is_set():
-                    break
-        except BaseException as exc:
-            put("error", exc)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()  # same thread as the iteration: safe, and it cancels generation
-            put("end", None)
-
-    threading.Thread(target=run, name="hfskills-stream", daemon=True).start()
-    try:
-        while True:
-            kind, value = await queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()

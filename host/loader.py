@@ -7,14 +7,16 @@
   its last request finishes.
 - A failed load fails the requests waiting on it with `ModelLoadError` (503) and is retried
   on the next request; other models keep serving.
+- A loaded model gets its worker (`workers.create`: a generation engine or a dynamic batcher),
+  and what the load created leaves the garbage collector's sight (`freeze_heap`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -25,10 +27,19 @@ from typing import Any
 from hfskills.skillset.runtime import Endpoint, Handler
 from hfskills.skillset.runtime.errors import HFSkillsError, ModelLoadError, UnsupportedTask
 
+from . import workers
 from .catalog import Catalog, ServedModel
 from .metrics import Metrics
 
 log = logging.getLogger("hfskills.host")
+
+
+def freeze_heap() -> None:
+    """Move what exists now (modules, the app, loaded models) out of the garbage collector's
+    sight. A full collection walks every tracked object: with a few hundred thousand
+    long-lived ones it paused serving ~100 ms at a time (measured: p99 122 -> 17 ms)."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -37,20 +48,14 @@ class Loaded:
     task: str
     endpoint: Endpoint
     handler: Handler
+    #: How its requests run: a generation engine or a dynamic batcher (workers.py).
+    worker: workers.Worker
     loaded_at: float = field(default_factory=time.time)
     active: int = 0
     evicted: bool = False
-    #: Serialises calls into this endpoint (fast tokenizers are not thread-safe).
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Continuous batching for decoder generation (an engine, see runtime/engines.py).
-    engine: Any = None
-    #: Dynamic batchers for every other task (made on first use) and their settings.
-    batchers: dict[str, Any] = field(default_factory=dict)
-    batching: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.engine is not None and self.engine is not self.endpoint.engine:
-            self.engine.close()
+        self.worker.close()
         self.endpoint.close()  # closes the endpoint's own engine (GenAI, vLLM)
 
     @property
@@ -66,10 +71,11 @@ class ModelLoader:
         executor: Executor,
         metrics: Metrics,
         budget_bytes: int,
-        prepare: Callable[[Loaded], None] = lambda loaded: None,
+        policy: workers.Policy | None = None,
     ) -> None:
         self.catalog, self._load, self.executor = catalog, load, executor
-        self.metrics, self.budget, self.prepare = metrics, budget_bytes, prepare
+        self.metrics, self.budget = metrics, budget_bytes
+        self.policy = policy or workers.Policy()
         self.cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
         self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
         self.hits = self.misses = 0
@@ -130,6 +136,9 @@ class ModelLoader:
                 self.executor, self._load, model, task
             )
             handler = model.skill.cls().handler(endpoint)
+            worker = workers.create(
+                endpoint, handler, model.skill.cls.family, self.executor, self.policy
+            )
         except HFSkillsError as exc:
             self.metrics.loads.labels(model=model.name, status="failed").inc()
             log.error("load of %s/%s failed: %s", model.name, task, exc.message)
@@ -141,8 +150,8 @@ class ModelLoader:
             log.exception("load of %s/%s failed", model.name, task)
             future.set_exception(ModelLoadError(f"model {model.name!r} failed to load: {exc}"))
         else:
-            loaded = Loaded(model, task, endpoint, handler)
-            self.prepare(loaded)
+            loaded = Loaded(model, task, endpoint, handler, worker)
+            freeze_heap()
             self.cache[key] = loaded
             self.metrics.loads.labels(model=model.name, status="ok").inc()
             log.info(

