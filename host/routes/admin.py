@@ -2,37 +2,79 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hfskills.skillset.runtime.errors import HFSkillsError
+
 from ..errors import APIError
 from .common import host
+
+if TYPE_CHECKING:
+    from ..app import Host
 
 
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def ready(request: Request) -> Response:
-    """Ready when every default model (first per task) is loaded or loads now."""
-    h = host(request)
-    failures = {}
-    for task, name in h.defaults().items():
+async def preload(h: Host) -> dict[str, str]:
+    """Load the default model of every task and every task of every pinned model (the
+    ``preload`` setting, at start-up); ``{"model/task": why}`` for each load that failed."""
+    wanted = [(name, task) for task, name in h.defaults().items()]
+    wanted += [(m.name, t) for m in h.catalog.models.values() if m.pinned for t in m.tasks]
+    failures: dict[str, str] = {}
+    for name, task in dict.fromkeys(wanted):
         try:
             await h.loader.get(name, task)
-        except Exception as exc:  # reported, not raised: readiness is a state, not an error
-            failures[f"{name}/{task}"] = getattr(exc, "message", str(exc))
-    body = {
-        "status": "ready" if not failures else "not_ready",
+        except HFSkillsError as exc:  # reported by /ready; the model is tried again on use
+            failures[f"{name}/{task}"] = exc.message
+    return failures
+
+
+def readiness(h: Host) -> dict[str, Any]:
+    """What /ready answers, from what the host knows now: it loads and evicts nothing.
+
+    Ready means the server can answer inference: start-up (and ``preload``, when on) has
+    finished, and at least one catalog model is servable, i.e. its entry resolved and it has no
+    failed preload that a later load has not mended. Models load on their first request, so
+    without ``preload`` a checkpoint that cannot load is found then, not here.
+    """
+    resident = {f"{m['model']}/{m['task']}" for m in h.loader.resident()}
+    failures = {
+        key: why
+        for key, why in getattr(h, "preload_failures", {}).items()
+        if key not in resident  # loaded since: mended
+    }
+    failed = {key.split("/", 1)[0] for key in failures}
+    servable = [name for name in h.catalog.models if name not in failed]
+    reason = None
+    if not getattr(h, "startup_complete", False):
+        reason = "starting: models are still being preloaded"
+    elif not h.catalog.models:
+        reason = "no model can be served: every catalog entry is unavailable (see unavailable)"
+    elif not servable:
+        reason = "no model can be served: every model failed to load at start-up (see failures)"
+    return {
+        "status": "not_ready" if reason else "ready",
+        "reason": reason,
+        "models": servable,
+        "unavailable": dict(h.catalog.errors),
         "failures": failures,
         "resident": [f"{m['model']}/{m['task']}" for m in h.loader.resident()],
+        "loading": [f"{name}/{task}" for name, task in h.loader.loading],
     }
-    return JSONResponse(
-        body,
-        status_code=200 if not failures else 503,
-        headers=None if not failures else {"Retry-After": "5"},
-    )
+
+
+async def ready(request: Request) -> Response:
+    """200 when the server can serve, else 503 with the reason (see `readiness`)."""
+    body = readiness(host(request))
+    if body["reason"] is None:
+        return JSONResponse(body)
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
 async def metrics(request: Request) -> Response:

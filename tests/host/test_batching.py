@@ -147,7 +147,7 @@ def test_overload_answers_429_and_recovers(serve, task_checkpoint) -> None:
     with server.client() as http:
         assert http.get("/health").status_code == 200
         assert http.post("/v1/completions", json=body).status_code == 200
-    assert metric(server, "queue_depth", priority="normal") == 0
+    assert metric(server, "hfskills_queue_depth", priority="normal") == 0
 
 
 def test_high_priority_is_served_first_and_deadlines_hold(serve, task_checkpoint) -> None:
@@ -247,8 +247,11 @@ def test_a_busy_model_does_not_starve_another(serve, task_checkpoint) -> None:
     assert asyncio.run(scenario()) < 5.0
 
 
+GENERATED = "hfskills_model_generated_tokens_total"
+
+
 def test_a_disconnected_stream_stops_generating(server) -> None:
-    before = metric(server, "model_generated_tokens_total", model="gen")
+    before = metric(server, GENERATED, model="gen")
     body = {"model": "gen", "prompt": "hello", "max_tokens": 2000, "temperature": 0, "stream": True}
     with httpx.Client(base_url=server.base, timeout=60) as http:
         with http.stream("POST", "/v1/completions", json=body) as response:
@@ -259,9 +262,9 @@ def test_a_disconnected_stream_stops_generating(server) -> None:
                 if seen == 3:
                     break  # the client goes away after three tokens
     time.sleep(1.5)
-    generated = metric(server, "model_generated_tokens_total", model="gen") - before
+    generated = metric(server, GENERATED, model="gen") - before
     time.sleep(1.0)
-    assert generated == metric(server, "model_generated_tokens_total", model="gen") - before
+    assert generated == metric(server, GENERATED, model="gen") - before
     assert 3 <= generated < 100, generated
     engine = server.host.loader.cache[("gen", "text_generation")].engine
     assert engine.running == []

@@ -219,21 +219,23 @@ def test_failed_load_is_503_and_others_keep_serving(http) -> None:
     again = http.post("/models/broken", json={"inputs": "x"})
     assert hf_error(again, 503)["error_type"] == "unavailable"
     assert http.post("/v1/embeddings", json={"model": "embed", "input": "x"}).status_code == 200
-    assert http.get("/ready").status_code == 200  # the defaults (first model per task) load
+    assert http.get("/ready").status_code == 200  # other models can serve; /ready loads none
 
 
-def test_ready_is_503_while_a_default_model_cannot_load(serve, tmp_path) -> None:
+def test_ready_is_503_when_the_only_model_failed_its_preload(serve, tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     lonely = serve(
         models=[entry("broken", tmp_path, skill="hf_bert", tasks=["text_embedding"])],
         embedded_default=False,
+        preload=True,
     )
     with lonely.client() as client:
         ready = client.get("/ready")
         assert client.get("/health").status_code == 200
     assert ready.status_code == 503 and ready.headers["retry-after"]
     assert "broken/text_embedding" in ready.json()["failures"]
+    assert "failed to load" in ready.json()["reason"]
 
 
 def test_no_input_ever_made_a_500(server) -> None:

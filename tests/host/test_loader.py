@@ -48,7 +48,10 @@ def test_lru_evicts_the_least_recently_used(serve, classifier) -> None:
         third = http.post("/models/c", json={"inputs": TEXTS})
         assert third.status_code == 200
         assert sorted(resident(http)) == ["b", "c"]  # a was the least recently used
-        assert metric(server, "model_evictions_total", model="a", reason="memory budget") == 1
+        evicted = metric(
+            server, "hfskills_model_evictions_total", model="a", reason="memory budget"
+        )
+        assert evicted == 1
         for _ in range(2):  # every model keeps answering correctly, in turn
             for name in ("a", "b", "c"):
                 got = http.post(f"/models/{name}", json={"inputs": TEXTS}).json()
@@ -57,14 +60,14 @@ def test_lru_evicts_the_least_recently_used(serve, classifier) -> None:
                 ]
                 assert got[0][0]["score"] == pytest.approx(expected[0][0]["score"], abs=1e-5)
                 assert len(resident(http)) == 2 and resident(http)[0] == name
-        assert metric(server, "model_loads_total", model="a", status="ok") == 3
+        assert metric(server, "hfskills_model_loads_total", model="a", status="ok") == 3
         used = http.get("/admin/models").json()["used_bytes"]
         assert used <= size * 2.5
-        assert metric(server, "hardware_memory_used_bytes", hardware="cpu") == used
+        assert metric(server, "hfskills_hardware_memory_used_bytes", hardware="cpu") == used
         # cycling three models through room for two misses every time; a repeat hits
-        assert metric(server, "cache_hit_ratio") == 0
+        assert metric(server, "hfskills_cache_hit_ratio") == 0
         assert http.post("/models/c", json={"inputs": TEXTS}).status_code == 200
-    assert 0 < metric(server, "cache_hit_ratio") < 1
+    assert 0 < metric(server, "hfskills_cache_hit_ratio") < 1
 
 
 def test_pinned_models_are_never_evicted(serve, classifier) -> None:
@@ -94,4 +97,4 @@ def test_concurrent_first_requests_share_one_load(serve, classifier) -> None:
         responses = list(pool.map(ask, range(16)))
     assert [r.status_code for r in responses] == [200] * 16
     assert all(r.json()[0][0]["label"] == expected[0][0]["label"] for r in responses)
-    assert metric(server, "model_loads_total", model="solo", status="ok") == 1
+    assert metric(server, "hfskills_model_loads_total", model="solo", status="ok") == 1
