@@ -80,7 +80,7 @@ class InferenceService:
                 nonlocal hardware
                 async with self._slot(name, ctx), self.loader.use(name, task) as loaded:
                     hardware = loaded.endpoint.hardware
-                    with _as_inference_errors(loaded):
+                    with self.metrics.request_running(label), _as_inference_errors(loaded):
                         rows = await loaded.worker.run(inputs, params, ctx.deadline)
                     return _outcome(loaded, rows)
 
@@ -108,11 +108,13 @@ class InferenceService:
         ctx: RequestContext,
     ) -> Stream:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later."""
+        arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
 
         async def start() -> tuple[Loaded, AsyncIterator[dict[str, Any]]]:
             await stack.enter_async_context(self._slot(name, ctx))
             loaded = await stack.enter_async_context(self.loader.use(name, task))
+            stack.enter_context(self.metrics.request_running(loaded.model.name))
             with _as_inference_errors(loaded):
                 return loaded, await loaded.worker.stream(prompt, params, ctx.deadline)
 
@@ -121,7 +123,7 @@ class InferenceService:
         except BaseException:
             await stack.aclose()
             raise
-        return Stream(loaded, self._events(loaded, events, stack))
+        return Stream(loaded, self._events(loaded, events, stack, arrived))
 
     # -- how a request runs ---------------------------------------------------------------------
     def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
@@ -133,15 +135,24 @@ class InferenceService:
         loaded: Loaded,
         events: AsyncIterator[dict[str, Any]],
         stack: contextlib.AsyncExitStack,
+        arrived: float,
     ) -> AsyncIterator[dict[str, Any]]:
-        start = time.perf_counter()
+        """The stream's events, with its metrics (tokens, time to first token, inter-token
+        latency), its log line, and its slot and model released when it ends."""
+        model = loaded.model.name
         status, generated, prompt_tokens = "cancelled", 0, 0
+        last = arrived
         try:
             with _as_inference_errors(loaded):
                 async for event in events:
                     if event.get("token_id") is not None:
-                        generated += 1
-                        self.metrics.generated.labels(model=loaded.model.name).inc()
+                        now = time.perf_counter()
+                        if generated == 0:
+                            self.metrics.first_token(model, now - arrived)
+                        else:
+                            self.metrics.inter_token(model, now - last)
+                        generated, last = generated + 1, now
+                        self.metrics.generated.labels(model=model).inc()
                     if event.get("finish_reason") is not None:
                         prompt_tokens = int(event.get("prompt_tokens", 0))
                         status = "ok"
@@ -157,12 +168,12 @@ class InferenceService:
                 await events.aclose()  # type: ignore[attr-defined]
             await stack.aclose()
             self._record(
-                loaded.model.name,
+                model,
                 loaded.task,
                 loaded.endpoint.hardware,
                 1,
                 prompt_tokens + generated,
-                start,
+                arrived,
                 status,
             )
 

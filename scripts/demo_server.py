@@ -1,7 +1,8 @@
 """scripts/demo: serve the embedded default and show working curl and openai examples.
 
-Starts `hfskills serve`, waits until both default models are loaded (GET /ready), then prints
-each example and runs it, so what you see is what the server answered.
+Starts `hfskills serve --preload`, waits until both default models are loaded (GET /ready
+answers 200 once the preload is done), then prints each example and runs it, so what you see
+is what the server answered.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def main() -> int:
         flush=True,
     )
     server = subprocess.Popen(
-        [sys.executable, "-m", "hfskills.host.cli", "serve", "--port", str(PORT)]
+        [sys.executable, "-m", "hfskills.host.cli", "serve", "--port", str(PORT), "--preload"]
     )
     try:
         wait_ready(server)

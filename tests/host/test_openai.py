@@ -26,8 +26,8 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def server(serve):
-    return serve()  # no configuration: the embedded default
+def server(default_server):
+    return default_server  # no configuration: the embedded default
 
 
 @pytest.fixture(scope="module")
