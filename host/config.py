@@ -18,9 +18,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from hfskills.skillset.runtime import hardware
+
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
 
-HARDWARE_NAMES = ("cuda", "rocm", "mps", "openvino", "qnn", "cpu")
+#: The hardware names a catalog entry may prefer: the runtime's detection order, stated there.
+HARDWARE_NAMES = hardware.ORDER
 
 
 class ModelEntry(BaseModel):

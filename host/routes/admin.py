@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
-from ..errors import APIError
+from ..errors import APIError, retry_after
 from .common import host
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ async def ready(request: Request) -> Response:
     body = readiness(host(request))
     if body["reason"] is None:
         return JSONResponse(body)
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse(body, status_code=503, headers=retry_after(503))
 
 
 async def metrics(request: Request) -> Response:
