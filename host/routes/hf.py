@@ -39,9 +39,8 @@ async def _payload(request: Request) -> hf.InferenceRequest:
 async def _dispatch(request: Request, task: str | None, pipeline: str = "") -> Response:
     model, task = host(request).loader.resolve(request.path_params["name"], task)
     payload = await _payload(request)
-    return await serving.inference(
-        host(request).service, model.name, task, payload, context(request), pipeline
-    )
+    target = serving.Target(host(request).service, model.name, task, context(request), pipeline)
+    return await serving.inference(target, payload)
 
 
 @protocol(hf.InferenceRequest)

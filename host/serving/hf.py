@@ -9,6 +9,7 @@ sends one event per token, the last with ``generated_text`` and ``details``, and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import Response
@@ -20,27 +21,27 @@ from ..scheduler import RequestContext
 from .common import FastJSONResponse, error_event, event_stream, sse
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
-TaskServing = Callable[
-    [InferenceService, str, str, hf.InferenceRequest, RequestContext, str], Awaitable[Response]
-]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One Inference API call's model, task and context: what every per-task function runs."""
+
+    service: InferenceService
+    name: str
+    task: str
+    ctx: RequestContext
+    pipeline: str = ""  # the pipeline name in the path (summarization, translation...)
+
+    async def run(self, inputs: Any, params: dict[str, Any]) -> list[Any]:
+        if inputs is None or inputs == [] or inputs == "":
+            raise APIError(400, "inputs must not be empty", param="inputs")
+        batch = inputs if isinstance(inputs, list) else [inputs]
+        return (await self.service.run(self.name, self.task, batch, params, self.ctx)).results
 
 
 def parameters(payload: hf.InferenceRequest) -> dict[str, Any]:
     return {k: v for k, v in (payload.parameters or {}).items() if v is not None}
-
-
-async def _run(
-    service: InferenceService,
-    name: str,
-    task: str,
-    inputs: Any,
-    params: dict[str, Any],
-    ctx: RequestContext,
-) -> list[Any]:
-    if inputs is None or inputs == [] or inputs == "":
-        raise APIError(400, "inputs must not be empty", param="inputs")
-    batch = inputs if isinstance(inputs, list) else [inputs]
-    return (await service.run(name, task, batch, params, ctx)).results
 
 
 def _single_or_all(inputs: Any, results: list[Any]) -> Any:
@@ -50,83 +51,46 @@ def _single_or_all(inputs: Any, results: list[Any]) -> Any:
 # -- the Inference API, per task ---------------------------------------------------------------
 
 
-async def _feature_extraction(
-    service: InferenceService,
-    name: str,
-    task: str,
-    p: hf.InferenceRequest,
-    ctx: RequestContext,
-    pipeline: str,
-) -> Response:
+async def _feature_extraction(t: Target, p: hf.InferenceRequest) -> Response:
     params = {**parameters(p), **{k: v for k, v in (p.model_extra or {}).items() if v is not None}}
     params.pop("truncation_direction", None)
-    return FastJSONResponse(await _run(service, name, task, p.inputs, params, ctx))  # [[f32]]
+    return FastJSONResponse(await t.run(p.inputs, params))  # [[f32]] as TEI
 
 
-async def _per_input(
-    service: InferenceService,
-    name: str,
-    task: str,
-    p: hf.InferenceRequest,
-    ctx: RequestContext,
-    pipeline: str,
-) -> Response:
+async def _per_input(t: Target, p: hf.InferenceRequest) -> Response:
     """Tasks whose single-input answer is the first result (a list, or one object)."""
     params = parameters(p)
-    if task == "question_answering" and params.get("top_k") in (None, 1):
+    if t.task == "question_answering" and params.get("top_k") in (None, 1):
         params.pop("top_k", None)
-    results = await _run(service, name, task, p.inputs, params, ctx)
-    return FastJSONResponse(_single_or_all(p.inputs, results))
+    return FastJSONResponse(_single_or_all(p.inputs, await t.run(p.inputs, params)))
 
 
-async def _text_classification(
-    service: InferenceService,
-    name: str,
-    task: str,
-    p: hf.InferenceRequest,
-    ctx: RequestContext,
-    pipeline: str,
-) -> Response:
-    results = await _run(service, name, task, p.inputs, parameters(p), ctx)
-    return FastJSONResponse(results)  # [[{label, score}]]
+async def _text_classification(t: Target, p: hf.InferenceRequest) -> Response:
+    return FastJSONResponse(await t.run(p.inputs, parameters(p)))  # [[{label, score}]]
 
 
-async def _generated(
-    service: InferenceService,
-    name: str,
-    task: str,
-    p: hf.InferenceRequest,
-    ctx: RequestContext,
-    pipeline: str,
-) -> Response:
+async def _generated(t: Target, p: hf.InferenceRequest) -> Response:
     """text2text and image-to-text: ``[{"generated_text"}]`` (summary/translation keys too)."""
     params = generation_parameters(p.parameters).generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    results = await _run(service, name, task, p.inputs, params, ctx)
+    results = await t.run(p.inputs, params)
     key = {"summarization": "summary_text", "translation": "translation_text"}.get(
-        pipeline, "generated_text"
+        t.pipeline, "generated_text"
     )
     return FastJSONResponse([{key: r["text"]} for r in results])
 
 
-async def _text_generation(
-    service: InferenceService,
-    name: str,
-    task: str,
-    p: hf.InferenceRequest,
-    ctx: RequestContext,
-    pipeline: str,
-) -> Response:
+async def _text_generation(t: Target, p: hf.InferenceRequest) -> Response:
     if not isinstance(p.inputs, str) or not p.inputs:
         raise APIError(422, "inputs must be a non-empty string", param="inputs")
     body = hf.GenerateRequest(
         inputs=p.inputs, parameters=generation_parameters(p.parameters), stream=p.stream
     )
     if body.stream:
-        return await tgi_stream(service, name, body, ctx, "/generate_stream")
-    return FastJSONResponse([await tgi_generate(service, name, body, ctx)])
+        return await tgi_stream(t.service, t.name, body, t.ctx, "/generate_stream")
+    return FastJSONResponse([await tgi_generate(t.service, t.name, body, t.ctx)])
 
 
-TASKS: dict[str, TaskServing] = {
+TASKS: dict[str, Callable[[Target, hf.InferenceRequest], Awaitable[Response]]] = {
     "text_embedding": _feature_extraction,
     "image_embedding": _feature_extraction,
     "text_classification": _text_classification,
@@ -144,16 +108,9 @@ TASKS: dict[str, TaskServing] = {
 }
 
 
-async def inference(
-    service: InferenceService,
-    name: str,
-    task: str,
-    payload: hf.InferenceRequest,
-    ctx: RequestContext,
-    pipeline: str = "",
-) -> Response:
+async def inference(target: Target, payload: hf.InferenceRequest) -> Response:
     """``POST /models/{name}`` (or ``/pipeline/{pipeline}``) for a resolved model and task."""
-    return await TASKS[task](service, name, task, payload, ctx, pipeline)
+    return await TASKS[target.task](target, payload)
 
 
 # -- TGI ---------------------------------------------------------------------------------------
@@ -244,4 +201,5 @@ async def embed(
     params: dict[str, Any] = {"normalize": body.normalize, "truncate": body.truncate}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
-    return FastJSONResponse(await _run(service, name, "text_embedding", body.inputs, params, ctx))
+    target = Target(service, name, "text_embedding", ctx)
+    return FastJSONResponse(await target.run(body.inputs, params))
