@@ -50,7 +50,7 @@ def build_app(settings: Settings) -> Starlette:
 
     routes = [*openai.routes, *hf.routes, *admin.routes]
     app = Starlette(
-        routes=[*routes, openapi_route(routes)],
+        routes=[*routes, openapi_route(routes, list(host.catalog.names))],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: errors.handle,

@@ -13,8 +13,12 @@ from starlette.routing import Route
 
 import hfskills
 
+from .protocol.hf import HF_TASKS
 
-def schema(routes: list[Route]) -> dict[str, Any]:
+
+def schema(routes: list[Route], served: list[str] | None = None) -> dict[str, Any]:
+    """The OpenAPI document; ``served`` (every model name and alias) becomes the enum of each
+    ``model`` field and ``{name}`` path parameter, the real constraint a client must meet."""
     models: list[type[BaseModel]] = []
     for route in routes:
         for model in getattr(route.endpoint, "__protocol__", ()):
@@ -48,21 +52,35 @@ def schema(routes: list[Route]) -> dict[str, Any]:
             names = re.findall(r"\{(\w+)(?::\w+)?\}", route.path)
             if names:
                 op["parameters"] = [
-                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    {"name": n, "in": "path", "required": True, "schema": _string(n, served)}
                     for n in names
                 ]
             path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # Starlette's {name:path}
             paths.setdefault(path, {})[method.lower()] = op
+    components = definitions.get("$defs", {})
+    if served:
+        for component in components.values():
+            model = component.get("properties", {}).get("model")
+            if model is not None and model.get("type") == "string":
+                model["enum"] = list(served)
     return {
         "openapi": "3.1.0",
         "info": {"title": "hfskills", "version": hfskills.__version__},
         "paths": paths,
-        "components": {"schemas": definitions.get("$defs", {})},
+        "components": {"schemas": components},
     }
 
 
-def openapi_route(routes: list[Route]) -> Route:
-    document = schema(routes)
+def _string(name: str, served: list[str] | None) -> dict[str, Any]:
+    if name == "name" and served:
+        return {"type": "string", "enum": list(served)}
+    if name == "task":
+        return {"type": "string", "enum": sorted(HF_TASKS)}
+    return {"type": "string"}
+
+
+def openapi_route(routes: list[Route], served: list[str] | None = None) -> Route:
+    document = schema(routes, served)
 
     async def openapi(request: Request) -> JSONResponse:
         """The OpenAPI document of every route, from the pydantic protocol models."""
