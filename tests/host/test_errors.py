@@ -268,6 +268,10 @@ def test_review_fixes(http, server, task_checkpoint, tmp_path) -> None:
     schema = http.get("/openapi.json").json()
     assert "/models/{name}/pipeline/{task}" in schema["paths"]
     assert not any(":path" in path for path in schema["paths"])
+    chat = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]
+    assert "gen" in chat["enum"] and "missing" not in chat["enum"]  # the served names
+    name = schema["paths"]["/models/{name}"]["post"]["parameters"][0]["schema"]
+    assert name["enum"] == chat["enum"]
 
 
 def test_tgi_keeps_the_stop_sequence(http) -> None:
