@@ -1,12 +1,22 @@
 """Batching in front of the skills: a dynamic batcher for single-pass tasks, and the asyncio
 side of continuous batching for decoder generation.
 
-`DynamicBatcher` (one per model and task): concurrent requests wait up to ``max_wait_s`` for
-company, are grouped by length (so short inputs are not padded to long ones), cut into batches
-of at most ``max_batch`` inputs and ``max_batch_tokens`` estimated tokens, and run as one
-handler call each; every caller gets its own rows back. Only requests with equal parameters
-share a batch. If a batch fails, each request in it is retried alone, so a poisoned input fails
-only its own request.
+`DynamicBatcher` (one per model and task) runs a handler's three stages (`Stages`: prepare ->
+forward -> finish, see `hfskills.skillset.runtime.staged`) as a pipeline:
+
+- prepare: each request's inputs are prepared (tokenized) as they arrive; requests that arrive
+  together are prepared in one call. Each input gets its real token count. A request whose
+  inputs fail to prepare fails alone, before it joins any batch.
+- forward: when the model is free, the next batch is formed from the prepared requests, as
+  TEI's queue does, by real tokens: the oldest request waiting (so none starves), joined by
+  the requests nearest to it in length (so short inputs are not padded to long ones), within
+  ``max_batch`` inputs and ``max_batch_tokens`` padded tokens (longest input x rows). Only
+  requests with equal parameters share a batch; a caller that left is dropped before its batch
+  forms.
+- finish: post-processing of one batch runs while the next batch's forward runs.
+
+If a batch fails, each request in it is retried alone, so a poisoned input fails only its own
+request.
 
 `GenerationStream` feeds one request into a generation engine (the torch `DecodeEngine`,
 GenAI, vLLM) and turns its events into an async iterator; leaving the iterator early
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,54 +35,94 @@ from typing import Any
 from hfskills.skillset.runtime.engines import DONE, GenerationEngine, Sequence
 from hfskills.skillset.runtime.errors import HFSkillsError
 from hfskills.skillset.runtime.generation import GenerationParams, result_of
+from hfskills.skillset.runtime.staged import Prepared
 
 from .errors import DeadlineExceeded
 
-#: A call that runs one batch in a worker thread: (inputs, params) -> results.
-RunBatch = Callable[[list[Any], dict[str, Any]], Awaitable[list[Any]]]
-
 
 def estimate_tokens(item: Any) -> int:
-    """A cheap size for grouping and the token budget: ~4 characters a token for text."""
+    """A size for inputs of a handler without a prepare stage: ~4 characters a token for
+    text, the length of a token-id list, one slot for anything else (images, audio)."""
     if isinstance(item, str):
         return len(item) // 4 + 2
     if isinstance(item, list | tuple):
         return len(item)
-    return 1  # images, audio: one slot each
+    return 1
 
 
-@dataclass
-class _Pending:
+@dataclass(frozen=True)
+class Stages:
+    """How one batch runs, each stage off the event loop (a worker thread):
+    ``prepare(inputs, params) -> list[Prepared]`` (one per input, with its token count),
+    ``forward(items, params) -> output`` (holds the model), and
+    ``finish(items, output, params) -> list`` (one result per item)."""
+
+    prepare: Callable[[list[Any], dict[str, Any]], Awaitable[list[Prepared]]]
+    forward: Callable[[list[Prepared], dict[str, Any]], Awaitable[Any]]
+    finish: Callable[[list[Prepared], Any, dict[str, Any]], Awaitable[list[Any]]]
+
+
+@dataclass(eq=False)
+class _Arrival:
+    """A request waiting to be prepared."""
+
     inputs: list[Any]
     params: dict[str, Any]
     key: str
-    future: asyncio.Future[list[Any]] = field(
+    future: asyncio.Future[list[Prepared]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A prepared request (or a part of a large one) waiting for its batch."""
+
+    items: list[Prepared]
+    params: dict[str, Any]
+    key: str
+    length: int = 0  # its longest input, in tokens
+    future: asyncio.Future[list[Any]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def __post_init__(self) -> None:
+        self.length = max(item.tokens for item in self.items)
+
+
 class DynamicBatcher:
+    #: finish stages that may run at once, behind the forward of the next batch
+    finishing_limit = 2
+
     def __init__(
         self,
-        run: RunBatch,
+        stages: Stages,
         *,
         max_batch: int = 32,
         max_batch_tokens: int = 8192,
         max_wait_s: float = 0.005,
     ) -> None:
-        self.run, self.max_batch, self.max_tokens = run, max_batch, max_batch_tokens
+        self.stages, self.max_batch, self.max_tokens = stages, max_batch, max_batch_tokens
         self.max_wait = max_wait_s
+        self.arrivals: list[_Arrival] = []
         self.pending: list[_Pending] = []
         self._wake = asyncio.Event()
+        self._preparer: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
         self.batches = 0  # forward passes run (for tests and metrics)
+        self.prepare_calls = 0  # prepare stages run (requests arriving together share one)
+        #: the last batches' shapes: (rows, longest input in tokens, real tokens)
+        self.shapes: deque[tuple[int, int, int]] = deque(maxlen=4096)
 
-    async def submit(self, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
-        """Results for ``inputs`` in order; a large request is split across batches."""
+    async def submit(self, inputs: list[Any], params: dict[str, Any]) -> list[tuple[Any, Prepared]]:
+        """``(result, prepared input)`` for each of ``inputs``, in order; a large request is
+        split across batches."""
         key = json.dumps(params, sort_keys=True, default=str)
+        items = await self._prepared(inputs, params, key)
         parts = [
-            _Pending(inputs[i : i + self.max_batch], params, key)
-            for i in range(0, len(inputs), self.max_batch)
+            _Pending(items[i : i + self.max_batch], params, key)
+            for i in range(0, len(items), self.max_batch)
         ]
         self.pending.extend(parts)
         self._wake.set()
@@ -83,7 +134,60 @@ class DynamicBatcher:
             for part in parts:  # a cancelled caller leaves the queue
                 if part in self.pending:
                     self.pending.remove(part)
-        return [row for chunk in done for row in chunk]
+        return list(zip((row for chunk in done for row in chunk), items, strict=True))
+
+    # -- prepare: requests that arrive together are prepared in one call ------------------------
+
+    async def _prepared(
+        self, inputs: list[Any], params: dict[str, Any], key: str
+    ) -> list[Prepared]:
+        arrival = _Arrival(inputs, params, key)
+        self.arrivals.append(arrival)
+        if self._preparer is None or self._preparer.done():
+            self._preparer = asyncio.get_running_loop().create_task(self._prepare_loop())
+        try:
+            return await arrival.future
+        finally:
+            if arrival in self.arrivals:
+                self.arrivals.remove(arrival)
+
+    async def _prepare_loop(self) -> None:
+        while self.arrivals:
+            taken = [a for a in self.arrivals if not a.future.done()]
+            self.arrivals = []
+            groups: dict[str, list[_Arrival]] = {}
+            for arrival in taken:
+                groups.setdefault(arrival.key, []).append(arrival)
+            for group in groups.values():
+                await self._prepare_group([a for a in group if not a.future.done()])
+
+    async def _prepare_group(self, group: list[_Arrival]) -> None:
+        if not group:
+            return
+        if len(group) > 1:
+            try:
+                self.prepare_calls += 1
+                items = await self.stages.prepare(
+                    [x for a in group for x in a.inputs], group[0].params
+                )
+            except Exception:
+                pass  # one request's input is bad: prepare each alone, below
+            else:
+                offset = 0
+                for arrival in group:
+                    _settle(arrival.future, items[offset : offset + len(arrival.inputs)])
+                    offset += len(arrival.inputs)
+                return
+        for arrival in group:
+            if arrival.future.done():
+                continue
+            try:
+                self.prepare_calls += 1
+                _settle(arrival.future, await self.stages.prepare(arrival.inputs, arrival.params))
+            except Exception as exc:
+                _settle(arrival.future, exc)
+
+    # -- forward and finish --------------------------------------------------------------------
 
     async def _loop(self) -> None:
         while True:
@@ -105,46 +209,82 @@ class DynamicBatcher:
                 await self._run_group(group)
 
     def _size(self, key: str) -> int:
-        return sum(len(p.inputs) for p in self.pending if p.key == key)
+        return sum(len(p.items) for p in self.pending if p.key == key)
 
     def _take(self, key: str) -> list[_Pending]:
-        """Requests for one batch: same parameters, shortest first, within both limits."""
-        same = sorted(
-            (p for p in self.pending if p.key == key and not p.future.done()),
-            key=lambda p: max(map(estimate_tokens, p.inputs)),
-        )
-        group: list[_Pending] = []
-        count = tokens = 0
-        for part in same:
-            size = len(part.inputs)
-            cost = size * max(map(estimate_tokens, part.inputs))
-            if group and (count + size > self.max_batch or tokens + cost > self.max_tokens):
+        """One batch: the oldest request waiting with these parameters, then, one at a time,
+        whichever neighbour in length adds the fewest padding tokens, within both limits."""
+        same = [p for p in self.pending if p.key == key and not p.future.done()]
+        if not same:
+            return []
+        anchor = same[0]
+        ordered = sorted(same, key=lambda p: p.length)  # stable: equal lengths by arrival
+        lo = hi = next(i for i, p in enumerate(ordered) if p is anchor)
+        rows, longest = len(anchor.items), anchor.length
+        while True:
+            options = []
+            if lo > 0:  # a shorter request: its own padding
+                shorter = ordered[lo - 1]
+                options.append((len(shorter.items) * (longest - shorter.length), -1, shorter))
+            if hi + 1 < len(ordered):  # a longer one: every row so far grows to its length
+                longer = ordered[hi + 1]
+                options.append((rows * (longer.length - longest), 1, longer))
+            for _, side, part in sorted(options, key=lambda o: o[:2]):
+                size, length = rows + len(part.items), max(longest, part.length)
+                if size <= self.max_batch and size * length <= self.max_tokens:
+                    rows, longest = size, length
+                    lo, hi = (lo - 1, hi) if side < 0 else (lo, hi + 1)
+                    break
+            else:
                 break
-            group.append(part)
-            count, tokens = count + size, tokens + cost
+        group = ordered[lo : hi + 1]
         for part in group:
             self.pending.remove(part)
+        group.sort(key=same.index)  # arrival order within the batch
         return group
 
     async def _run_group(self, group: list[_Pending]) -> None:
-        inputs = [item for part in group for item in part.inputs]
+        items = [item for part in group for item in part.items]
+        params = group[0].params
         self.batches += 1
+        self.shapes.append(
+            (len(items), max(p.length for p in group), sum(item.tokens for item in items))
+        )
         try:
-            results = await self.run(inputs, group[0].params)
+            output = await self.stages.forward(items, params)
         except Exception as exc:
-            if len(group) == 1:
-                _settle(group[0].future, exc)
-                return
-            for part in group:  # isolate the failure: each request alone
-                try:
-                    _settle(part.future, await self.run(part.inputs, part.params))
-                except Exception as own:
-                    _settle(part.future, own)
+            await self._isolate(group, exc)
+            return
+        while len(self._finishing) >= self.finishing_limit:
+            await asyncio.wait(self._finishing, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.get_running_loop().create_task(self._finish(group, items, output))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, group: list[_Pending], items: list[Prepared], output: Any) -> None:
+        try:
+            results = await self.stages.finish(items, output, group[0].params)
+        except Exception as exc:
+            await self._isolate(group, exc)
             return
         offset = 0
         for part in group:
-            _settle(part.future, results[offset : offset + len(part.inputs)])
-            offset += len(part.inputs)
+            _settle(part.future, results[offset : offset + len(part.items)])
+            offset += len(part.items)
+
+    async def _isolate(self, group: list[_Pending], exc: Exception) -> None:
+        """A batch failed: each request alone, so only the poisoned one fails."""
+        if len(group) == 1:
+            _settle(group[0].future, exc)
+            return
+        for part in group:
+            if part.future.done():
+                continue
+            try:
+                output = await self.stages.forward(part.items, part.params)
+                _settle(part.future, await self.stages.finish(part.items, output, part.params))
+            except Exception as own:
+                _settle(part.future, own)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

@@ -7,8 +7,10 @@ The policy (`create`), stated once:
 - decoder text generation on torch hardware, with ``continuous_batching`` on: an
   `EngineWorker` over a torch `DecodeEngine` that the worker owns (and closes);
 - every other task: a `BatchWorker`, whose `DynamicBatcher` forms batches that run in the
-  worker pool under the endpoint's lock (fast tokenizers are not thread-safe); a handler's own
-  ``.stream`` (seq2seq generation on torch) streams through a thread of its own.
+  worker pool: a `Staged` handler's prepare and finish under the processor's lock (fast
+  tokenizers are not thread-safe), its forward under the model's, so they overlap; a plain
+  handler under both. A handler's own ``.stream`` (seq2seq generation on torch) streams
+  through a thread of its own.
 
 Every worker answers ``run(inputs, params, deadline)`` with one `Row` per input, in order, and
 ``stream(prompt, params, deadline)`` with an async iterator of token events whose first event
@@ -29,12 +31,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from hfskills.skillset.runtime import Endpoint, Handler
+from hfskills.skillset.runtime import Endpoint, Handler, Prepared, Staged
 from hfskills.skillset.runtime.continuous import DecodeEngine
 from hfskills.skillset.runtime.engines import GenerationEngine
 from hfskills.skillset.runtime.errors import InvalidInput, UnsupportedTask
 
-from .batching import DynamicBatcher, GenerationStream, expire_at
+from .batching import DynamicBatcher, GenerationStream, Stages, estimate_tokens, expire_at
 from .errors import DeadlineExceeded
 
 #: Hardware where skills run torch modules (the torch decode engine's home).
@@ -91,15 +93,28 @@ class EngineWorker:
 
 
 class BatchWorker:
-    """Single-pass tasks through a dynamic batcher; a handler's ``.stream`` through a thread."""
+    """Single-pass tasks through a dynamic batcher; a handler's ``.stream`` through a thread.
+
+    A `Staged` handler runs as a pipeline: prepare (per request, under the processor lock)
+    gives real token counts for batching and usage; forward holds the model lock; finish
+    (under the processor lock again: fast tokenizers are not thread-safe, and finish may
+    decode) overlaps the next batch's forward. A plain handler runs whole under both locks.
+    """
 
     def __init__(
         self, endpoint: Endpoint, handler: Handler, executor: Executor, policy: Policy
     ) -> None:
         self.endpoint, self.handler, self.executor = endpoint, handler, executor
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the model
+        self.processor_lock = threading.Lock()  # the tokenizer / processor
+        self.staged = isinstance(handler, Staged)
+        stages = (
+            Stages(self._prepare, self._forward, self._finish)
+            if self.staged
+            else Stages(self._wrap, self._call, self._results)
+        )
         self.batcher = DynamicBatcher(
-            self._run_batch,
+            stages,
             max_batch=policy.max_batch_size,
             max_batch_tokens=policy.max_batch_tokens,
             max_wait_s=policy.batch_wait_s,
@@ -109,25 +124,58 @@ class BatchWorker:
         check_params(self.endpoint.task, self.handler, params)
         try:
             async with asyncio.timeout_at(deadline):
-                return await self.batcher.submit(inputs, params)
+                done = await self.batcher.submit(inputs, params)
         except TimeoutError:
             raise DeadlineExceeded() from None
+        if self.staged:  # usage: the real token counts from prepare
+            return [Row(result, item.tokens) for result, item in done]
+        return [Row(result, _prompt_tokens(result)) for result, _ in done]
 
-    async def _run_batch(self, inputs: list[Any], params: dict[str, Any]) -> list[Row]:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, self._call, inputs, params
+    async def _thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- a staged handler: each stage in a worker thread, under its own lock --------------------
+
+    async def _prepare(self, inputs: list[Any], params: dict[str, Any]) -> list[Prepared]:
+        return await self._thread(
+            self._locked, self.processor_lock, self.handler.run_prepare, inputs, params
         )
 
-    def _call(self, inputs: list[Any], params: dict[str, Any]) -> list[Row]:
-        """One batch in a worker thread."""
-        with self.lock:
-            results = self.handler(inputs, **params)
-            counts = (
-                _count_tokens(self.endpoint.processor, inputs)
-                if self.endpoint.task == "text_embedding"
-                else [0] * len(inputs)
+    async def _forward(self, items: list[Prepared], params: dict[str, Any]) -> Any:
+        return await self._thread(self._locked, self.lock, self.handler.run_forward, items, params)
+
+    async def _finish(
+        self, items: list[Prepared], output: Any, params: dict[str, Any]
+    ) -> list[Any]:
+        return await self._thread(
+            self._locked, self.processor_lock, self.handler.run_finish, items, output, params
+        )
+
+    @staticmethod
+    def _locked(lock: threading.Lock, fn: Any, *args: Any) -> Any:
+        with lock:
+            return fn(*args)
+
+    # -- a plain handler: one call per batch -----------------------------------------------------
+
+    async def _wrap(self, inputs: list[Any], params: dict[str, Any]) -> list[Prepared]:
+        return [Prepared(x, estimate_tokens(x)) for x in inputs]
+
+    async def _call(self, items: list[Prepared], params: dict[str, Any]) -> list[Any]:
+        return await self._thread(self._call_locked, [item.features for item in items], params)
+
+    def _call_locked(self, inputs: list[Any], params: dict[str, Any]) -> list[Any]:
+        with self.processor_lock, self.lock:
+            return self.handler(inputs, **params)
+
+    async def _results(
+        self, items: list[Prepared], output: list[Any], params: dict[str, Any]
+    ) -> list[Any]:
+        if len(output) != len(items):
+            raise RuntimeError(
+                f"the handler returned {len(output)} results for {len(items)} inputs"
             )
-        return [Row(r, n) for r, n in zip(results, counts, strict=True)]
+        return output
 
     async def stream(
         self, prompt: Any, params: dict[str, Any], deadline: float
@@ -190,13 +238,9 @@ def _signature(handler: Any) -> inspect.Signature:
     return inspect.signature(handler)  # computed once per loaded handler, not per request
 
 
-def _count_tokens(processor: Any, inputs: list[Any]) -> list[int]:
-    """Prompt tokens of each text (or token-id) input, for usage counts."""
-    if all(isinstance(x, list) for x in inputs):
-        return [len(x) for x in inputs]
-    if callable(processor) and all(isinstance(x, str) for x in inputs):
-        return [len(ids) for ids in processor(inputs)["input_ids"]]
-    return [0] * len(inputs)
+def _prompt_tokens(result: Any) -> int:
+    """Prompt tokens a plain handler reports in its result (generation results do)."""
+    return int(result.get("prompt_tokens", 0)) if isinstance(result, dict) else 0
 
 
 async def _chain(

@@ -214,25 +214,30 @@ class hf_albert(runtime.Skill):
         pool = runtime.pooling.from_checkpoint(endpoint.settings["checkpoint"])
         limit = runtime.text.max_length(tokenizer, endpoint.config, pool.max_seq_length)
 
-        def handler(
-            inputs: list[Any],
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
+            return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            features = runtime.torch_backend.place(
+                runtime.torch_backend.accepted_inputs(model, features), endpoint
+            )
+            with torch.inference_mode():
+                return model(**features).last_hidden_state, features["attention_mask"]
+
+        def finish(
+            batch: list[runtime.Prepared],
+            output: Any,
             *,
             normalize: bool | None = None,
             dimensions: int | None = None,
-            truncate: bool = True,
         ) -> list[list[float]]:
-            batch = runtime.text.encode(tokenizer, inputs, limit=limit, truncate=truncate)
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, batch), endpoint
-            )
+            hidden, mask = output
             with torch.inference_mode():
-                hidden = model(**batch).last_hidden_state
-            vectors = pool.pool(
-                hidden, batch["attention_mask"], normalize=normalize, dimensions=dimensions
-            )
+                vectors = pool.pool(hidden, mask, normalize=normalize, dimensions=dimensions)
             return vectors.float().cpu().tolist()
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)
 
     # -- fill_mask -------------------------------------------------------------------------
 
@@ -244,28 +249,43 @@ class hf_albert(runtime.Skill):
         model, tokenizer = endpoint.model, endpoint.processor
         limit = runtime.text.max_length(tokenizer, endpoint.config)
 
-        def handler(
-            inputs: list[Any], *, top_k: int = 5, truncate: bool = True
-        ) -> list[list[dict[str, Any]]]:
-            texts = runtime.media.texts(inputs)
-            batch = runtime.text.encode(tokenizer, texts, limit=limit, truncate=truncate)
-            positions = runtime.text.mask_positions(tokenizer, batch["input_ids"])
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, batch), endpoint
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
+            items = runtime.text.prepare(
+                tokenizer, runtime.media.texts(inputs), limit=limit, truncate=truncate
+            )
+            for row, item in enumerate(items):
+                item.state["mask"] = runtime.text.mask_position(
+                    tokenizer, item.features["input_ids"], row
+                )
+            return items
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            positions = torch.tensor([item.state["mask"] for item in batch])
+            if tokenizer.padding_side == "left":
+                positions += features["input_ids"].shape[1] - torch.tensor(
+                    [item.tokens for item in batch]
+                )
+            features = runtime.torch_backend.place(
+                runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                logits = model(**batch).logits
-            rows = torch.arange(len(texts), device=logits.device)
-            probs = logits[rows, positions.to(logits.device)].float().softmax(dim=-1)
+                logits = model(**features).logits
+            rows = torch.arange(len(batch), device=logits.device)
+            return logits[rows, positions.to(logits.device)].float().softmax(dim=-1)
+
+        def finish(
+            batch: list[runtime.Prepared], probs: Any, *, top_k: int = 5
+        ) -> list[list[dict[str, Any]]]:
             scores, token_ids = probs.topk(
                 runtime.labels.top_k_param(top_k, probs.shape[-1]), dim=-1
             )
             results = []
-            for row, position in enumerate(positions.tolist()):
+            for row, item in enumerate(batch):
                 candidates = []
                 for score, token in zip(scores[row].tolist(), token_ids[row].tolist(), strict=True):
-                    filled = batch["input_ids"][row].clone()
-                    filled[position] = token
+                    filled = list(item.features["input_ids"])
+                    filled[item.state["mask"]] = token
                     candidates.append(
                         {
                             "score": score,
@@ -277,7 +297,7 @@ class hf_albert(runtime.Skill):
                 results.append(candidates)
             return results
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)
 
     # -- text_classification ---------------------------------------------------------------
 
@@ -289,25 +309,30 @@ class hf_albert(runtime.Skill):
         model, tokenizer = endpoint.model, endpoint.processor
         limit = runtime.text.max_length(tokenizer, endpoint.config)
 
-        def handler(
-            inputs: list[Any],
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
+            return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            features = runtime.torch_backend.place(
+                runtime.torch_backend.accepted_inputs(model, features), endpoint
+            )
+            with torch.inference_mode():
+                return model(**features).logits
+
+        def finish(
+            batch: list[runtime.Prepared],
+            logits: Any,
             *,
             top_k: int | None = None,
             function_to_apply: str | None = None,
-            truncate: bool = True,
         ) -> list[list[dict[str, Any]]]:
             activation = runtime.labels.activation_for(endpoint.config, function_to_apply)
-            batch = runtime.text.encode(tokenizer, inputs, limit=limit, truncate=truncate)
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, batch), endpoint
-            )
-            with torch.inference_mode():
-                logits = model(**batch).logits
             return runtime.labels.ranked(
                 runtime.labels.apply(logits, activation), endpoint.config, top_k
             )
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)
 
     # -- token_classification --------------------------------------------------------------
 
@@ -320,44 +345,56 @@ class hf_albert(runtime.Skill):
         model, tokenizer = endpoint.model, endpoint.processor
         limit = runtime.text.max_length(tokenizer, endpoint.config)
 
-        def handler(
-            inputs: list[Any],
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
+            texts = runtime.media.texts(inputs)
+            items = runtime.text.prepare(
+                tokenizer, texts, limit=limit, truncate=truncate, offsets=True
+            )
+            for item, text in zip(items, texts, strict=True):
+                ids = item.features["input_ids"]
+                item.state.update(
+                    text=text,
+                    special=tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True),
+                )
+            return items
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            features = runtime.torch_backend.place(
+                runtime.torch_backend.accepted_inputs(model, features), endpoint
+            )
+            with torch.inference_mode():
+                return model(**features).logits.float().softmax(dim=-1).cpu()
+
+        def finish(
+            batch: list[runtime.Prepared],
+            probs: Any,
             *,
             aggregation_strategy: str = "none",
             ignore_labels: list[str] | None = None,
-            truncate: bool = True,
         ) -> list[list[dict[str, Any]]]:
-            texts = runtime.media.texts(inputs)
-            batch = runtime.text.encode(
-                tokenizer, texts, limit=limit, truncate=truncate, offsets=True
-            )
-            offsets = batch.pop("offset_mapping")
-            special = torch.tensor(
-                [
-                    tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-                    for ids in batch["input_ids"].tolist()
-                ]
-            ).bool() | (batch["attention_mask"] == 0)
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, batch), endpoint
-            )
-            with torch.inference_mode():
-                probs = model(**batch).logits.float().softmax(dim=-1).cpu()
             ignore = tuple(ignore_labels) if ignore_labels is not None else ("O",)
-            return [
-                runtime.spans.entities(
-                    text,
-                    probs[row],
-                    offsets[row],
-                    special[row],
-                    endpoint.config,
-                    aggregation_strategy,
-                    ignore,
+            left = tokenizer.padding_side == "left"
+            results = []
+            for row, item in enumerate(batch):
+                state, n = item.state, item.tokens
+                tokens = probs[row, probs.shape[1] - n :] if left else probs[row, :n]
+                special = torch.tensor(state["special"], dtype=torch.bool)
+                offsets = torch.tensor(state["offsets"], dtype=torch.long).reshape(n, 2)
+                results.append(
+                    runtime.spans.entities(
+                        state["text"],
+                        tokens,
+                        offsets,
+                        special,
+                        endpoint.config,
+                        aggregation_strategy,
+                        ignore,
+                    )
                 )
-                for row, text in enumerate(texts)
-            ]
+            return results
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)
 
     # -- question_answering ----------------------------------------------------------------
 
@@ -369,30 +406,47 @@ class hf_albert(runtime.Skill):
         model, tokenizer = endpoint.model, endpoint.processor
         limit = runtime.text.max_length(tokenizer, endpoint.config)
 
-        def handler(
-            inputs: list[Any], *, max_answer_len: int = 15, truncate: bool = True
-        ) -> list[dict[str, Any]]:
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
             questions, contexts = runtime.spans.qa_pairs(inputs)
-            batch = runtime.text.encode(
+            items = runtime.text.prepare(
                 tokenizer, questions, limit=limit, truncate=truncate, pairs=contexts, offsets=True
             )
-            offsets = batch.pop("offset_mapping")
-            in_context = runtime.text.second_sequence_mask(batch)
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, batch), endpoint
+            for item, context in zip(items, contexts, strict=True):
+                item.state["context"] = context
+            return items
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            features = runtime.torch_backend.place(
+                runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                outputs = model(**batch)
-            return [
-                runtime.spans.best_answer(
-                    outputs.start_logits[row].cpu(),
-                    outputs.end_logits[row].cpu(),
-                    offsets[row],
-                    in_context[row],
-                    context,
-                    max_answer_len,
-                )
-                for row, context in enumerate(contexts)
-            ]
+                outputs = model(**features)
+            return outputs.start_logits.cpu(), outputs.end_logits.cpu()
 
-        return handler
+        def finish(
+            batch: list[runtime.Prepared], logits: Any, *, max_answer_len: int = 15
+        ) -> list[dict[str, Any]]:
+            starts, ends = logits
+            left = tokenizer.padding_side == "left"
+            results = []
+            for row, item in enumerate(batch):
+                n, state = item.tokens, item.state
+                span = slice(starts.shape[1] - n, None) if left else slice(0, n)
+                in_context = torch.tensor(
+                    [sid == 1 for sid in state["sequence_ids"]], dtype=torch.bool
+                )
+                offsets = torch.tensor(state["offsets"], dtype=torch.long).reshape(n, 2)
+                results.append(
+                    runtime.spans.best_answer(
+                        starts[row, span],
+                        ends[row, span],
+                        offsets,
+                        in_context,
+                        state["context"],
+                        max_answer_len,
+                    )
+                )
+            return results
+
+        return runtime.Staged(prepare, forward, finish)

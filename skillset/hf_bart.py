@@ -167,22 +167,27 @@ class hf_bart(runtime.Skill):
         model, tokenizer = endpoint.model, endpoint.processor
         limit = runtime.text.max_length(tokenizer, endpoint.config)
 
-        def handler(
-            inputs: list[Any],
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
+            return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            features = runtime.torch_backend.place(
+                runtime.torch_backend.accepted_inputs(model, features), endpoint
+            )
+            with torch.inference_mode():
+                return model(**features).logits
+
+        def finish(
+            batch: list[runtime.Prepared],
+            logits: Any,
             *,
             top_k: int | None = None,
             function_to_apply: str | None = None,
-            truncate: bool = True,
         ) -> list[list[dict[str, Any]]]:
             activation = runtime.labels.activation_for(endpoint.config, function_to_apply)
-            batch = runtime.text.encode(tokenizer, inputs, limit=limit, truncate=truncate)
-            batch = runtime.torch_backend.place(
-                runtime.torch_backend.accepted_inputs(model, batch), endpoint
-            )
-            with torch.inference_mode():
-                logits = model(**batch).logits
             return runtime.labels.ranked(
                 runtime.labels.apply(logits, activation), endpoint.config, top_k
             )
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)

@@ -239,15 +239,20 @@ class hf_siglip(runtime.Skill):
         model, tokenizer = endpoint.model, endpoint.processor
         limit = runtime.text.max_length(tokenizer, endpoint.config.text_config)
 
-        def handler(
-            inputs: list[Any], *, normalize: bool = False, truncate: bool = True
-        ) -> list[list[float]]:
-            batch = runtime.text.encode(tokenizer, inputs, limit=limit, truncate=truncate)
-            batch = runtime.torch_backend.accepted_inputs(model, batch, "get_text_features")
+        def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
+            return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.text.collate(tokenizer, batch)
+            features = runtime.torch_backend.accepted_inputs(model, features, "get_text_features")
             with torch.inference_mode():
-                vectors = runtime.pooling.features(model.get_text_features(**batch))
+                return runtime.pooling.features(model.get_text_features(**features))
+
+        def finish(
+            batch: list[runtime.Prepared], vectors: Any, *, normalize: bool = False
+        ) -> list[list[float]]:
             if normalize:
                 vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
             return vectors.float().cpu().tolist()
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)

@@ -1,6 +1,6 @@
 """What every generated skill shares: the `Endpoint`, hardware detection, loading, input
-decoding, pooling, labels and generation. Generated skills import from here; nothing
-hardware-generic is pasted into a skill."""
+decoding, pooling, labels, generation, and the `Staged` handler (prepare -> forward -> finish).
+Generated skills import from here; nothing hardware-generic is pasted into a skill."""
 
 from . import (
     backends,
@@ -14,6 +14,7 @@ from . import (
     media,
     pooling,
     spans,
+    staged,
     text,
     torch_backend,
 )
@@ -28,6 +29,7 @@ from .errors import (
     UnsupportedTask,
 )
 from .skill import Skill
+from .staged import Prepared, Staged
 
 __all__ = [
     "Endpoint",
@@ -38,7 +40,9 @@ __all__ = [
     "InferenceError",
     "InvalidInput",
     "ModelLoadError",
+    "Prepared",
     "Skill",
+    "Staged",
     "StreamHandler",
     "UnsupportedTask",
     "backends",
@@ -52,6 +56,7 @@ __all__ = [
     "media",
     "pooling",
     "spans",
+    "staged",
     "text",
     "torch_backend",
 ]

@@ -1,10 +1,17 @@
-"""Tokenizing a batch of text (or token-id) inputs the same way for every text task."""
+"""Tokenizing text (or token-id) inputs the same way for every text task.
+
+Two ways: `encode` tokenizes one batch into padded tensors (a handler that does everything in
+one call); `prepare` tokenizes each input on its own, unpadded, with its real token count (a
+`Staged` handler's prepare stage), and `collate` pads a batch of prepared inputs into the
+tensors `encode` would have made for the same inputs.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .errors import InvalidInput
+from .errors import InferenceError, InvalidInput
+from .staged import Prepared
 
 
 def max_length(tokenizer: Any, config: Any, cap: int | None = None) -> int:
@@ -43,10 +50,7 @@ def encode(
     ``pairs`` gives a second text per input (question answering); only it is truncated.
     ``offsets`` adds ``offset_mapping`` (character spans per token; strings only).
     """
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInput("inputs must be a non-empty list", param="inputs")
-    if not isinstance(truncate, bool):
-        raise InvalidInput("truncate must be a boolean", param="truncate")
+    _check(inputs, truncate)
     if all(isinstance(x, str) for x in inputs):
         truncation: bool | str = ("only_second" if pairs else True) if truncate else False
         batch = tokenizer(
@@ -58,47 +62,134 @@ def encode(
             return_tensors="pt",
             return_offsets_mapping=offsets,
         )
-    elif not offsets and all(
-        isinstance(x, list) and x and all(type(t) is int for t in x) for x in inputs
-    ):
-        vocab = len(tokenizer)
-        if any(t < 0 or t >= vocab for ids in inputs for t in ids):
-            raise InvalidInput(f"token ids must lie in [0, {vocab})", param="inputs")
-        ids = [x[:limit] for x in inputs] if truncate else inputs
+    elif not offsets and _token_ids(inputs):
+        ids = _checked_ids(tokenizer, inputs, limit, truncate)
         batch = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
     else:
         kinds = "strings" if offsets else "strings or all be lists of token ids"
         raise InvalidInput(f"inputs must all be {kinds}", param="inputs")
-    length = batch["input_ids"].shape[1]
+    _check_length(batch["input_ids"].shape[1], limit)
+    return batch
+
+
+def prepare(
+    tokenizer: Any,
+    inputs: list[Any],
+    *,
+    limit: int,
+    truncate: bool = True,
+    pairs: list[str] | None = None,
+    offsets: bool = False,
+) -> list[Prepared]:
+    """Tokenize each input without padding: one `Prepared` per input, whose ``features`` are
+    its model inputs (lists of ints) and ``tokens`` its real token count. The same inputs,
+    truncation and limits as `encode` (`collate` of the result equals `encode`'s tensors).
+    ``state`` holds ``offsets`` (character spans per token) when asked for, and
+    ``sequence_ids`` (per token: 0, 1 or None) with ``pairs``.
+    """
+    _check(inputs, truncate)
+    if all(isinstance(x, str) for x in inputs):
+        truncation: bool | str = ("only_second" if pairs else True) if truncate else False
+        encoded = tokenizer(
+            inputs,
+            pairs,
+            truncation=truncation,
+            max_length=limit if truncate else None,
+            return_offsets_mapping=offsets,
+        )
+        spans = encoded.pop("offset_mapping", None)
+        keys = list(encoded.keys())
+        items = []
+        for row in range(len(inputs)):
+            features = {key: encoded[key][row] for key in keys}
+            state: dict[str, Any] = {}
+            if spans is not None:
+                state["offsets"] = spans[row]
+            if pairs is not None:
+                state["sequence_ids"] = encoded.sequence_ids(row)
+            items.append(Prepared(features, len(features["input_ids"]), state))
+    elif not offsets and _token_ids(inputs):
+        ids = _checked_ids(tokenizer, inputs, limit, truncate)
+        items = [
+            Prepared({"input_ids": x, "attention_mask": [1] * len(x)}, len(x), {}) for x in ids
+        ]
+    else:
+        kinds = "strings" if offsets else "strings or all be lists of token ids"
+        raise InvalidInput(f"inputs must all be {kinds}", param="inputs")
+    _check_length(max(item.tokens for item in items), limit)
+    return items
+
+
+def collate(tokenizer: Any, batch: list[Prepared]) -> dict[str, Any]:
+    """Pad prepared text inputs into one batch of tensors, as the tokenizer pads (its pad id and
+    padding side). An input without ``token_type_ids`` (given as token ids) gets zeros, as the
+    model would use without them."""
+    import torch
+
+    length = max(len(item.features["input_ids"]) for item in batch)
+    keys = list(dict.fromkeys(key for item in batch for key in item.features))
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    pads = {
+        "input_ids": tokenizer.pad_token_id,
+        "attention_mask": 0,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+    }
+    tensors = {}
+    for key in keys:
+        pad = pads.get(key, 0)
+        rows = []
+        for item in batch:
+            values = item.features.get(key)
+            if values is None:  # only token_type_ids can be absent (token-id inputs)
+                values = [0] * len(item.features["input_ids"])
+            missing = length - len(values)
+            if missing and pad is None:
+                raise InferenceError("this tokenizer has no padding token to pad a batch with")
+            rows.append(([pad] * missing + values) if left else (values + [pad] * missing))
+        tensors[key] = torch.tensor(rows, dtype=torch.long)
+    return tensors
+
+
+def _check(inputs: Any, truncate: Any) -> None:
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("inputs must be a non-empty list", param="inputs")
+    if not isinstance(truncate, bool):
+        raise InvalidInput("truncate must be a boolean", param="truncate")
+
+
+def _token_ids(inputs: list[Any]) -> bool:
+    return all(isinstance(x, list) and x and all(type(t) is int for t in x) for x in inputs)
+
+
+def _checked_ids(
+    tokenizer: Any, inputs: list[list[int]], limit: int, truncate: bool
+) -> list[list[int]]:
+    vocab = len(tokenizer)
+    if any(t < 0 or t >= vocab for ids in inputs for t in ids):
+        raise InvalidInput(f"token ids must lie in [0, {vocab})", param="inputs")
+    return [x[:limit] for x in inputs] if truncate else inputs
+
+
+def _check_length(length: int, limit: int) -> None:
     if length > limit:
         raise InvalidInput(
             f"an input has {length} tokens; this model accepts at most {limit} "
             "(set truncate to true to cut it)",
             param="inputs",
         )
-    return batch
 
 
-def mask_positions(tokenizer: Any, input_ids: Any) -> Any:
-    """Index of the single mask token in each row; `InvalidInput` unless there is exactly one."""
+def mask_position(tokenizer: Any, input_ids: list[int], row: int = 0) -> int:
+    """Index of the single mask token in one input's ids; `InvalidInput` (naming
+    ``inputs[row]``) unless there is exactly one."""
     mask_id = tokenizer.mask_token_id
     if mask_id is None:
         raise InvalidInput("this tokenizer has no mask token")
-    hits = input_ids == mask_id
-    counts = hits.sum(dim=1).tolist()
-    for row, count in enumerate(counts):
-        if count != 1:
-            raise InvalidInput(
-                f"inputs[{row}] must contain the mask token {tokenizer.mask_token!r} exactly once "
-                f"(found {count})",
-                param="inputs",
-            )
-    return hits.int().argmax(dim=1)
-
-
-def second_sequence_mask(batch: Any) -> Any:
-    """Per row, True on the tokens of the second text of a pair (the QA context)."""
-    import torch
-
-    rows = [[sid == 1 for sid in batch.sequence_ids(i)] for i in range(batch["input_ids"].shape[0])]
-    return torch.tensor(rows, dtype=torch.bool)
+    count = input_ids.count(mask_id)
+    if count != 1:
+        raise InvalidInput(
+            f"inputs[{row}] must contain the mask token {tokenizer.mask_token!r} exactly once "
+            f"(found {count})",
+            param="inputs",
+        )
+    return input_ids.index(mask_id)
