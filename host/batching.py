@@ -82,17 +82,22 @@ class _Pending:
     params: dict[str, Any]
     key: str
     length: int = 0  # its longest input, in tokens
+    real: int = 0  # its tokens, all inputs
     future: asyncio.Future[list[Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
     def __post_init__(self) -> None:
         self.length = max(item.tokens for item in self.items)
+        self.real = sum(item.tokens for item in self.items)
 
 
 class DynamicBatcher:
     #: finish stages that may run at once, behind the forward of the next batch
     finishing_limit = 2
+    #: a forward pass's fixed cost, in padded tokens' worth of work (measured for
+    #: all-MiniLM-L6-v2 on 2 CPU cores: see docs/performance.md)
+    overhead_tokens = 64
 
     def __init__(
         self,
@@ -213,14 +218,16 @@ class DynamicBatcher:
 
     def _take(self, key: str) -> list[_Pending]:
         """One batch: the oldest request waiting with these parameters, then, one at a time,
-        whichever neighbour in length adds the fewest padding tokens, within both limits."""
+        whichever neighbour in length adds the fewest padding tokens, while the batch's
+        efficiency (real tokens / (padded tokens + ``overhead_tokens``)) does not drop, within
+        ``max_batch`` inputs and ``max_batch_tokens`` padded tokens."""
         same = [p for p in self.pending if p.key == key and not p.future.done()]
         if not same:
             return []
         anchor = same[0]
         ordered = sorted(same, key=lambda p: p.length)  # stable: equal lengths by arrival
         lo = hi = next(i for i, p in enumerate(ordered) if p is anchor)
-        rows, longest = len(anchor.items), anchor.length
+        rows, longest, real = len(anchor.items), anchor.length, anchor.real
         while True:
             options = []
             if lo > 0:  # a shorter request: its own padding
@@ -231,8 +238,14 @@ class DynamicBatcher:
                 options.append((rows * (longer.length - longest), 1, longer))
             for _, side, part in sorted(options, key=lambda o: o[:2]):
                 size, length = rows + len(part.items), max(longest, part.length)
-                if size <= self.max_batch and size * length <= self.max_tokens:
-                    rows, longest = size, length
+                padded = size * length
+                if (
+                    size <= self.max_batch
+                    and padded <= self.max_tokens
+                    and (real + part.real) * (self.overhead_tokens + rows * longest)
+                    >= real * (self.overhead_tokens + padded)
+                ):
+                    rows, longest, real = size, length, real + part.real
                     lo, hi = (lo - 1, hi) if side < 0 else (lo, hi + 1)
                     break
             else:

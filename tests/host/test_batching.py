@@ -83,6 +83,84 @@ def test_a_poisoned_input_fails_only_its_request(server) -> None:
     assert all(r.status_code == 200 for i, r in enumerate(responses) if i != 5)
 
 
+def token_counts(server, texts: list[str]) -> list[int]:
+    """What the served model's own tokenizer makes of each text (special tokens included)."""
+    tokenizer = server.host.loader.cache[("embed", "text_embedding")].endpoint.processor
+    return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+
+
+def test_usage_is_the_real_token_count(server) -> None:
+    texts = [SENTENCES[3], "paris " * 3000, SENTENCES[60]]  # the long one is truncated
+    with server.client() as http:
+        batch = http.post("/v1/embeddings", json={"model": "embed", "input": texts}).json()
+        ids = http.post("/v1/embeddings", json={"model": "embed", "input": [[5, 6, 7]]}).json()
+    counts = token_counts(server, texts)
+    tokenizer = server.host.loader.cache[("embed", "text_embedding")].endpoint.processor
+    embedded = [min(n, tokenizer.model_max_length) for n in counts]
+    assert counts[1] > embedded[1]  # usage is what was embedded, not what was sent
+    assert batch["usage"] == {"prompt_tokens": sum(embedded), "total_tokens": sum(embedded)}
+    assert ids["usage"]["prompt_tokens"] == 3
+    # concurrent requests share forward passes, and each is billed its own tokens only
+    responses = asyncio.run(
+        gather_posts(
+            server.base, [("/v1/embeddings", {"model": "embed", "input": s}, {}) for s in SENTENCES]
+        )
+    )
+    for response, count in zip(responses, token_counts(server, SENTENCES), strict=True):
+        assert response.json()["usage"]["prompt_tokens"] == count
+
+
+def test_batches_are_cut_by_real_token_counts(serve, task_checkpoint) -> None:
+    """With a budget of 48 padded tokens (longest input x rows), requests of 20 tokens go at
+    most two to a batch, short ones share one, and an input over the budget still runs alone."""
+    server = serve(
+        models=[entry("embed", task_checkpoint("bert", "text_embedding"))],
+        embedded_default=False,
+        batch_wait_ms=50,  # requests gather, so the budget is what cuts
+        max_batch_size=16,
+        max_batch_tokens=48,
+    )
+    with server.client() as http:  # load it
+        assert http.post("/v1/embeddings", json={"model": "embed", "input": "x"}).status_code == 200
+    long = " ".join(["paris"] * 18)
+    texts = [long] * 6 + ["hello"] * 6 + [" ".join(["france"] * 60)]
+    counts = token_counts(server, texts)
+    assert counts[0] == 20 and counts[6] == 3 and counts[-1] > 48
+    batcher = server.host.loader.cache[("embed", "text_embedding")].worker.batcher
+    before = len(batcher.shapes)
+    responses = asyncio.run(
+        gather_posts(
+            server.base, [("/v1/embeddings", {"model": "embed", "input": t}, {}) for t in texts]
+        )
+    )
+    assert [r.json()["usage"]["prompt_tokens"] for r in responses] == counts
+    shapes = list(batcher.shapes)[before:]  # (rows, longest input, real tokens) per batch
+    assert sum(real for _, _, real in shapes) == sum(counts)  # each input in exactly one batch
+    for rows, longest, _ in shapes:
+        assert rows == 1 or rows * longest <= 48
+    assert sum(1 for _, longest, _ in shapes if longest == 20) >= 3  # 6 long, at most 2 a batch
+    assert (1, counts[-1], counts[-1]) in shapes
+
+
+def test_a_bad_input_fails_before_its_batch_forms(server) -> None:
+    """Inputs are checked as each request is prepared: a request over the limit with
+    truncation off, or with an out-of-range token id, fails alone while its company (same
+    parameters) is served."""
+    good = [("/v1/embeddings", {"model": "embed", "input": s}, {}) for s in SENTENCES[:10]]
+    bad = [
+        ("/v1/embeddings", {"model": "embed", "input": [[1, 2, 10**8]]}, {}),
+        ("/models/embed", {"inputs": "paris " * 3000, "parameters": {"truncate": False}}, {}),
+    ]
+    tei = [
+        ("/models/embed", {"inputs": s, "parameters": {"truncate": False}}, {})
+        for s in SENTENCES[:6]
+    ]
+    responses = asyncio.run(gather_posts(server.base, good + bad + tei))
+    assert all(r.status_code == 200 for r in responses[:10] + responses[12:])
+    assert responses[10].status_code == 400 and "token ids" in responses[10].text
+    assert responses[11].status_code == 400 and "at most" in responses[11].text
+
+
 def test_continuous_batching_equals_each_request_alone(server, task_checkpoint) -> None:
     """Greedy tokens under concurrency, with different prompts and lengths, equal the same
     request run alone through the skill (no batching at all)."""
