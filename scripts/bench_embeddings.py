@@ -11,22 +11,31 @@ Sides, measured one after another on the same sentences (each warmed up first, u
             server that batches 32 concurrent requests could do at best)
   infinity  infinity-emb v2 (.peers/infinity, --batch-size 64), POST /embeddings, same clients
 
-Target: host >= 0.8x st32. Example: scripts/bench_embeddings.py --quick
+Targets: host >= 0.8x st32 and >= 1.5x infinity. For each HTTP side the CPU seconds of the
+server and of this script's load generator during the timed run are printed (both share the
+machine's cores); --py-spy FILE records the host's stacks during it (py-spy, the dev extra).
+Example: scripts/bench_embeddings.py --quick
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import random
+import shutil
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bench_common as bc
 
 MODEL = "all-minilm-l6-v2"
 TARGET = 0.8
+TARGET_INFINITY = 1.5
 ON_OPENVINO = """embedded_default = false
 [[models]]
 name = "all-minilm-l6-v2"
@@ -124,8 +133,38 @@ def sentences(n: int) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Record ``pid``'s Python stacks (py-spy, collapsed format) while the block runs."""
+    exe = shutil.which("py-spy")
+    if out is None or exe is None:
+        if out is not None:
+            print("SKIP --py-spy: py-spy is not installed (pip install 'hfskills[dev]')")
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--threads"]
+    spy = subprocess.Popen(
+        [*cmd, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(1.0)  # attached before the timed run starts
+    try:
+        yield
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(30)
+        print(f"   py-spy profile of the host: {out}")
+
+
 async def http_side(
-    url: str, model: str, texts: list[str], concurrency: int, duration: float
+    url: str,
+    model: str,
+    texts: list[str],
+    concurrency: int,
+    duration: float,
+    server: bc.Server,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """``concurrency`` clients, one sentence per request: warm-up (untimed), then the run."""
     bc.local_only(url)
@@ -144,7 +183,11 @@ async def http_side(
         if warm.errors:
             raise RuntimeError(f"warm-up failed: {warm.errors[0]}")
         vectors = [d["embedding"] for d in first.json()["data"]]
-        load = await bc.closed_loop(concurrency, len(texts), duration, one)
+        with py_spy(server.process.pid, profile):
+            server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+            load = await bc.closed_loop(concurrency, len(texts), duration, one)
+            server_cpu = server.cpu_seconds() - server_cpu
+            client_cpu = time.process_time() - client_cpu
     done = len(load.samples)
     return {
         "sentences": done,
@@ -155,6 +198,8 @@ async def http_side(
         "errors": len(load.errors),
         "first_errors": load.errors[:3],
         "stopped_by": load.stopped_by,
+        "server_cpu_s": server_cpu,
+        "client_cpu_s": client_cpu,
         "vectors": vectors,
     }
 
@@ -204,6 +249,12 @@ def main() -> int:
     p = bc.parser("bench_embeddings", __doc__, requests=2048, duration=120.0)
     p.add_argument("--concurrency", type=int, default=64, help="HTTP clients (default 64)")
     p.add_argument("--infinity-batch-size", type=int, default=64)
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="record the host's stacks during its timed run (py-spy raw format) to FILE",
+    )
     args = p.parse_args()
     if args.quick:
         args.requests = min(args.requests, 768)
@@ -228,8 +279,9 @@ def main() -> int:
                 "hfskills-embeddings", cmd, port, env=bc.host_env(args.host_src)
             ) as server:
                 url = server.base + "/v1/embeddings"
+                profile = args.py_spy if side == "host" else None
                 results[side] = asyncio.run(
-                    http_side(url, MODEL, texts, args.concurrency, args.duration)
+                    http_side(url, MODEL, texts, args.concurrency, args.duration, server, profile)
                 )
                 results[side]["hardware"] = bc.served_hardware(server.base, MODEL, "text_embedding")
         results[side]["other_cores"] = meter.other_cores
@@ -253,6 +305,7 @@ def main() -> int:
                         texts,
                         args.concurrency,
                         args.duration,
+                        server,
                     )
                 )
         results["infinity"]["other_cores"] = meter.other_cores
@@ -284,11 +337,14 @@ def main() -> int:
             r.get("p50_ms"),
             r.get("p99_ms"),
             r.get("errors", 0),
+            _per_request_ms(r, "server_cpu_s"),
+            _per_request_ms(r, "client_cpu_s"),
             r.get("other_cores"),
         ]
         for k, r in results.items()
     ]
-    headers = ["side", "sentences", "s", "sent/s", "p50 ms", "p99 ms", "errors", "other load"]
+    headers = ["side", "sentences", "s", "sent/s", "p50 ms", "p99 ms", "errors"]
+    headers += ["server CPU ms/req", "client CPU ms/req", "other load"]
     bc.print_table(headers, rows, "all-MiniLM-L6-v2 embeddings")
 
     def rate(side: str) -> float | None:
@@ -307,6 +363,10 @@ def main() -> int:
     for side, cos in agreement.items():
         print(f"{side} vs in-process vectors: min cosine similarity {cos:.6f}")
     targets = [bc.check("host sent/s vs in-process limit (st32)", ratios["host/st32"], TARGET)]
+    if ratios["host/infinity"] is not None:
+        targets.append(
+            bc.check("host sent/s vs infinity-emb", ratios["host/infinity"], TARGET_INFINITY)
+        )
     bc.write_json(
         args.out,
         {
@@ -326,6 +386,12 @@ def main() -> int:
         },
     )
     return 0
+
+
+def _per_request_ms(result: dict[str, Any], key: str) -> float | None:
+    if key not in result or not result.get("sentences"):
+        return None
+    return result[key] / result["sentences"] * 1000
 
 
 if __name__ == "__main__":

@@ -214,18 +214,26 @@ class hf_clip(runtime.Skill):
         """
         model, image_processor = endpoint.model, endpoint.processor
 
-        def handler(inputs: list[Any], *, normalize: bool = False) -> list[list[float]]:
+        def prepare(inputs: list[Any]) -> list[runtime.Prepared]:
             images = runtime.media.images(inputs, allow_paths=endpoint.allow_local_paths)
-            batch = runtime.torch_backend.place(
-                image_processor(images=images, return_tensors="pt"), endpoint
-            )
+            return [
+                runtime.Prepared(image_processor(images=[image], return_tensors="pt"))
+                for image in images
+            ]
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.torch_backend.place(runtime.staged.concat(batch), endpoint)
             with torch.inference_mode():
-                vectors = runtime.pooling.features(model.get_image_features(**batch))
+                return runtime.pooling.features(model.get_image_features(**features))
+
+        def finish(
+            batch: list[runtime.Prepared], vectors: Any, *, normalize: bool = False
+        ) -> list[list[float]]:
             if normalize:
                 vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
             return vectors.float().cpu().tolist()
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)
 
     # -- text_embedding --------------------------------------------------------------------
 

@@ -119,18 +119,28 @@ class hf_swin(runtime.Skill):
         """
         model, image_processor = endpoint.model, endpoint.processor
 
-        def handler(
-            inputs: list[Any], *, top_k: int | None = None, function_to_apply: str | None = None
+        def prepare(inputs: list[Any]) -> list[runtime.Prepared]:
+            images = runtime.media.images(inputs, allow_paths=endpoint.allow_local_paths)
+            return [
+                runtime.Prepared(image_processor(images=[image], return_tensors="pt"))
+                for image in images
+            ]
+
+        def forward(batch: list[runtime.Prepared]) -> Any:
+            features = runtime.torch_backend.place(runtime.staged.concat(batch), endpoint)
+            with torch.inference_mode():
+                return model(**features).logits
+
+        def finish(
+            batch: list[runtime.Prepared],
+            logits: Any,
+            *,
+            top_k: int | None = None,
+            function_to_apply: str | None = None,
         ) -> list[list[dict[str, Any]]]:
             activation = runtime.labels.activation_for(endpoint.config, function_to_apply)
-            images = runtime.media.images(inputs, allow_paths=endpoint.allow_local_paths)
-            batch = runtime.torch_backend.place(
-                image_processor(images=images, return_tensors="pt"), endpoint
-            )
-            with torch.inference_mode():
-                logits = model(**batch).logits
             return runtime.labels.ranked(
                 runtime.labels.apply(logits, activation), endpoint.config, top_k
             )
 
-        return handler
+        return runtime.Staged(prepare, forward, finish)

@@ -96,8 +96,13 @@ class Staged:
         return f"Staged{self.__signature__}"
 
 
-def is_staged(handler: Any) -> bool:
-    return isinstance(handler, Staged)
+def concat(batch: list[Prepared]) -> dict[str, Any]:
+    """Collate items whose features are tensors with a batch dimension of one each (an image
+    processor's output for one image): concatenated per key along that dimension."""
+    import torch
+
+    keys = list(batch[0].features.keys())
+    return {key: torch.cat([item.features[key] for item in batch]) for key in keys}
 
 
 def _keywords(fn: Callable[..., Any], positional: int) -> frozenset[str]:

@@ -18,6 +18,7 @@ import transformers
 
 from hfskills.skillset import runtime
 from hfskills.skillset.runtime import InvalidInput, Prepared, Staged
+from tests.checkpoints import tiny_image
 from tests.conftest import skill_class
 
 TEXT_TASKS = (
@@ -110,6 +111,24 @@ def test_embedding_and_classification_equal_transformers(
         else:
             scores = sorted(expected.tolist(), reverse=True)
             assert np.allclose([r["score"] for r in result], scores, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task"),
+    [
+        ("vit", "image_classification"),
+        ("convnext", "image_classification"),
+        ("clip", "image_embedding"),
+    ],
+)
+def test_image_stages_apart_equal_the_plain_call(
+    task_checkpoint: Any, model_type: str, task: str
+) -> None:
+    handler, _, _ = load(task_checkpoint, model_type, task)
+    assert isinstance(handler, Staged)
+    images = [tiny_image(48, seed=0), tiny_image(40, seed=1), tiny_image(64, seed=2)]
+    assert [item.tokens for item in handler.run_prepare(images, {})] == [1, 1, 1]
+    assert_same(staged_apart(handler, images, {}), handler(images))
 
 
 def test_the_handler_signature_is_the_union_of_the_stages(task_checkpoint: Any) -> None:
