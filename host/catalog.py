@@ -35,6 +35,9 @@ EMBEDDED_DEFAULT = (
         skill="hf_llama",
         tasks=["text_generation"],
         aliases=["SmolLM2-135M-Instruct"],
+        # exact f32 arithmetic on OpenVINO GenAI: a request's tokens do not depend on what else
+        # runs in its batch (with "auto" a seeded sample diverged under load; docs/hardware.md)
+        options={"precision": "f32"},
     ),
 )
 #: What a catalog entry's ``options`` may hold: any backend's init options.

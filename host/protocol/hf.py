@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from hfskills.skillset.runtime import generation as gen
 
 #: Hugging Face pipeline names <-> hfskills task names.
 HF_TASKS = {
@@ -27,9 +38,24 @@ HF_TASKS = {
 }
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """Where a NaN or an infinity hides in a JSON value (Python's JSON reads ``NaN``,
+    ``Infinity``), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        found = (_non_finite(v, f"{where}.{k}") for k, v in value.items())
+    elif isinstance(value, list):
+        found = (_non_finite(v, f"{where}[{i}]") for i, v in enumerate(value))
+    else:
+        return None
+    return next((w for w in found if w is not None), None)
+
+
 class InferenceRequest(BaseModel):
     """``POST /models/{name}``: ``{"inputs", "parameters", "stream"}``; feature extraction also
-    takes its parameters at the top level (``normalize``, ``truncate``, ``dimensions``)."""
+    takes its parameters at the top level (``normalize``, ``truncate``, ``dimensions``). No
+    parameter may be NaN or infinite."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -38,40 +64,89 @@ class InferenceRequest(BaseModel):
     stream: bool = False
     options: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _finite(self) -> InferenceRequest:
+        where = _non_finite(self.parameters, "parameters") or _non_finite(
+            dict(self.model_extra or {}), "body"
+        )
+        if where is not None:
+            where = where.removeprefix("body.")
+            raise PydanticCustomError(
+                "finite_number", "{where} must be a finite number", {"where": where}
+            )
+        return self
+
+
+def _refused(value: Any, info: ValidationInfo) -> None:
+    """TGI parameters without an hfskills meaning: refused unless null, by name."""
+    if value is not None:
+        raise PydanticCustomError(
+            "unsupported_parameter",
+            "{field} is not supported; leave it out",
+            {"field": info.field_name},
+        )
+    return None
+
 
 class GenerateParameters(BaseModel):
-    """TGI's generation parameters (those without an hfskills meaning are refused if set)."""
+    """TGI's generation parameters (those without an hfskills meaning are refused if set).
 
-    model_config = ConfigDict(extra="forbid")
+    Ranges as TGI's, where hfskills has them: ``temperature`` 0 (greedy) to 100,
+    ``top_p`` (0, 1], ``top_k`` 0 (every token) and up, ``repetition_penalty`` 0.01..100 (1: no
+    penalty), ``seed`` a u64, ``max_new_tokens`` at most what the model's context has room for
+    after the prompt (and 1,000,000 on any model). NaN and infinities are refused."""
 
-    max_new_tokens: int | None = Field(None, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=gen.MAX_NEW_TOKENS,
+        description="at most the model's context less the prompt's tokens (else a 400); "
+        "unset: 100, cut to what the context has room for",
+    )
     do_sample: bool | None = None
-    temperature: float | None = Field(None, ge=0.0)
+    temperature: float | None = Field(
+        None, ge=0.0, le=gen.MAX_TEMPERATURE, description="0 (or below 1e-5): greedy"
+    )
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0.0)
+    top_k: int | None = Field(None, ge=0, le=gen.MAX_TOP_K, description="0: every token")
+    repetition_penalty: float | None = Field(
+        None,
+        ge=gen.MIN_REPETITION_PENALTY,
+        le=gen.MAX_REPETITION_PENALTY,
+        description="1: no penalty",
+    )
     stop: list[str] = Field(default_factory=list, max_length=16)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=gen.MAX_SEED)
     details: bool = False
     return_full_text: bool | None = False
     decoder_input_details: bool = False
     truncate: int | None = None
     watermark: bool = False
     best_of: int | None = Field(None, ge=1, le=1)
-    typical_p: None = None
-    frequency_penalty: None = None
-    top_n_tokens: None = None
-    grammar: None = None
-    adapter_id: None = None
+    typical_p: None = Field(None, description="not supported")
+    frequency_penalty: None = Field(None, description="not supported")
+    top_n_tokens: None = Field(None, description="not supported")
+    grammar: None = Field(None, description="not supported")
+    adapter_id: None = Field(None, description="not supported")
 
-    def generation_params(self, default_max_new_tokens: int) -> dict[str, Any]:
+    _refused = field_validator(
+        "typical_p", "frequency_penalty", "top_n_tokens", "grammar", "adapter_id", mode="before"
+    )(_refused)
+
+    def to_generation_params(self, default_max_tokens: int) -> gen.GenerationParams:
+        """The engines' typed params. Sampling when ``do_sample`` says so, else when any of
+        ``temperature``, ``top_p``, ``top_k`` is given (as TGI); without ``max_new_tokens``
+        the default applies, cut to what the model's context has room for."""
         sampling = (
             self.do_sample
             if self.do_sample is not None
             else any(v is not None for v in (self.temperature, self.top_p, self.top_k))
         )
         params: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens or default_max_new_tokens,
+            "max_new_tokens": self.max_new_tokens or default_max_tokens,
+            "fit_context": self.max_new_tokens is None,
             "stop": self.stop,
             "do_sample": bool(sampling),
         }
@@ -79,7 +154,11 @@ class GenerateParameters(BaseModel):
             value = getattr(self, name)
             if value is not None and (sampling or name in ("repetition_penalty", "seed")):
                 params[name] = value
-        return params
+        return gen.GenerationParams(**params)
+
+    def generation_params(self, default_max_new_tokens: int) -> dict[str, Any]:
+        """`to_generation_params` as the skill's params dict (defaults left out)."""
+        return self.to_generation_params(default_max_new_tokens).model_dump(exclude_defaults=True)
 
 
 class GenerateRequest(BaseModel):

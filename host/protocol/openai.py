@@ -6,7 +6,17 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from hfskills.skillset.runtime import generation as gen
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
@@ -89,21 +99,77 @@ class StreamOptions(Request):
     include_usage: bool = False
 
 
+#: What the sampling fields accept (OpenAI's documented ranges; ``top_k`` and
+#: ``repetition_penalty`` are vLLM's extensions, bounded as the engines' `GenerationParams`).
+#: NaN and infinities are refused: Python's JSON reads ``NaN`` and ``Infinity``.
+MAX_TOKENS = gen.MAX_NEW_TOKENS
+
+
+def _unsupported(value: float | None, info: ValidationInfo) -> float | None:
+    if value:
+        raise PydanticCustomError(
+            "unsupported_value",
+            "{field} is not supported; send 0 or leave it out",
+            {"field": info.field_name},
+        )
+    return value
+
+
+def _at_most(minimum: int | None, budget: int | None, field: str) -> int | None:
+    if minimum is not None and budget is not None and minimum > budget:
+        raise PydanticCustomError(
+            "min_tokens_above_max",
+            "min_tokens ({minimum}) must be at most {field} ({budget})",
+            {"minimum": minimum, "field": field, "budget": budget},
+        )
+    return minimum
+
+
 class SamplingRequest(Request):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
     model: NonEmptyStr
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TOKENS,
+        description="at most the model's context less the prompt's tokens (else a 400); "
+        "unset: the route's default, cut to what the context has room for",
+    )
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="0 (or below 1e-5): greedy; unset: 1"
+    )
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(
+        None, ge=-1, le=gen.MAX_TOP_K, description="vLLM extension; -1 or 0: every token"
+    )
+    repetition_penalty: float | None = Field(
+        None,
+        ge=gen.MIN_REPETITION_PENALTY,
+        le=gen.MAX_REPETITION_PENALTY,
+        description="vLLM extension; 1: no penalty",
+    )
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=gen.MAX_SEED)
     ignore_eos: bool = Field(False, description="vLLM extension: generate max_tokens, past EOS")
-    min_tokens: int | None = Field(None, ge=0, description="vLLM extension: no EOS before this")
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    min_tokens: int | None = Field(
+        None, ge=0, le=MAX_TOKENS, description="vLLM extension: no EOS before this"
+    )
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="only 0 is supported")
+    frequency_penalty: float | None = Field(
+        None, ge=-2.0, le=2.0, description="only 0 is supported"
+    )
     user: str | None = None
+
+    _no_penalties = field_validator("presence_penalty", "frequency_penalty")(_unsupported)
+
+    @field_validator("min_tokens")
+    @classmethod
+    def _min_within_max(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return _at_most(value, info.data.get("max_tokens"), "max_tokens")
 
     def stops(self) -> list[str]:
         if self.stop is None:
@@ -113,27 +179,47 @@ class SamplingRequest(Request):
             raise ValueError("stop: up to 4 non-empty strings")
         return stops
 
-    @model_validator(mode="after")
-    def _no_penalties(self) -> SamplingRequest:
-        if self.presence_penalty or self.frequency_penalty:
-            raise ValueError("presence_penalty and frequency_penalty are not supported (use 0)")
-        return self
+    def requested_max_tokens(self) -> int | None:
+        """The token budget the client sent (None: none)."""
+        return self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        """The name of the field that holds the client's token budget, for error messages
+        (``ContextLengthError.message_for``)."""
+        return "max_tokens"
+
+    def to_generation_params(self, default_max_tokens: int) -> gen.GenerationParams:
+        """The engines' typed params (as vLLM's ``to_sampling_params``). OpenAI samples at
+        temperature 1 unless told 0; without ``max_tokens`` the route's default applies, cut
+        to what the model's context has room for. Raises ValueError for bad ``stop``."""
+        return self._generation_params(self.requested_max_tokens(), default_max_tokens)
 
     def generation_params(self, max_tokens: int | None, default: int) -> dict[str, Any]:
-        """The skill's generation params. OpenAI samples at temperature 1 unless told 0."""
+        """The skill's generation params as a dict (`to_generation_params`, defaults left out)."""
+        return self._generation_params(max_tokens, default).model_dump(exclude_defaults=True)
+
+    def _generation_params(self, max_tokens: int | None, default: int) -> gen.GenerationParams:
         temperature = 1.0 if self.temperature is None else self.temperature
-        params: dict[str, Any] = {"max_new_tokens": max_tokens or default, "stop": self.stops()}
+        params: dict[str, Any] = {
+            # no budget given: the default, or min_tokens when that asks for more
+            "max_new_tokens": max_tokens or max(default, self.min_tokens or 0),
+            "fit_context": max_tokens is None,
+            "stop": self.stops(),
+            "ignore_eos": self.ignore_eos,
+        }
         if temperature > 0:
             params.update(do_sample=True, temperature=temperature)
             if self.top_p is not None:
                 params["top_p"] = self.top_p
+            if self.top_k is not None and self.top_k > 0:
+                params["top_k"] = self.top_k
+        if self.repetition_penalty is not None:
+            params["repetition_penalty"] = self.repetition_penalty
         if self.seed is not None:
             params["seed"] = self.seed
-        if self.ignore_eos:
-            params["ignore_eos"] = True
         if self.min_tokens:
             params["min_new_tokens"] = self.min_tokens
-        return params
+        return gen.GenerationParams(**params)
 
 
 class CompletionRequest(SamplingRequest):
@@ -174,7 +260,9 @@ class ChatMessage(Request):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens (wins)"
+    )
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
@@ -189,6 +277,18 @@ class ChatCompletionRequest(SamplingRequest):
         if self.response_format and self.response_format.get("type") not in (None, "text"):
             raise ValueError('only response_format {"type": "text"} is supported')
         return self
+
+    @field_validator("max_completion_tokens")
+    @classmethod
+    def _above_min(cls, value: int | None, info: ValidationInfo) -> int | None:
+        _at_most(info.data.get("min_tokens"), value, "max_completion_tokens")
+        return value
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def chat(self) -> list[dict[str, str]]:
         role = {"developer": "system"}

@@ -5,7 +5,10 @@ alone, so its prompt is processed exactly as it would be alone), merges their ke
 into the running batch (left-padded, with an attention mask that hides the padding), runs one
 decode step for every running sequence, samples each row with its own parameters, and retires
 the sequences that finished or whose consumer went away. New requests join at token
-boundaries; nobody waits for the longest sequence of a static batch.
+boundaries; nobody waits for the longest sequence of a static batch. A request whose prompt
+plus ``max_new_tokens`` does not fit the model's context is refused before its prefill
+(`GenerationParams.fit`); each sampled request draws from a generator of its own, seeded by its
+``seed`` or else by fresh entropy.
 
 Why not transformers' own continuous batching (``generate_batch``)? Measured on this 2-core
 CPU with SmolLM2-135M: 4.6 tok/s at batch 1 and 80 tok/s at 32 prompts, against 18 and 176
@@ -19,7 +22,7 @@ from typing import Any
 
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HFSkillsError
-from .generation import GenerationParams, TokenText, stop_ids
+from .generation import GenerationParams, TokenText, context_limit, stop_ids
 
 
 class DecodeEngine(EngineThread):
@@ -32,6 +35,7 @@ class DecodeEngine(EngineThread):
         self.max_batch = max_batch
         gen = model.generation_config
         self.eos_ids = stop_ids(gen, tokenizer)
+        self.limit = context_limit(tokenizer, model.config)  # prompt + generated tokens
         self.default_repetition_penalty = getattr(gen, "repetition_penalty", None)
         self.running: list[Sequence] = []
         self.cache: Any = None  # DynamicCache for the running batch
@@ -49,11 +53,15 @@ class DecodeEngine(EngineThread):
         import torch
 
         ids = torch.tensor([prompt_ids(self.tokenizer, sequence.prompt)], device=self.device)
-        params = sequence.params
+        params = sequence.params = sequence.params.fit(ids.shape[1], self.limit)
         sequence.text = TokenText(self.tokenizer, params, self.eos_ids, ids.shape[1])
         sequence.history = ids[0]
-        if params.seed is not None:
-            sequence.generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        if params.sampling:  # its own random stream: seeded, or fresh from the OS
+            sequence.generator = torch.Generator(device=self.device)
+            if params.seed is not None:
+                sequence.generator.manual_seed(params.seed)
+            else:
+                sequence.generator.seed()
         out = self.model(input_ids=ids, use_cache=True)
         token = self._sample(out.logits[:, -1], [sequence])[0]
         self._join(sequence, out.past_key_values, torch.ones_like(ids))
@@ -176,7 +184,11 @@ def _left_pad(tensor: Any, width: int, dim: int = 2) -> Any:
 
 
 def _sample_row(logits: Any, params: GenerationParams, generator: Any) -> int:
-    """Temperature, top-k and top-p sampling for one row, as transformers' warpers do."""
+    """Temperature, top-k and top-p sampling for one row, as transformers' warpers do.
+
+    Validated params keep the logits finite (`GenerationParams`); should a model still produce
+    a row with no finite probability (NaN logits), that row takes its argmax rather than
+    failing the whole batch's step."""
     import torch
 
     logits = logits / (params.temperature or 1.0)
@@ -189,4 +201,6 @@ def _sample_row(logits: Any, params: GenerationParams, generator: Any) -> int:
         drop = cumulative - ordered.softmax(dim=-1) > params.top_p
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probs = logits.softmax(dim=-1)
+    if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
+        return int(torch.nan_to_num(logits, nan=float("-inf")).argmax())
     return int(torch.multinomial(probs, 1, generator=generator))

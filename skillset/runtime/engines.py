@@ -7,7 +7,9 @@ events: one ``{"token_id", "text", "finish_reason": None}`` per token, then the 
 from `TokenText.final` (whole text, ids, why it ended, prompt tokens), then `DONE`; a failure
 is an exception followed by `DONE`. Setting ``sequence.cancelled`` stops the sequence at its
 next token. The host streams from any engine the same way, and `handler` turns one into a
-skill's batch handler with ``.stream``.
+skill's batch handler with ``.stream``. Every engine checks the prompt plus ``max_new_tokens``
+against the model's context when a sequence starts (`GenerationParams.fit`), and a sequence
+the runtime refuses to start fails alone, with an error, instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import HFSkillsError, InferenceError, InvalidInput
+from .errors import HFSkillsError, InferenceError, InvalidInput, first_line
 from .generation import GenerationParams, prompt_texts, result_of
 
 log = logging.getLogger("hfskills.runtime")
@@ -172,6 +174,11 @@ class EngineThread:
                 self._start(sequence)
             except HFSkillsError as exc:
                 sequence.put(exc)
+                sequence.put(DONE)
+            except Exception as exc:  # the runtime refused it: that request fails, alone
+                # (it is in no running set yet, so the loop's `_fail_all` would never end it)
+                log.exception("%s: a request could not start", self.name)
+                sequence.put(InferenceError(f"generation failed: {first_line(exc)}"))
                 sequence.put(DONE)
 
 

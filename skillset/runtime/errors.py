@@ -40,6 +40,37 @@ class InvalidInput(HFSkillsError):
     status = 422
 
 
+class ContextLengthError(InvalidInput):
+    """The prompt, or the prompt plus the tokens asked for, does not fit the model's context.
+
+    Carries the numbers (``prompt_tokens``, ``max_new_tokens``, ``limit``). ``param`` is
+    ``"max_new_tokens"`` when the token budget is what does not fit, and ``"inputs"`` (the
+    core's name for prompts, as every other prompt error) when the prompt alone fills the
+    context. The message names the core's fields; `message_for` words it with the client's
+    name for ``param`` (OpenAI's ``max_tokens``, ``prompt`` or ``messages``).
+    """
+
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, limit: int) -> None:
+        self.prompt_tokens, self.max_new_tokens, self.limit = prompt_tokens, max_new_tokens, limit
+        param = "inputs" if prompt_tokens >= limit else "max_new_tokens"
+        super().__init__(self.message_for(param), param=param)
+
+    def message_for(self, field: str) -> str:
+        """The message, naming ``field`` (the client's name for ``param``)."""
+        if self.prompt_tokens >= self.limit:
+            return (
+                f"{field}: the prompt has {self.prompt_tokens} tokens, but this model's context "
+                f"holds {self.limit} tokens, prompt and generated text together"
+            )
+        room = self.limit - self.prompt_tokens
+        return (
+            f"{field} is {self.max_new_tokens}, but this model's context holds {self.limit} "
+            f"tokens and the prompt takes {self.prompt_tokens}: {field} can be at most {room}"
+        )
+
+
 class ModelLoadError(HFSkillsError):
     """The checkpoint could not be found or loaded."""
 

@@ -11,14 +11,18 @@ rendered and tokenized with the checkpoint's own Hugging Face tokenizer and hand
 token ids, and generated ids go back through the same `TokenText` as every other engine: chat
 templates, stop strings, held-back text, finish reasons and usage counts are identical across
 hardware. Sampling runs inside GenAI with each request's own parameters (temperature, top-p,
-top-k, repetition penalty, seed, min tokens, ignore-EOS); a stop string, the token budget or a
-consumer that went away cancels the request's handle at the next step.
+top-k, repetition penalty, seed, min tokens, ignore-EOS); a request without a seed gets a fresh
+random one (GenAI's default seed is a constant, which made every unseeded request alike). A
+prompt plus ``max_new_tokens`` past the model's context (the GGUF's context length, or the
+checkpoint's ``max_position_embeddings``) is refused when the request starts. A stop string,
+the token budget or a consumer that went away cancels the request's handle at the next step.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,12 +31,20 @@ from . import cache, checkpoint, torch_backend
 from .endpoint import Endpoint
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, first_line
-from .generation import GenerationParams, TokenText, checkpoint_generation, stop_ids
+from .generation import (
+    GenerationParams,
+    TokenText,
+    checkpoint_generation,
+    context_limit,
+    stop_ids,
+)
 
 log = logging.getLogger("hfskills.runtime")
 
-#: ``precision`` option -> OpenVINO properties. "f32" is exact (the parity tests use it);
-#: "auto" leaves OpenVINO's CPU defaults (bf16/f16 where the CPU has it, u8 KV cache).
+#: ``precision`` option -> OpenVINO properties. "f32" is exact (the parity tests use it) and
+#: batch-invariant: a request's tokens do not depend on the others in its step (the embedded
+#: default uses it; docs/hardware.md); "auto" leaves OpenVINO's CPU defaults (bf16/f16 where the
+#: CPU has it, u8 KV cache, activations quantized per group), under which they can.
 PRECISIONS: dict[str, dict[str, Any]] = {
     "auto": {},
     "f32": {
@@ -50,8 +62,12 @@ class GenAIEngine(EngineThread):
 
     name = "hfskills-genai"
 
-    def __init__(self, pipeline: Any, tokenizer: Any, eos_ids: set[int]) -> None:
+    def __init__(
+        self, pipeline: Any, tokenizer: Any, eos_ids: set[int], limit: int | None = None
+    ) -> None:
         self.pipeline, self.tokenizer, self.eos_ids = pipeline, tokenizer, eos_ids
+        #: the model's context (prompt + generated tokens; `generation.context_limit`)
+        self.limit = limit
         self.running: dict[int, Sequence] = {}
         self.ids = itertools.count()
         super().__init__()
@@ -69,6 +85,7 @@ class GenAIEngine(EngineThread):
         import openvino
 
         ids = np.array([prompt_ids(self.tokenizer, sequence.prompt)], dtype=np.int64)
+        sequence.params = sequence.params.fit(ids.shape[1], self.limit)
         sequence.text = TokenText(self.tokenizer, sequence.params, self.eos_ids, ids.shape[1])
         request = next(self.ids)
         sequence.handle = self.pipeline.add_request(
@@ -89,17 +106,20 @@ class GenAIEngine(EngineThread):
         if not params.ignore_eos and self.eos_ids:
             config.stop_token_ids = set(self.eos_ids)
         if params.min_new_tokens:
-            config.min_new_tokens = params.min_new_tokens
+            config.min_new_tokens = min(params.min_new_tokens, params.max_new_tokens)
         if params.repetition_penalty is not None:
             config.repetition_penalty = params.repetition_penalty
         config.do_sample = params.sampling
         if params.sampling:
             config.temperature = params.temperature or 1.0
-            config.top_p = params.top_p or 1.0
+            # GenAI holds top_p as a float32 and refuses 0: a denormal top_p (which keeps only
+            # the most likely token anyway) must not round to it
+            config.top_p = max(params.top_p or 1.0, 1e-6)
             if params.top_k:
                 config.top_k = params.top_k
-            if params.seed is not None:
-                config.rng_seed = params.seed
+            # every request its own random stream: GenAI's default rng_seed is a constant, which
+            # made unseeded requests (and the n choices of one request) all alike
+            config.rng_seed = params.seed if params.seed is not None else secrets.randbits(64)
         return config
 
     def _collect(self) -> None:
@@ -206,7 +226,9 @@ def load_endpoint(
             raise HardwareUnavailable(f"OpenVINO GenAI cannot run {model!r}: {first}") from exc
         tokenizer, config = hf_side.result()
     gen = checkpoint_generation(ckpt.location, ckpt.kwargs)
-    engine = GenAIEngine(pipeline, tokenizer, stop_ids(gen, tokenizer))
+    engine = GenAIEngine(
+        pipeline, tokenizer, stop_ids(gen, tokenizer), limit=context_limit(tokenizer, config)
+    )
     size = (
         source.stat().st_size
         if source.is_file()

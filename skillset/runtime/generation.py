@@ -7,6 +7,7 @@ event per generated token and stops generating as soon as its consumer goes away
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -14,24 +15,49 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import InferenceError, InvalidInput
+from .errors import ContextLengthError, InferenceError, InvalidInput
+
+#: The most tokens one request may ask for, on any model: a bound on the number itself. The
+#: real bound is the model's context, checked when a sequence starts (`GenerationParams.fit`).
+MAX_NEW_TOKENS = 1_000_000
+#: Sampling at a lower temperature is greedy: dividing logits by less would overflow them (the
+#: threshold is vLLM's ``_SAMPLING_EPS``, below which vLLM samples greedily too).
+GREEDY_BELOW = 1e-5
+MAX_TEMPERATURE = 100.0
+#: Beyond these a repetition penalty multiplies or divides logits into overflow (inf, then NaN
+#: probabilities); 1.0 is no penalty. vLLM and TGI only ask for a positive number.
+MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 100.0
+MAX_TOP_K = 2**31 - 1
+MAX_SEED = 2**64 - 1  # a u64, as TGI's; GenAI's rng_seed and torch generators take it whole
 
 
 class GenerationParams(BaseModel):
-    """The parameters a generation handler accepts; anything else is an `InvalidInput`."""
+    """The parameters a generation handler accepts; anything else is an `InvalidInput`.
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    NaN and infinities are refused everywhere. Ranges: ``max_new_tokens`` 1..1,000,000 (and
+    what the model's context has room for, checked when the sequence starts), ``temperature``
+    0..100 (below 1e-5 sampling is greedy), ``top_p`` (0, 1], ``top_k`` 0 (every token) and
+    up, ``repetition_penalty`` 0.01..100, ``seed`` 0..2**64-1; a ``min_new_tokens`` above
+    ``max_new_tokens`` counts as ``max_new_tokens``.
+    """
 
-    max_new_tokens: int = Field(default=64, ge=1, le=32768)
-    min_new_tokens: int | None = Field(default=None, ge=0)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    max_new_tokens: int = Field(default=64, ge=1, le=MAX_NEW_TOKENS)
+    min_new_tokens: int | None = Field(default=None, ge=0, le=MAX_NEW_TOKENS)
     do_sample: bool = False
-    temperature: float | None = Field(default=None, ge=0.0, le=100.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
+    repetition_penalty: float | None = Field(
+        default=None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY
+    )
     stop: list[str] = Field(default_factory=list, max_length=16)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     ignore_eos: bool = False
+    #: ``max_new_tokens`` is a server default, not the client's number: when the context has
+    #: less room, generate what fits instead of refusing (as vLLM and TGI do).
+    fit_context: bool = False
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> GenerationParams:
@@ -54,7 +80,55 @@ class GenerationParams(BaseModel):
 
     @property
     def sampling(self) -> bool:
-        return self.do_sample and self.temperature != 0.0
+        """Whether tokens are sampled (else greedy): ``do_sample`` at a temperature that is
+        unset (1.0) or at least `GREEDY_BELOW`."""
+        return self.do_sample and (self.temperature is None or self.temperature >= GREEDY_BELOW)
+
+    def fit(self, prompt_tokens: int, limit: int | None) -> GenerationParams:
+        """These params for a prompt of ``prompt_tokens`` on a model whose context holds
+        ``limit`` tokens (None: no known limit). A prompt that fills the context, or a
+        ``max_new_tokens`` the context has no room for, is a `ContextLengthError`; with
+        `fit_context` (a server default) the budget is cut to the room left instead."""
+        if limit is None:
+            return self
+        if prompt_tokens >= limit:
+            raise ContextLengthError(prompt_tokens, self.max_new_tokens, limit)
+        room = limit - prompt_tokens
+        if self.max_new_tokens <= room:
+            return self
+        if not self.fit_context:
+            raise ContextLengthError(prompt_tokens, self.max_new_tokens, limit)
+        update: dict[str, Any] = {"max_new_tokens": room}
+        if self.min_new_tokens is not None and self.min_new_tokens > room:
+            update["min_new_tokens"] = room
+        return self.model_copy(update=update)
+
+
+def context_limit(tokenizer: Any, config: Any) -> int:
+    """How many tokens, prompt and generated together, a decoder's context holds: the model's
+    own limit (``max_position_embeddings``/``n_positions``, a GGUF file's context length as
+    transformers reads it, or the tokenizer's ``model_max_length``; else 512), the same number
+    TGI's ``/info`` reports."""
+    from .text import max_length
+
+    return max_length(tokenizer, config)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run transformers' ``generate`` with torch's global generator seeded by ``seed``, then
+    reseed it from fresh entropy, so requests after a seeded one do not repeat each other
+    (``generate`` takes no generator of its own)."""
+    import torch
+
+    if seed is None:
+        yield
+        return
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.seed()
 
 
 def stop_ids(generation_config: Any, tokenizer: Any) -> set[int]:
@@ -154,8 +228,7 @@ class TextGenerator:
         return {key: value.to(self.device) for key, value in batch.items()}
 
     def generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        import torch
-
+        """transformers' ``generate`` arguments (the seed is applied by `seeded`)."""
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "do_sample": params.sampling,
@@ -175,11 +248,9 @@ class TextGenerator:
         if params.ignore_eos:
             kwargs["min_new_tokens"] = params.max_new_tokens
         elif params.min_new_tokens is not None:
-            kwargs["min_new_tokens"] = params.min_new_tokens
+            kwargs["min_new_tokens"] = min(params.min_new_tokens, params.max_new_tokens)
         if params.stop:
             kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         return kwargs
 
     # -- outputs -----------------------------------------------------------------------------
@@ -219,7 +290,8 @@ class TextGenerator:
     def generate(self, batch: dict[str, Any], params: GenerationParams) -> list[dict[str, Any]]:
         """Run one batch; ``batch`` holds the model inputs (prompts or pixel values)."""
         try:
-            out = self.model.generate(**batch, **self.generate_kwargs(params))
+            with seeded(params.seed):
+                out = self.model.generate(**batch, **self.generate_kwargs(params))
         except (RuntimeError, ValueError, IndexError) as exc:
             raise InferenceError(f"generation failed: {exc}") from exc
         prompt_len = batch["input_ids"].shape[1] if self.decoder_only else 0
@@ -246,12 +318,13 @@ class TextGenerator:
 
         def run() -> None:
             try:
-                self.model.generate(
-                    **batch,
-                    **kwargs,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([cancel]),
-                )
+                with seeded(params.seed):
+                    self.model.generate(
+                        **batch,
+                        **kwargs,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([cancel]),
+                    )
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()

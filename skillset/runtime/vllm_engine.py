@@ -105,6 +105,7 @@ class VLLMEngine:
         text_handling: str = "hfskills",
         default_repetition_penalty: float | None = None,
         make_sampling: Callable[[dict[str, Any]], Any] | None = None,
+        limit: int | None = None,
     ) -> None:
         if text_handling not in TEXT_HANDLING:
             raise InvalidInput(
@@ -128,6 +129,11 @@ class VLLMEngine:
             self._stop_loop()
             raise
         self._watcher = asyncio.run_coroutine_threadsafe(self._watch(), self.loop)
+        #: the context (prompt + generated tokens): vLLM's own ``max_model_len`` when it says
+        #: it (the ``max_model_len`` option, else what vLLM derived from the config), else
+        #: ``limit``
+        model_config = getattr(self.llm, "model_config", None)
+        self.limit = getattr(model_config, "max_model_len", None) or limit
 
     # -- the engine contract -----------------------------------------------------------------
     def submit(self, prompt: Any, params: GenerationParams, sink: Any = None) -> Sequence:
@@ -210,7 +216,7 @@ class VLLMEngine:
             if sequence.cancelled.is_set():
                 return
             ids = self._encode(sequence.prompt)
-            params = sequence.params
+            params = sequence.params = sequence.params.fit(len(ids), self.limit)
             sampling = self.make_sampling(
                 sampling_kwargs(
                     params,
@@ -393,9 +399,9 @@ def sampling_kwargs(
             top_k=params.top_k or 0,  # 0: every token
         )
         if params.seed is not None:
-            kwargs["seed"] = params.seed
+            kwargs["seed"] = params.seed  # else vLLM's own generator: fresh per request
     else:
-        kwargs["temperature"] = 0.0  # greedy
+        kwargs["temperature"] = 0.0  # greedy (GenerationParams.sampling: below 1e-5 too)
     penalty = params.repetition_penalty or default_repetition_penalty
     if penalty and penalty != 1.0:
         kwargs["repetition_penalty"] = float(penalty)
@@ -537,6 +543,9 @@ def load_endpoint(
             eos_ids,
             text_handling=text_handling,
             default_repetition_penalty=penalty,
+            limit=int(options["max_model_len"])
+            if options.get("max_model_len")
+            else generation.context_limit(tokenizer, config),
         )
     except Exception as exc:  # an architecture or shape vLLM cannot run: torch can
         first = first_line(exc)
