@@ -93,7 +93,7 @@ class _Pending:
 
 
 class DynamicBatcher:
-    #: finish stages that may run at once, behind the forward of the next batch
+    #: batches past their forward (finishing) that may wait at once, per forward lane
     finishing_limit = 2
     #: a forward pass's fixed cost, in padded tokens' worth of work (measured for
     #: all-MiniLM-L6-v2 on 2 CPU cores: see docs/performance.md)
@@ -106,15 +106,19 @@ class DynamicBatcher:
         max_batch: int = 32,
         max_batch_tokens: int = 8192,
         max_wait_s: float = 0.005,
+        lanes: int = 1,
     ) -> None:
         self.stages, self.max_batch, self.max_tokens = stages, max_batch, max_batch_tokens
         self.max_wait = max_wait_s
+        self.lanes = lanes  # batches in their forward at once
         self.arrivals: list[_Arrival] = []
         self.pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._preparer: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._finishing: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[None]] = set()  # batches in forward or finish
+        self._forwarding = 0
+        self._lane_free = asyncio.Event()
         self.batches = 0  # forward passes run (for tests and metrics)
         self.prepare_calls = 0  # prepare stages run (requests arriving together share one)
         #: the last batches' shapes: (rows, longest input in tokens, real tokens)
@@ -195,13 +199,19 @@ class DynamicBatcher:
     # -- forward and finish --------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             # parts whose caller left (cancelled futures) never run, and never stall the loop
             self.pending = [p for p in self.pending if not p.future.done()]
             if not self.pending:
                 return
+            if self._forwarding >= self.lanes or len(self._running) >= self.lanes * (
+                1 + self.finishing_limit
+            ):  # the batch forms when a lane is free: from every request that arrived meanwhile
+                self._lane_free.clear()
+                await self._lane_free.wait()
+                continue
             first = self.pending[0]
-            loop = asyncio.get_running_loop()
             deadline = loop.time() + self.max_wait
             while self._size(first.key) < self.max_batch and loop.time() < deadline:
                 self._wake.clear()
@@ -211,7 +221,18 @@ class DynamicBatcher:
                     break
             group = self._take(first.key)
             if group:
-                await self._run_group(group)
+                self._forwarding += 1
+                task = loop.create_task(self._run_group(group))
+                self._running.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._lane_free.set()
+
+    def _lane_released(self) -> None:
+        self._forwarding -= 1
+        self._lane_free.set()
 
     def _size(self, key: str) -> int:
         return sum(len(p.items) for p in self.pending if p.key == key)
@@ -257,6 +278,7 @@ class DynamicBatcher:
         return group
 
     async def _run_group(self, group: list[_Pending]) -> None:
+        """Forward (holding a lane), then finish, which overlaps the next batch's forward."""
         items = [item for part in group for item in part.items]
         params = group[0].params
         self.batches += 1
@@ -266,17 +288,15 @@ class DynamicBatcher:
         try:
             output = await self.stages.forward(items, params)
         except Exception as exc:
+            self._lane_released()
             await self._isolate(group, exc)
             return
-        while len(self._finishing) >= self.finishing_limit:
-            await asyncio.wait(self._finishing, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.get_running_loop().create_task(self._finish(group, items, output))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    async def _finish(self, group: list[_Pending], items: list[Prepared], output: Any) -> None:
+        except BaseException:
+            self._lane_released()
+            raise
+        self._lane_released()
         try:
-            results = await self.stages.finish(items, output, group[0].params)
+            results = await self.stages.finish(items, output, params)
         except Exception as exc:
             await self._isolate(group, exc)
             return
@@ -323,10 +343,12 @@ class GenerationStream:
         self,
         engine: GenerationEngine,
         prompt: Any,
-        params: dict[str, Any],
+        params: dict[str, Any] | GenerationParams,
         deadline: float | None = None,
     ) -> None:
-        settings = GenerationParams.parse(params)  # refuse bad params before queueing
+        settings = (  # typed by the serving layer, or a dict to check now (before queueing)
+            params if isinstance(params, GenerationParams) else GenerationParams.parse(params)
+        )
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.sequence: Sequence = engine.submit(

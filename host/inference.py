@@ -28,6 +28,7 @@ from .errors import APIError, ClientGone, DeadlineExceeded
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 from .scheduler import RequestContext, Scheduler
+from .workers import Params
 
 log = logging.getLogger("hfskills.requests")
 
@@ -65,7 +66,7 @@ class InferenceService:
         name: str,
         task: str | None,
         inputs: list[Any],
-        params: dict[str, Any],
+        params: Params,
         ctx: RequestContext,
     ) -> Outcome:
         """One request's inputs through the model; results in input order."""
@@ -104,7 +105,7 @@ class InferenceService:
         name: str,
         task: str | None,
         prompt: Any,
-        params: dict[str, Any],
+        params: Params,
         ctx: RequestContext,
     ) -> Stream:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later."""

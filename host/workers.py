@@ -35,12 +35,25 @@ from hfskills.skillset.runtime import Endpoint, Handler, Prepared, Staged
 from hfskills.skillset.runtime.continuous import DecodeEngine
 from hfskills.skillset.runtime.engines import GenerationEngine
 from hfskills.skillset.runtime.errors import InvalidInput, UnsupportedTask
+from hfskills.skillset.runtime.generation import GenerationParams
 
 from .batching import DynamicBatcher, GenerationStream, Stages, estimate_tokens, expire_at
 from .errors import DeadlineExceeded
 
 #: Hardware where skills run torch modules (the torch decode engine's home).
 TORCH_HARDWARE = ("cpu", "cuda", "rocm", "mps")
+
+
+#: A request's parameters: typed generation params from the serving layer, or a handler's
+#: keyword parameters (a single-pass task's, e.g. ``{"normalize": False}``).
+Params = dict[str, Any] | GenerationParams
+
+
+def as_kwargs(params: Params) -> dict[str, Any]:
+    """A handler's keyword parameters (generation params without their defaults)."""
+    if isinstance(params, GenerationParams):
+        return params.model_dump(exclude_defaults=True)
+    return params
 
 
 class Row(NamedTuple):
@@ -67,7 +80,7 @@ class EngineWorker:
     def __init__(self, engine: GenerationEngine, owned: bool) -> None:
         self.engine, self.owned = engine, owned
 
-    async def run(self, inputs: list[Any], params: dict[str, Any], deadline: float) -> list[Row]:
+    async def run(self, inputs: list[Any], params: Params, deadline: float) -> list[Row]:
         streams = [GenerationStream(self.engine, item, params, deadline) for item in inputs]
         try:
             results = await asyncio.gather(*(s.result() for s in streams))
@@ -77,7 +90,7 @@ class EngineWorker:
         return [Row(r, int(r.get("prompt_tokens", 0))) for r in results]
 
     async def stream(
-        self, prompt: Any, params: dict[str, Any], deadline: float
+        self, prompt: Any, params: Params, deadline: float
     ) -> AsyncIterator[dict[str, Any]]:
         generation = GenerationStream(self.engine, prompt, params, deadline)
         try:
@@ -108,6 +121,8 @@ class BatchWorker:
         self.lock = threading.Lock()  # the model
         self.processor_lock = threading.Lock()  # the tokenizer / processor
         self.staged = isinstance(handler, Staged)
+        self.lanes, self.lane_threads = forward_lanes(endpoint) if self.staged else (1, 0)
+        self.lane_slots = threading.Semaphore(self.lanes)
         stages = (
             Stages(self._prepare, self._forward, self._finish)
             if self.staged
@@ -118,9 +133,11 @@ class BatchWorker:
             max_batch=policy.max_batch_size,
             max_batch_tokens=policy.max_batch_tokens,
             max_wait_s=policy.batch_wait_s,
+            lanes=self.lanes,
         )
 
-    async def run(self, inputs: list[Any], params: dict[str, Any], deadline: float) -> list[Row]:
+    async def run(self, inputs: list[Any], params: Params, deadline: float) -> list[Row]:
+        params = as_kwargs(params)
         check_params(self.endpoint.task, self.handler, params)
         try:
             async with asyncio.timeout_at(deadline):
@@ -142,7 +159,14 @@ class BatchWorker:
         )
 
     async def _forward(self, items: list[Prepared], params: dict[str, Any]) -> Any:
-        return await self._thread(self._locked, self.lock, self.handler.run_forward, items, params)
+        return await self._thread(self._forward_in_lane, items, params)
+
+    def _forward_in_lane(self, items: list[Prepared], params: dict[str, Any]) -> Any:
+        with self.lane_slots:
+            if self.lanes == 1:
+                return self.handler.run_forward(items, params)
+            with intra_op_threads(self.lane_threads):
+                return self.handler.run_forward(items, params)
 
     async def _finish(
         self, items: list[Prepared], output: Any, params: dict[str, Any]
@@ -178,8 +202,9 @@ class BatchWorker:
         return output
 
     async def stream(
-        self, prompt: Any, params: dict[str, Any], deadline: float
+        self, prompt: Any, params: Params, deadline: float
     ) -> AsyncIterator[dict[str, Any]]:
+        params = as_kwargs(params)
         stream_fn = getattr(self.handler, "stream", None)
         if stream_fn is None:
             raise UnsupportedTask(f"{self.endpoint.task} on this model does not stream")
@@ -236,6 +261,33 @@ def check_params(task: str, handler: Handler, params: dict[str, Any]) -> None:
 @functools.lru_cache(maxsize=256)
 def _signature(handler: Any) -> inspect.Signature:
     return inspect.signature(handler)  # computed once per loaded handler, not per request
+
+
+def forward_lanes(endpoint: Endpoint) -> tuple[int, int]:
+    """How many forward passes of a staged torch model on the CPU run at once, and the
+    intra-op threads of each: two lanes of half the threads. Torch's threads meet at a barrier
+    after every operation, so one thread that loses its core (to the event loop, the
+    tokenizer, another process) stalls them all; two independent lanes keep a core busy
+    whatever the other does (measured in docs/performance.md). One lane elsewhere."""
+    if endpoint.hardware != "cpu":
+        return 1, 0
+    import torch
+
+    threads = torch.get_num_threads()
+    return (2, threads // 2) if threads >= 2 else (1, 0)
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Torch's intra-op threads for what this thread runs inside the block."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _prompt_tokens(result: Any) -> int:

@@ -63,6 +63,31 @@ def task_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, 
     return get
 
 
+def long_context(checkpoint: Path, target: Path, positions: int = 8192) -> Path:
+    """A copy of a tiny rotary-position checkpoint that accepts ``positions`` tokens (the same
+    weights: rotary embeddings have no table), for tests that decode for seconds."""
+    import json
+
+    shutil.copytree(checkpoint, target, dirs_exist_ok=True)
+    for name, key in (
+        ("config.json", "max_position_embeddings"),
+        ("tokenizer_config.json", "model_max_length"),
+    ):
+        path = target / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            data[key] = positions
+            path.write_text(json.dumps(data))
+    return target
+
+
+@pytest.fixture(scope="session")
+def long_llama(task_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny llama with a context of 8192 positions."""
+    base = task_checkpoint("llama", "text_generation")
+    return long_context(base, tmp_path_factory.mktemp("long-llama"))
+
+
 @pytest.fixture(scope="session")
 def default_server():
     """One real `hfskills serve` with no configuration (the embedded default: all-MiniLM-L6-v2

@@ -18,6 +18,7 @@ from ..errors import APIError
 from ..inference import InferenceService, Stream
 from ..protocol import hf
 from ..scheduler import RequestContext
+from ..workers import Params
 from .common import FastJSONResponse, error_event, event_stream, sse
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
@@ -33,7 +34,7 @@ class Target:
     ctx: RequestContext
     pipeline: str = ""  # the pipeline name in the path (summarization, translation...)
 
-    async def run(self, inputs: Any, params: dict[str, Any]) -> list[Any]:
+    async def run(self, inputs: Any, params: Params) -> list[Any]:
         if inputs is None or inputs == [] or inputs == "":
             raise APIError(400, "inputs must not be empty", param="inputs")
         batch = inputs if isinstance(inputs, list) else [inputs]
@@ -71,7 +72,7 @@ async def _text_classification(t: Target, p: hf.InferenceRequest) -> Response:
 
 async def _generated(t: Target, p: hf.InferenceRequest) -> Response:
     """text2text and image-to-text: ``[{"generated_text"}]`` (summary/translation keys too)."""
-    params = generation_parameters(p.parameters).generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    params = generation_parameters(p.parameters).to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
     results = await t.run(p.inputs, params)
     key = {"summarization": "summary_text", "translation": "translation_text"}.get(
         t.pipeline, "generated_text"
@@ -130,7 +131,7 @@ def _finish(result: dict[str, Any]) -> str:
 async def tgi_generate(
     service: InferenceService, name: str, body: hf.GenerateRequest, ctx: RequestContext
 ) -> dict[str, Any]:
-    params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    params = body.parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
     outcome = await service.run(name, "text_generation", [body.inputs], params, ctx)
     result = outcome.results[0]
     text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
@@ -142,7 +143,7 @@ async def tgi_generate(
         response.details = hf.Details(
             finish_reason=_finish(result),
             generated_tokens=len(tokens),
-            seed=params.get("seed"),
+            seed=params.seed,
             tokens=tokens,
         )
     return response.model_dump(mode="json", exclude_none=True)
@@ -155,9 +156,9 @@ async def tgi_stream(
     ctx: RequestContext,
     path: str,
 ) -> Response:
-    params = body.parameters.generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    params = body.parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
     stream = await service.open_stream(name, "text_generation", body.inputs, params, ctx)
-    return event_stream(_tgi_events(stream, params.get("seed"), path))
+    return event_stream(_tgi_events(stream, params.seed, path))
 
 
 async def _tgi_events(stream: Stream, seed: int | None, path: str) -> AsyncIterator[str]:

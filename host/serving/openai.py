@@ -6,12 +6,15 @@ stream's failure is one ``{"error": ...}`` event before ``data: [DONE]``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 from starlette.responses import Response
+
+from hfskills.skillset.runtime.generation import MAX_SEED, GenerationParams
 
 from ..errors import APIError
 from ..inference import InferenceService, Stream
@@ -20,15 +23,15 @@ from ..scheduler import RequestContext
 from .common import client_words, error_event, event_stream, sse
 
 #: max_tokens when a request gives none: OpenAI's legacy completions default, and a chat
-#: default long enough for an answer (OpenAI's chat has no fixed default).
+#: default long enough for an answer (OpenAI's chat has no fixed default); either is cut to
+#: the room the model's context has left.
 COMPLETION_MAX_TOKENS, CHAT_MAX_TOKENS = 16, 512
 EMBEDDING_WORDS = {"inputs": "input"}
-COMPLETION_WORDS = {
-    "inputs": "prompt",
-    "max_new_tokens": "max_tokens",
-    "min_new_tokens": "min_tokens",
-}
-CHAT_WORDS = {**COMPLETION_WORDS, "inputs": "messages"}
+
+
+def words(prompt_field: str, budget_field: str) -> dict[str, str]:
+    """The core's field names -> this request's (errors name what the client sent)."""
+    return {"inputs": prompt_field, "max_new_tokens": budget_field, "min_new_tokens": "min_tokens"}
 
 
 async def embeddings(
@@ -52,9 +55,9 @@ async def embeddings(
     return oa.EmbeddingResponse(data=data, model=body.model, usage=usage)
 
 
-def _params(body: oa.SamplingRequest, max_tokens: int | None, default: int) -> dict[str, Any]:
+def _params(body: oa.SamplingRequest, default: int) -> GenerationParams:
     try:
-        return body.generation_params(max_tokens, default)
+        return body.to_generation_params(default)
     except ValueError as exc:
         raise APIError(400, str(exc), param="stop") from None
 
@@ -65,12 +68,40 @@ def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
     return oa.Usage.of(prompt, completion)
 
 
+async def _choices(
+    service: InferenceService,
+    model: str,
+    prompts: list[Any],
+    params: GenerationParams,
+    n: int,
+    ctx: RequestContext,
+) -> list[dict[str, Any]]:
+    """``n`` results per prompt, prompt by prompt. With a seed, choice ``i`` samples with
+    ``seed + i`` (as vLLM's choices differ), so the whole answer repeats for the same seed."""
+    if params.seed is None or n == 1 or not params.sampling:
+        inputs = [p for p in prompts for _ in range(n)]
+        return (await service.run(model, "text_generation", inputs, params, ctx)).results
+    runs = await asyncio.gather(
+        *(
+            service.run(
+                model,
+                "text_generation",
+                prompts,
+                params.model_copy(update={"seed": (params.seed + i) % (MAX_SEED + 1)}),
+                ctx,
+            )
+            for i in range(n)
+        )
+    )
+    return [runs[i].results[p] for p in range(len(prompts)) for i in range(n)]
+
+
 async def completions(
     service: InferenceService, body: oa.CompletionRequest, ctx: RequestContext, path: str
 ) -> oa.CompletionResponse | Response:
-    params = _params(body, body.max_tokens, COMPLETION_MAX_TOKENS)
+    params = _params(body, COMPLETION_MAX_TOKENS)
     prompts = body.prompts()
-    with client_words(COMPLETION_WORDS):
+    with client_words(words("prompt", "max_tokens")):
         if body.stream:
             if len(prompts) != 1 or body.n != 1:
                 raise APIError(400, "streaming takes one prompt and n=1", param="stream")
@@ -78,22 +109,21 @@ async def completions(
                 body.model, "text_generation", prompts[0], params, ctx
             )
             return event_stream(_completion_events(stream, body, prompts[0], path))
-        inputs = [p for p in prompts for _ in range(body.n)]
-        outcome = await service.run(body.model, "text_generation", inputs, params, ctx)
+        results = await _choices(service, body.model, prompts, params, body.n, ctx)
     choices = [
         oa.CompletionChoice(
             index=i,
-            text=(inputs[i] if body.echo else "") + r["text"],
+            text=(prompts[i // body.n] if body.echo else "") + r["text"],
             finish_reason=r["finish_reason"],
         )
-        for i, r in enumerate(outcome.results)
+        for i, r in enumerate(results)
     ]
     return oa.CompletionResponse(
         id=oa.new_id("cmpl"),
         created=oa.now(),
         model=body.model,
         choices=choices,
-        usage=_usage(outcome.results, body.n),
+        usage=_usage(results, body.n),
     )
 
 
@@ -104,28 +134,28 @@ async def chat(
     ctx: RequestContext,
     path: str,
 ) -> oa.ChatCompletionResponse | Response:
-    params = _params(body, body.max_completion_tokens or body.max_tokens, CHAT_MAX_TOKENS)
-    with client_words(CHAT_WORDS):
+    params = _params(body, CHAT_MAX_TOKENS)
+    with client_words(words("messages", body.max_tokens_field())):
         if body.stream:
             if body.n != 1:
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
             return event_stream(_chat_events(stream, body, model, path))
-        outcome = await service.run(model, "text_generation", [body.chat()] * body.n, params, ctx)
+        results = await _choices(service, model, [body.chat()], params, body.n, ctx)
     choices = [
         oa.ChatChoice(
             index=i,
             message=oa.AssistantMessage(content=r["text"]),
             finish_reason=r["finish_reason"],
         )
-        for i, r in enumerate(outcome.results)
+        for i, r in enumerate(results)
     ]
     return oa.ChatCompletionResponse(
         id=oa.new_id("chatcmpl"),
         created=oa.now(),
         model=model,
         choices=choices,
-        usage=_usage(outcome.results, body.n),
+        usage=_usage(results, body.n),
     )
 
 

@@ -8,6 +8,7 @@ are below what vLLM's attention kernels take.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -47,12 +48,18 @@ def checkpoint(task_checkpoint: Any, tmp_path_factory: pytest.TempPathFactory) -
             "head_dim": 64,
             "intermediate_size": 512,
             "torch_dtype": "float32",
+            "max_position_embeddings": 4096,  # room for test_cancellation's long request
         }
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = transformers.LlamaForCausalLM(config)
     model.save_pretrained(target)
+    tokenizer_config = target / "tokenizer_config.json"
+    if tokenizer_config.is_file():  # the tokenizer's limit too (the host takes the smaller)
+        data = json.loads(tokenizer_config.read_text())
+        data["model_max_length"] = 4096
+        tokenizer_config.write_text(json.dumps(data))
     return target
 
 

@@ -27,11 +27,12 @@ async def gather_posts(base: str, requests: list[tuple[str, dict, dict]]) -> lis
 
 
 @pytest.fixture(scope="module")
-def server(serve, task_checkpoint):
+def server(serve, task_checkpoint, long_llama):
     models = [
         entry("embed", task_checkpoint("bert", "text_embedding")),
-        # the torch engine (hardware cpu), and GenAI's (openvino, exact f32) when installed
-        entry("gen", task_checkpoint("llama", "text_generation"), hardware=["cpu"]),
+        # the torch engine (hardware cpu; the tiny llama with 8192 positions, so a request can
+        # decode for seconds), and GenAI's (openvino, exact f32) when installed
+        entry("gen", long_llama, hardware=["cpu"]),
         entry("gen-b", task_checkpoint("gpt2", "text_generation"), hardware=["cpu"]),
         entry(
             "gen-ov",
@@ -228,11 +229,11 @@ def test_overload_answers_429_and_recovers(serve, task_checkpoint) -> None:
     assert metric(server, "hfskills_queue_depth", priority="normal") == 0
 
 
-def test_high_priority_is_served_first_and_deadlines_hold(serve, task_checkpoint) -> None:
+def test_high_priority_is_served_first_and_deadlines_hold(serve, long_llama) -> None:
     """One slot, held by a long generation: a low- then a high-priority request queue behind
     it, and the high one is served first once the slot frees."""
     server = serve(
-        models=[entry("one", task_checkpoint("llama", "text_generation"))],
+        models=[entry("one", long_llama)],
         embedded_default=False,
         max_concurrency_per_model=1,
         max_queue_per_model=8,

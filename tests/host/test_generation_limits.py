@@ -281,6 +281,9 @@ def test_unseeded_sampling_differs_and_a_seed_repeats(where: str, request) -> No
     # a seeded request does not fix the requests after it
     after = [_completions(server, model, **sampled)[0] for _ in range(3)]
     assert len(set(after)) > 1, after
+    # with a seed, n choices still differ from each other, and the whole answer repeats
+    seeded_n = [_completions(server, model, seed=7, n=3, **sampled) for _ in range(2)]
+    assert seeded_n[0] == seeded_n[1] and len(set(seeded_n[0])) > 1, seeded_n
 
 
 # -- context length ----------------------------------------------------------------------------

@@ -26,12 +26,13 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def pair(task_checkpoint, tmp_path_factory):
-    """(skill, openvino endpoint, cpu endpoint) on the same tiny llama checkpoint."""
+def pair(long_llama, tmp_path_factory):
+    """(skill, openvino endpoint, cpu endpoint) on the same tiny llama checkpoint (with 8192
+    positions, so that a stream can run for seconds)."""
     cache = tmp_path_factory.mktemp("hfskills-cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("HFSKILLS_CACHE", str(cache))
-    path = str(task_checkpoint("llama", "text_generation"))
+    path = str(long_llama)
     skill = skill_class("llama")()
     ov = skill.init_openvino(path, "text_generation", precision="f32")
     cpu = skill.init_cpu(path, "text_generation")
@@ -86,7 +87,7 @@ def test_seeded_sampling_repeats_and_params_are_checked(pair) -> None:
 def test_closing_a_stream_cancels_it_in_the_engine(pair) -> None:
     skill, ov, _ = pair
     handler = skill.create_openvino_text_generation_endpoint_handler(ov)
-    stream = handler.stream("hello world", max_new_tokens=20000, ignore_eos=True)
+    stream = handler.stream("hello world", max_new_tokens=8000, ignore_eos=True)
     next(stream), next(stream)
     stream.close()
     deadline = time.monotonic() + 10
