@@ -223,7 +223,10 @@ class SamplingRequest(Request):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] = Field(..., description="one prompt or a list of prompts")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        ...,
+        description="one prompt or a list of prompts; each a string or token ids (as OpenAI)",
+    )
     echo: bool = False
     logprobs: int | None = None
     suffix: str | None = None
@@ -232,30 +235,52 @@ class CompletionRequest(SamplingRequest):
     def _supported(self) -> CompletionRequest:
         if self.logprobs is not None or self.suffix is not None:
             raise ValueError("logprobs and suffix are not supported")
-        if isinstance(self.prompt, list) and not self.prompt:
+        if isinstance(self.prompt, list) and (not self.prompt or [] in self.prompt):
             raise ValueError("prompt must not be empty")
         return self
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str] | list[list[int]]:
+        """One batch: a string or a flat list of token ids is one prompt."""
+        if isinstance(self.prompt, str) or all(isinstance(t, int) for t in self.prompt):
+            return [self.prompt]  # type: ignore[list-item]
+        return list(self.prompt)  # type: ignore[arg-type]
 
 
-class TextPart(Request):
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    """One part of a message's content, as OpenAI sends it (``text``, ``image_url``,
+    ``input_audio``...). The chat models served here take text: other parts are refused by
+    name (`ChatMessage._text_parts`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: str | list[ContentPart] | None) -> Any:
+        for index, part in enumerate(content if isinstance(content, list) else []):
+            if part.type != "text":
+                raise ValueError(
+                    f"part {index} is {part.type!r}: the chat models served here take text "
+                    "only (an image_url part needs a vision-language model)"
+                )
+            if part.text is None:
+                raise ValueError(f"part {index} is a text part without 'text'")
+        return content
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text or "" for part in self.content)
 
 
 class ChatCompletionRequest(SamplingRequest):

@@ -75,12 +75,14 @@ async def _choices(
     params: GenerationParams,
     n: int,
     ctx: RequestContext,
-) -> list[dict[str, Any]]:
-    """``n`` results per prompt, prompt by prompt. With a seed, choice ``i`` samples with
-    ``seed + i`` (as vLLM's choices differ), so the whole answer repeats for the same seed."""
+) -> tuple[list[dict[str, Any]], Any]:
+    """``n`` results per prompt, prompt by prompt, and the model's tokenizer. With a seed,
+    choice ``i`` samples with ``seed + i`` (as vLLM's choices differ), so the whole answer
+    repeats for the same seed."""
     if params.seed is None or n == 1 or not params.sampling:
         inputs = [p for p in prompts for _ in range(n)]
-        return (await service.run(model, "text_generation", inputs, params, ctx)).results
+        outcome = await service.run(model, "text_generation", inputs, params, ctx)
+        return outcome.results, outcome.loaded.endpoint.processor
     runs = await asyncio.gather(
         *(
             service.run(
@@ -93,7 +95,13 @@ async def _choices(
             for i in range(n)
         )
     )
-    return [runs[i].results[p] for p in range(len(prompts)) for i in range(n)]
+    results = [runs[i].results[p] for p in range(len(prompts)) for i in range(n)]
+    return results, runs[0].loaded.endpoint.processor
+
+
+def _text(prompt: str | list[int], tokenizer: Any) -> str:
+    """A prompt as text (for ``echo``): token ids are decoded."""
+    return prompt if isinstance(prompt, str) else tokenizer.decode(prompt)
 
 
 async def completions(
@@ -109,11 +117,11 @@ async def completions(
                 body.model, "text_generation", prompts[0], params, ctx
             )
             return event_stream(_completion_events(stream, body, prompts[0], path))
-        results = await _choices(service, body.model, prompts, params, body.n, ctx)
+        results, tokenizer = await _choices(service, body.model, prompts, params, body.n, ctx)
     choices = [
         oa.CompletionChoice(
             index=i,
-            text=(prompts[i // body.n] if body.echo else "") + r["text"],
+            text=(_text(prompts[i // body.n], tokenizer) if body.echo else "") + r["text"],
             finish_reason=r["finish_reason"],
         )
         for i, r in enumerate(results)
@@ -141,7 +149,7 @@ async def chat(
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
             return event_stream(_chat_events(stream, body, model, path))
-        results = await _choices(service, model, [body.chat()], params, body.n, ctx)
+        results, _ = await _choices(service, model, [body.chat()], params, body.n, ctx)
     choices = [
         oa.ChatChoice(
             index=i,
@@ -193,7 +201,7 @@ async def _chat_events(
 
 
 async def _completion_events(
-    stream: Stream, body: oa.CompletionRequest, prompt: str, path: str
+    stream: Stream, body: oa.CompletionRequest, prompt: str | list[int], path: str
 ) -> AsyncIterator[str]:
     chunk_id, created = oa.new_id("cmpl"), oa.now()
 
@@ -208,7 +216,7 @@ async def _completion_events(
         )
 
     if body.echo:
-        yield chunk(prompt)
+        yield chunk(_text(prompt, stream.loaded.endpoint.processor))
     try:
         async for event in stream.events:
             if event["text"] or event["finish_reason"] is not None:

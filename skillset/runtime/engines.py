@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import HFSkillsError, InferenceError, InvalidInput, first_line
-from .generation import GenerationParams, prompt_texts, result_of
+from .generation import GenerationParams, checked_ids, prompt_texts, result_of, token_ids
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -78,8 +78,11 @@ class GenerationEngine(Protocol):
 
 
 def prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
-    """A prompt (a string, or chat messages through the chat template) as token ids: every
-    engine renders and tokenizes it the same way, so prompts and usage counts match."""
+    """A prompt (a string, chat messages through the chat template, or token ids already) as
+    token ids: every engine renders and tokenizes it the same way, so prompts and usage counts
+    match."""
+    if token_ids(prompt):
+        return checked_ids(tokenizer, prompt)
     ids = list(tokenizer(prompt_texts(tokenizer, [prompt])[0])["input_ids"])
     if not ids:
         raise InvalidInput("a prompt must not be empty", param="inputs")

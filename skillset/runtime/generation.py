@@ -150,6 +150,19 @@ def checkpoint_generation(location: str, kwargs: dict[str, Any]) -> Any:
         return None
 
 
+def token_ids(prompt: Any) -> bool:
+    """Whether a prompt is given as token ids (a non-empty list of ints, as OpenAI allows)."""
+    return isinstance(prompt, list) and bool(prompt) and all(type(t) is int for t in prompt)
+
+
+def checked_ids(tokenizer: Any, ids: list[int]) -> list[int]:
+    """Token ids of a prompt, each inside the tokenizer's vocabulary (else `InvalidInput`)."""
+    vocab = len(tokenizer)
+    if any(t < 0 or t >= vocab for t in ids):
+        raise InvalidInput(f"token ids must lie in [0, {vocab})", param="inputs")
+    return list(ids)
+
+
 def prompt_texts(tokenizer: Any, inputs: list[Any]) -> list[str]:
     """Plain strings pass through; a list of chat messages goes through the chat template."""
     if not isinstance(inputs, list) or not inputs:
@@ -221,6 +234,10 @@ class TextGenerator:
 
     # -- inputs ------------------------------------------------------------------------------
     def encode_prompts(self, inputs: list[Any]) -> dict[str, Any]:
+        if isinstance(inputs, list) and inputs and all(token_ids(x) for x in inputs):
+            ids = [checked_ids(self.tokenizer, x) for x in inputs]  # prompts given as token ids
+            batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+            return {key: value.to(self.device) for key, value in batch.items()}
         texts = prompt_texts(self.tokenizer, inputs)
         batch = self.tokenizer(texts, padding=True, return_tensors="pt")
         if batch["input_ids"].shape[1] == 0:

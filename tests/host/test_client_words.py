@@ -69,3 +69,29 @@ def test_every_error_has_a_code(http) -> None:
         http.post("/v1/chat/completions", json={"model": MODEL, "messages": []}),
     ):
         assert response.json()["error"]["code"], response.text
+
+
+def test_an_image_part_sent_to_a_text_model_says_so(http) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what is it?"}, image]}],
+    }
+    error = openai_error(http.post("/v1/chat/completions", json=body))
+    assert error["param"] == "messages[0].content"
+    assert "'image_url'" in error["message"] and "text only" in error["message"]
+
+
+def test_completions_take_token_id_prompts(http, default_server) -> None:
+    """As OpenAI and vLLM: a prompt may be token ids (one list, or a list of lists)."""
+    text = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}
+    by_text = http.post("/v1/completions", json=text).json()
+    loaded = default_server.host.loader.cache[(MODEL, "text_generation")]
+    ids = loaded.endpoint.processor("The capital of France is")["input_ids"]
+    by_ids = http.post("/v1/completions", json={**text, "prompt": ids}).json()
+    assert by_ids["choices"][0]["text"] == by_text["choices"][0]["text"]
+    assert by_ids["usage"] == by_text["usage"]
+    two = http.post("/v1/completions", json={**text, "prompt": [ids, ids[:3]], "echo": True})
+    assert [c["text"][: len("The capital")] for c in two.json()["choices"]] == ["The capital"] * 2
+    bad = http.post("/v1/completions", json={**text, "prompt": [1, 2, 10**9]})
+    assert openai_error(bad)["param"] == "prompt"

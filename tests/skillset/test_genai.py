@@ -96,20 +96,18 @@ def test_closing_a_stream_cancels_it_in_the_engine(pair) -> None:
     assert ov.engine.load == 0
 
 
-def test_the_export_is_cached(pair, task_checkpoint, tmp_path_factory) -> None:
+def test_the_export_is_cached(pair, long_llama, tmp_path_factory) -> None:
     from hfskills.skillset.runtime import cache, checkpoint
 
     skill, ov, _ = pair
     source = ov.settings["genai_source"]
     assert cache.ready(Path(source))
     stamp = (Path(source) / "openvino_model.xml").stat().st_mtime_ns
-    again = skill.init_openvino(
-        str(task_checkpoint("llama", "text_generation")), "text_generation", precision="f32"
-    )
+    again = skill.init_openvino(str(long_llama), "text_generation", precision="f32")
     try:
         assert again.settings["genai_source"] == source  # same key: no second export
         assert (Path(source) / "openvino_model.xml").stat().st_mtime_ns == stamp
     finally:
         again.close()
-    ckpt = checkpoint.resolve(str(task_checkpoint("llama", "text_generation")))
+    ckpt = checkpoint.resolve(str(long_llama))
     assert cache.key(ckpt, "text_generation", "openvino-genai", "f32") in source
