@@ -34,7 +34,7 @@ from typing import Any
 
 from hfskills.skillset.runtime.engines import DONE, GenerationEngine, Sequence
 from hfskills.skillset.runtime.errors import HFSkillsError
-from hfskills.skillset.runtime.generation import GenerationParams, result_of
+from hfskills.skillset.runtime.generation import Event, FinalEvent, GenerationParams
 from hfskills.skillset.runtime.staged import Prepared
 
 from .errors import DeadlineExceeded
@@ -362,7 +362,7 @@ class GenerationStream:
         self.sequence.cancelled.set()
         self.queue.put_nowait(DeadlineExceeded())
 
-    async def first(self) -> dict[str, Any]:
+    async def first(self) -> Event:
         """The first event (raises the request's error, e.g. an invalid prompt)."""
         item = await self.queue.get()
         if isinstance(item, BaseException):
@@ -372,7 +372,7 @@ class GenerationStream:
             raise HFSkillsError("generation ended before its first token")
         return item
 
-    async def rest(self) -> AsyncIterator[dict[str, Any]]:
+    async def rest(self) -> AsyncIterator[Event]:
         try:
             while (item := await self.queue.get()) is not DONE:
                 if isinstance(item, BaseException):
@@ -387,10 +387,13 @@ class GenerationStream:
             self.timer.cancel()
 
     async def result(self) -> dict[str, Any]:
+        """Run to the end: the batch handler's result for this prompt."""
         try:
             last = await self.first()
             async for event in self.rest():
                 last = event
-            return result_of(last)
+            if not isinstance(last, FinalEvent):
+                raise HFSkillsError("generation ended without a final event")
+            return last.result()
         finally:
             self.cancel()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
+from hfskills.skillset.runtime.generation import Event, TokenEvent
 
 from .errors import APIError, ClientGone, DeadlineExceeded
 from .loader import Loaded, ModelLoader
@@ -50,7 +51,7 @@ class Stream:
     """An opened token stream: iterate `events` exactly once."""
 
     loaded: Loaded
-    events: AsyncIterator[dict[str, Any]]
+    events: AsyncIterator[Event]
 
 
 class InferenceService:
@@ -112,7 +113,7 @@ class InferenceService:
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
 
-        async def start() -> tuple[Loaded, AsyncIterator[dict[str, Any]]]:
+        async def start() -> tuple[Loaded, AsyncIterator[Event]]:
             await stack.enter_async_context(self._slot(name, ctx))
             loaded = await stack.enter_async_context(self.loader.use(name, task))
             stack.enter_context(self.metrics.request_running(loaded.model.name))
@@ -134,10 +135,10 @@ class InferenceService:
     async def _events(
         self,
         loaded: Loaded,
-        events: AsyncIterator[dict[str, Any]],
+        events: AsyncIterator[Event],
         stack: contextlib.AsyncExitStack,
         arrived: float,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[Event]:
         """The stream's events, with its metrics (tokens, time to first token, inter-token
         latency), its log line, and its slot and model released when it ends."""
         model = loaded.model.name
@@ -146,7 +147,7 @@ class InferenceService:
         try:
             with _as_inference_errors(loaded):
                 async for event in events:
-                    if event.get("token_id") is not None:
+                    if isinstance(event, TokenEvent):
                         now = time.perf_counter()
                         if generated == 0:
                             self.metrics.first_token(model, now - arrived)
@@ -154,9 +155,8 @@ class InferenceService:
                             self.metrics.inter_token(model, now - last)
                         generated, last = generated + 1, now
                         self.metrics.generated.labels(model=model).inc()
-                    if event.get("finish_reason") is not None:
-                        prompt_tokens = int(event.get("prompt_tokens", 0))
-                        status = "ok"
+                    else:
+                        prompt_tokens, status = event.prompt_tokens, "ok"
                     yield event
         except DeadlineExceeded:
             status = "timeout"

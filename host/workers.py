@@ -35,7 +35,7 @@ from hfskills.skillset.runtime import Endpoint, Handler, Prepared, Staged
 from hfskills.skillset.runtime.continuous import DecodeEngine
 from hfskills.skillset.runtime.engines import GenerationEngine
 from hfskills.skillset.runtime.errors import InvalidInput, UnsupportedTask
-from hfskills.skillset.runtime.generation import GenerationParams
+from hfskills.skillset.runtime.generation import Event, GenerationParams, event_of
 
 from .batching import DynamicBatcher, GenerationStream, Stages, estimate_tokens, expire_at
 from .errors import DeadlineExceeded
@@ -89,9 +89,7 @@ class EngineWorker:
                 stream.cancel()
         return [Row(r, int(r.get("prompt_tokens", 0))) for r in results]
 
-    async def stream(
-        self, prompt: Any, params: Params, deadline: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, prompt: Any, params: Params, deadline: float) -> AsyncIterator[Event]:
         generation = GenerationStream(self.engine, prompt, params, deadline)
         try:
             first = await generation.first()
@@ -201,9 +199,7 @@ class BatchWorker:
             )
         return output
 
-    async def stream(
-        self, prompt: Any, params: Params, deadline: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, prompt: Any, params: Params, deadline: float) -> AsyncIterator[Event]:
         params = as_kwargs(params)
         stream_fn = getattr(self.handler, "stream", None)
         if stream_fn is None:
@@ -217,7 +213,7 @@ class BatchWorker:
             return _prepend(first, iterator)
 
         iterator = await asyncio.get_running_loop().run_in_executor(self.executor, start)
-        return pump(iterator, deadline)
+        return _typed(pump(iterator, deadline))
 
     def close(self) -> None:
         pass
@@ -295,9 +291,16 @@ def _prompt_tokens(result: Any) -> int:
     return int(result.get("prompt_tokens", 0)) if isinstance(result, dict) else 0
 
 
-async def _chain(
-    first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]
-) -> AsyncIterator[dict[str, Any]]:
+async def _typed(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Event]:
+    """A skill stream's JSON events (``handler.stream``), typed as the engines' are."""
+    try:
+        async for event in events:
+            yield event_of(event)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
     yield first
     async for event in rest:
         yield event

@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from hfskills.skillset.runtime.generation import TokenEvent
+
 from ..errors import APIError
 from ..inference import InferenceService, Stream
 from ..protocol import hf
@@ -167,23 +169,23 @@ async def _tgi_events(stream: Stream, seed: int | None, path: str) -> AsyncItera
     index = 0
     try:
         async for event in stream.events:
-            if event["finish_reason"] is None:
+            if isinstance(event, TokenEvent):
                 if pending is not None:
                     yield sse(pending)
                 index += 1
                 pending = hf.StreamResponse(
-                    index=index, token=hf.Token(id=event["token_id"], text=event["text"])
+                    index=index, token=hf.Token(id=event.token_id, text=event.text)
                 ).model_dump(mode="json")
                 continue
             last = pending or hf.StreamResponse(
                 index=index + 1, token=hf.Token(id=0, text="", special=True)
             ).model_dump(mode="json")
-            last["token"]["text"] += event["text"]
-            last["generated_text"] = event["generated_text"] + (event.get("stop_sequence") or "")
+            last["token"]["text"] += event.text
+            last["generated_text"] = event.generated_text + (event.stop_sequence or "")
             last["details"] = hf.StreamDetails(
-                finish_reason=_finish(event),
-                generated_tokens=len(event["token_ids"]),
-                input_length=event["prompt_tokens"],
+                finish_reason=_finish(event.result()),
+                generated_tokens=len(event.token_ids),
+                input_length=event.prompt_tokens,
                 seed=seed,
             ).model_dump(mode="json")
             yield sse(last)

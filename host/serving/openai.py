@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
-from hfskills.skillset.runtime.generation import MAX_SEED, GenerationParams
+from hfskills.skillset.runtime.generation import MAX_SEED, FinalEvent, GenerationParams
 
 from ..errors import APIError
 from ..inference import InferenceService, Stream
@@ -188,12 +188,12 @@ async def _chat_events(
     yield chunk(oa.Delta(role="assistant", content=""))
     try:
         async for event in stream.events:
-            if event["text"]:
-                yield chunk(oa.Delta(content=event["text"]))
-            if event["finish_reason"] is not None:
-                yield chunk(oa.Delta(), finish=event["finish_reason"])
+            if event.text:
+                yield chunk(oa.Delta(content=event.text))
+            if isinstance(event, FinalEvent):
+                yield chunk(oa.Delta(), finish=event.finish_reason)
                 if body.stream_options and body.stream_options.include_usage:
-                    usage = oa.Usage.of(event["prompt_tokens"], len(event["token_ids"]))
+                    usage = oa.Usage.of(event.prompt_tokens, len(event.token_ids))
                     yield chunk(oa.Delta(), usage=usage, choices=False)
     except Exception as exc:  # one error event, then the stream ends cleanly
         yield error_event(path, exc)
@@ -219,14 +219,11 @@ async def _completion_events(
         yield chunk(_text(prompt, stream.loaded.endpoint.processor))
     try:
         async for event in stream.events:
-            if event["text"] or event["finish_reason"] is not None:
-                yield chunk(event["text"], finish=event["finish_reason"])
-            if (
-                event["finish_reason"] is not None
-                and body.stream_options
-                and body.stream_options.include_usage
-            ):
-                usage = oa.Usage.of(event["prompt_tokens"], len(event["token_ids"]))
+            final = isinstance(event, FinalEvent)
+            if event.text or final:
+                yield chunk(event.text, finish=event.finish_reason)
+            if final and body.stream_options and body.stream_options.include_usage:
+                usage = oa.Usage.of(event.prompt_tokens, len(event.token_ids))
                 yield chunk("", usage=usage, choices=False)
     except Exception as exc:
         yield error_event(path, exc)

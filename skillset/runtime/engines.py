@@ -3,13 +3,14 @@
 An engine owns one decoder model and batches every request submitted to it: the torch
 `DecodeEngine` (continuous.py), OpenVINO GenAI (genai.py) and vLLM (vllm_engine.py). Each
 takes a prompt (a string or chat messages) with `GenerationParams` and reports a `Sequence`'s
-events: one ``{"token_id", "text", "finish_reason": None}`` per token, then the final event
-from `TokenText.final` (whole text, ids, why it ended, prompt tokens), then `DONE`; a failure
-is an exception followed by `DONE`. Setting ``sequence.cancelled`` stops the sequence at its
-next token. The host streams from any engine the same way, and `handler` turns one into a
-skill's batch handler with ``.stream``. Every engine checks the prompt plus ``max_new_tokens``
-against the model's context when a sequence starts (`GenerationParams.fit`), and a sequence
-the runtime refuses to start fails alone, with an error, instead of waiting forever.
+events: one `TokenEvent` per token, then the `FinalEvent` from `TokenText.final` (whole text,
+ids, why it ended, prompt tokens), then `DONE`; a failure is an exception followed by `DONE`.
+A skill's ``handler.stream`` yields the same events as JSON-ready dicts (``as_dict``).
+Setting ``sequence.cancelled`` stops the sequence at its next token. The host streams from
+any engine the same way, and `handler` turns one into a skill's batch handler with
+``.stream``. Every engine checks the prompt plus ``max_new_tokens`` against the model's
+context when a sequence starts (`GenerationParams.fit`), and a sequence the runtime refuses to
+start fails alone, with an error, instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import HFSkillsError, InferenceError, InvalidInput, first_line
-from .generation import GenerationParams, checked_ids, prompt_texts, result_of, token_ids
+from .generation import (
+    Event,
+    FinalEvent,
+    GenerationParams,
+    checked_ids,
+    prompt_texts,
+    token_ids,
+)
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -48,8 +56,8 @@ class Sequence:
     def put(self, item: Any) -> None:
         (self.sink or self.events.put)(item)
 
-    def stream(self) -> Iterator[dict[str, Any]]:
-        """Events as `TextGenerator.stream` yields them; closing it cancels the sequence."""
+    def stream(self) -> Iterator[Event]:
+        """The sequence's typed events; closing the iterator cancels the sequence."""
         try:
             while (item := self.events.get()) is not DONE:
                 if isinstance(item, BaseException):
@@ -60,10 +68,10 @@ class Sequence:
 
     def result(self) -> dict[str, Any]:
         """Run to the end; the same dict a batch handler returns for this prompt."""
-        last: dict[str, Any] = {}
         for event in self.stream():
-            last = event
-        return result_of(last)
+            if isinstance(event, FinalEvent):
+                return event.result()
+        raise InferenceError("generation ended without a final event")
 
 
 class GenerationEngine(Protocol):
@@ -195,7 +203,12 @@ def handler(engine: GenerationEngine) -> Callable[..., list[dict[str, Any]]]:
         return [sequence.result() for sequence in sequences]
 
     def stream(prompt: Any, **params: Any) -> Iterator[dict[str, Any]]:
-        return engine.submit(prompt, GenerationParams.parse(params)).stream()
+        events = engine.submit(prompt, GenerationParams.parse(params)).stream()
+        try:
+            for event in events:
+                yield event.as_dict()  # the skill contract's JSON-ready events
+        finally:
+            events.close()  # cancels the sequence
 
     run.stream = stream  # type: ignore[attr-defined]
     return run

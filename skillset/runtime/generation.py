@@ -11,6 +11,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -354,13 +355,80 @@ class TextGenerator:
             while not text.done and (token := streamer.queue.get()) is not None:
                 event = text.add(token)
                 if event is not None:
-                    yield event
+                    yield event.as_dict()
             if errors:
                 raise InferenceError(f"generation failed: {errors[0]}")
-            yield text.final()
+            yield text.final().as_dict()
         finally:
             cancel.event.set()
             thread.join(timeout=60)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """One generated token: its id and the text it adds (empty while text is held back)."""
+
+    token_id: int
+    text: str
+    finish_reason: None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready event a skill's ``handler.stream`` yields."""
+        return {"token_id": self.token_id, "text": self.text, "finish_reason": None}
+
+
+@dataclass(frozen=True, slots=True)
+class FinalEvent:
+    """A sequence's end: the text not yet sent, the whole text, its token ids, why it ended
+    (``stop`` or ``length``), the prompt's tokens and the stop string that cut it."""
+
+    text: str
+    generated_text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    stop_sequence: str | None = None
+    token_id: None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready event a skill's ``handler.stream`` yields last."""
+        return {
+            "token_id": None,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "generated_text": self.generated_text,
+            "token_ids": self.token_ids,
+            "prompt_tokens": self.prompt_tokens,
+            "stop_sequence": self.stop_sequence,
+        }
+
+    def result(self) -> dict[str, Any]:
+        """The batch handler's result for this sequence."""
+        return {
+            "text": self.generated_text,
+            "token_ids": self.token_ids,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "stop_sequence": self.stop_sequence,
+        }
+
+
+#: What engines report per sequence: a `TokenEvent` per token, then one `FinalEvent`.
+Event = TokenEvent | FinalEvent
+
+
+def event_of(data: dict[str, Any]) -> Event:
+    """A skill stream's JSON event as a typed one."""
+    if data.get("finish_reason") is None:
+        return TokenEvent(int(data["token_id"]), str(data["text"]))
+    return FinalEvent(
+        text=data["text"],
+        generated_text=data["generated_text"],
+        token_ids=list(data["token_ids"]),
+        finish_reason=data["finish_reason"],
+        prompt_tokens=int(data.get("prompt_tokens", 0)),
+        stop_sequence=data.get("stop_sequence"),
+    )
 
 
 class TokenText:
@@ -385,7 +453,7 @@ class TokenText:
     def done(self) -> bool:
         return self.reason is not None
 
-    def add(self, token: int) -> dict[str, Any] | None:
+    def add(self, token: int) -> TokenEvent | None:
         if token in self.eos_ids and not self.params.ignore_eos:
             self.reason = "stop"
             return None
@@ -396,38 +464,26 @@ class TokenText:
         stop = _find_stop(text, self.params.stop)
         if stop is not None:
             delta, self.sent, self.reason = text[len(self.sent) : stop[0]], text[: stop[0]], "stop"
-            return {"token_id": token, "text": delta, "finish_reason": None}
+            return TokenEvent(token, delta)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more
-            return {"token_id": token, "text": "", "finish_reason": None}
+            return TokenEvent(token, "")
         safe = len(text) - _partial_stop(text, self.params.stop)
         delta = text[len(self.sent) : max(safe, len(self.sent))]
         self.sent += delta
-        return {"token_id": token, "text": delta, "finish_reason": None}
+        return TokenEvent(token, delta)
 
-    def final(self) -> dict[str, Any]:
+    def final(self) -> FinalEvent:
         full = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         stop = _find_stop(full, self.params.stop)
         final = full if stop is None else full[: stop[0]]
-        return {
-            "token_id": None,
-            "text": final[len(self.sent) :],
-            "finish_reason": self.reason or "length",
-            "generated_text": final,
-            "token_ids": self.ids,
-            "prompt_tokens": self.prompt_tokens,
-            "stop_sequence": stop[1] if stop else None,
-        }
-
-
-def result_of(final: dict[str, Any]) -> dict[str, Any]:
-    """The batch handler's result for a sequence, from its stream's final event."""
-    return {
-        "text": final["generated_text"],
-        "token_ids": final["token_ids"],
-        "finish_reason": final["finish_reason"],
-        "prompt_tokens": final["prompt_tokens"],
-        "stop_sequence": final["stop_sequence"],
-    }
+        return FinalEvent(
+            text=final[len(self.sent) :],
+            generated_text=final,
+            token_ids=self.ids,
+            finish_reason=self.reason or "length",
+            prompt_tokens=self.prompt_tokens,
+            stop_sequence=stop[1] if stop else None,
+        )
 
 
 def _partial_stop(text: str, stops: list[str]) -> int:

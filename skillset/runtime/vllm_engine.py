@@ -6,8 +6,8 @@ asyncio loop of its own, in a background thread. Each `submit` becomes one task 
 the prompt is rendered with the checkpoint's Hugging Face tokenizer (chat messages through its
 chat template, `generation.prompt_texts`) and tokenized exactly as the torch engine does, handed
 to vLLM as token ids (a token ``EngineInput``), and vLLM's delta outputs become the
-contract's events: one ``{"token_id", "text", "finish_reason": None}`` per token, the final
-event shaped as `TokenText.final` shapes it, then `DONE`. A consumer that went away
+contract's events: one `TokenEvent` per token, the `FinalEvent` as `TokenText.final` makes
+it, then `DONE`. A consumer that went away
 (``sequence.cancelled``) aborts the request within ~50 ms, even while it is still queued.
 
 Text and stop strings, two ways (the ``text_handling`` load option):
@@ -61,7 +61,7 @@ from .errors import (
     ModelLoadError,
     first_line,
 )
-from .generation import GenerationParams, TokenText
+from .generation import FinalEvent, GenerationParams, TokenEvent, TokenText
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -329,22 +329,21 @@ class _VLLMTextEvents(_Events):
         self.parts.append(text)
         for i, token in enumerate(new):
             last = i == len(new) - 1
-            sequence.put({"token_id": token, "text": text if last else "", "finish_reason": None})
+            sequence.put(TokenEvent(token, text if last else ""))
         if not output.finished:
             return False
         if reason == "abort":
             raise InferenceError("vLLM aborted the request")
         whole = "".join(self.parts)
         sequence.put(
-            {
-                "token_id": None,
-                "text": "" if new else text,  # text with no token of its own (held back)
-                "finish_reason": "length" if reason == "length" else "stop",
-                "generated_text": whole,
-                "token_ids": list(self.ids),
-                "prompt_tokens": self.prompt_tokens,
-                "stop_sequence": stop if isinstance(stop, str) else None,
-            }
+            FinalEvent(
+                text="" if new else text,  # text with no token of its own (held back)
+                generated_text=whole,
+                token_ids=list(self.ids),
+                finish_reason="length" if reason == "length" else "stop",
+                prompt_tokens=self.prompt_tokens,
+                stop_sequence=stop if isinstance(stop, str) else None,
+            )
         )
         return True
 

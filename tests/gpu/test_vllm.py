@@ -94,7 +94,7 @@ def drain(sequence: Any) -> list[dict[str, Any]]:
     while (item := sequence.events.get(timeout=120)) is not DONE:
         if isinstance(item, BaseException):
             raise item
-        out.append(item)
+        out.append(item.as_dict())  # the engine's typed events, as a skill stream gives them
     return out
 
 
@@ -173,7 +173,7 @@ def test_cancellation(endpoint: Any) -> None:
     sequence = engine.submit("hello world", GenerationParams(max_new_tokens=2000, ignore_eos=True))
     stream = sequence.stream()
     first = [next(stream) for _ in range(3)]
-    assert all(e["token_id"] is not None for e in first)
+    assert all(e.token_id is not None for e in first)
     stream.close()  # the consumer left
     deadline = time.monotonic() + 10
     while engine.load and time.monotonic() < deadline:
