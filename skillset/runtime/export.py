@@ -40,9 +40,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from . import cache, pooling, text, torch_backend
+from . import options as options_mod
 from .checkpoint import Checkpoint, resolve
 from .endpoint import Endpoint
-from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, ModelLoadError, first_line
+from .errors import HardwareUnavailable, HFSkillsError, ModelLoadError, first_line
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -239,12 +240,7 @@ def method_for(skill: Any, task: str) -> str:
 
 def check_options(options: Mapping[str, Any], extra: frozenset[str]) -> None:
     """`InvalidInput` for an option neither torch loading nor the backend (``extra``) takes."""
-    accepted = torch_backend.LOAD_OPTIONS | extra
-    unknown = set(options) - accepted
-    if unknown:
-        raise InvalidInput(
-            f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(accepted)}"
-        )
+    options_mod.check(options, torch_backend.LOAD_OPTIONS | extra)
 
 
 def _synthetic_image(width: int, height: int, seed: int) -> Any:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, checkpoint, torch_backend
+from . import options as options_mod
 from .endpoint import Endpoint
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, first_line
@@ -205,9 +206,7 @@ def load_endpoint(
         raise HardwareUnavailable(
             f"openvino-genai is not installed ({exc}); extra: openvino"
         ) from None
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise InvalidInput(f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(OPTIONS)}")
+    options_mod.check(options, OPTIONS)
     precision = options.get("precision") or "auto"
     if precision not in PRECISIONS:
         raise InvalidInput(f"precision must be one of {sorted(PRECISIONS)}", param="precision")

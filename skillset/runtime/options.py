@@ -9,13 +9,26 @@ backend reads (`every`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from .torch_backend import LOAD_OPTIONS
+from .errors import InvalidInput
+
+
+def check(options: Mapping[str, Any], accepted: frozenset[str]) -> None:
+    """`InvalidInput` naming each option that ``accepted`` does not: the one check every
+    loader makes (torch, OpenVINO IR and GenAI, ONNX Runtime, TensorRT, vLLM)."""
+    unknown = set(options) - accepted
+    if unknown:
+        raise InvalidInput(
+            f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(accepted)}"
+        )
 
 
 def accepted(hardware: str) -> frozenset[str]:
     """The options ``init_<hardware>`` accepts."""
+    from .torch_backend import LOAD_OPTIONS  # (torch_backend checks its options with `check`)
+
     if hardware in ("cuda", "rocm", "mps"):
         from . import gpu
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache, checkpoint, hardware, torch_backend
+from . import options as options_mod
 from .endpoint import Endpoint
 from .errors import HardwareUnavailable, InferenceError, InvalidInput, ModelLoadError
 
@@ -221,9 +222,7 @@ def load_endpoint(
         raise HardwareUnavailable("tensorrt is not installed (pip install tensorrt)")
     hardware.require("cuda")
     skill.check_task(task)
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise InvalidInput(f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(OPTIONS)}")
+    options_mod.check(options, OPTIONS)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise HardwareUnavailable(f"no ONNX export at {onnx_path}")

@@ -14,6 +14,7 @@ from typing import Any
 from . import checkpoint as checkpoints
 from .endpoint import Endpoint
 from .errors import InvalidInput, ModelLoadError, first_line
+from .options import check as check_options
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -111,12 +112,7 @@ def load_endpoint(
     """Load ``model`` with ``transformers.<model_class>`` onto ``device`` and return an Endpoint."""
     import transformers
 
-    unknown = set(options) - LOAD_OPTIONS
-    if unknown:
-        raise InvalidInput(
-            f"unknown load option(s) {sorted(unknown)}; "
-            f"accepted: {sorted(LOAD_OPTIONS | {'dtype'})}"
-        )
+    check_options(options, LOAD_OPTIONS | {"dtype"})
     batch_size = int(options.pop("batch_size", batch_size))
     allow_local_paths = bool(options.pop("allow_local_paths", True))
     ckpt = checkpoints.resolve(model, options.pop("gguf_file", None))

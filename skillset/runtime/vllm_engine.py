@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint, cuda, generation, hardware, torch_backend
+from . import options as options_mod
 from .endpoint import Endpoint
 from .engines import DONE, Sequence, prompt_ids
 from .errors import (
@@ -497,9 +498,7 @@ def load_endpoint(
         raise HardwareUnavailable(f"vLLM serves decoder text generation, not {task}")
     if device not in ("cuda", "cuda:0"):
         raise HardwareUnavailable(f"vLLM runs on cuda:0 here (CUDA_VISIBLE_DEVICES), not {device}")
-    unknown = set(options) - OPTIONS
-    if unknown:
-        raise InvalidInput(f"unknown load option(s) {sorted(unknown)}; accepted: {sorted(OPTIONS)}")
+    options_mod.check(options, OPTIONS)
     text_handling = options.get("text_handling") or "hfskills"
     if text_handling not in TEXT_HANDLING:
         raise InvalidInput(
