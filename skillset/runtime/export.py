@@ -39,7 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import cache, pooling, text, torch_backend
+from . import cache, generation, pooling, text, torch_backend
 from . import options as options_mod
 from .checkpoint import Checkpoint, resolve
 from .endpoint import Endpoint
@@ -48,7 +48,7 @@ from .errors import HardwareUnavailable, HFSkillsError, ModelLoadError, first_li
 log = logging.getLogger("hfskills.runtime")
 
 #: Tasks whose handler calls ``model.generate`` (and automatic_speech_recognition unless CTC).
-GENERATION_TASKS = frozenset({"text_generation", "text2text_generation", "image_to_text"})
+GENERATION_TASKS = generation.GENERATION_TASKS
 #: What a forward-only task's handler reads from ``model(**batch)``.
 TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
     "text_embedding": ("last_hidden_state",),

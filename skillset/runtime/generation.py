@@ -151,6 +151,11 @@ def checkpoint_generation(location: str, kwargs: dict[str, Any]) -> Any:
         return None
 
 
+#: The tasks whose handlers generate token by token (`TextGenerator`, the engines): the one
+#: statement of the set (exports skip them; CUDA graphs and TensorRT never take them).
+GENERATION_TASKS = frozenset({"text_generation", "text2text_generation", "image_to_text"})
+
+
 def token_ids(prompt: Any) -> bool:
     """Whether a prompt is given as token ids (a non-empty list of ints, as OpenAI allows)."""
     return isinstance(prompt, list) and bool(prompt) and all(type(t) is int for t in prompt)

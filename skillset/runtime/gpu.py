@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import cuda
+from . import cuda, generation
 from . import hardware as detection
 from .endpoint import Endpoint
 from .errors import HardwareUnavailable, InvalidInput
@@ -39,12 +39,7 @@ TENSORRT_TASKS = (
 )
 TENSORRT_FAMILIES = ("encoder", "vision")
 #: Tasks that generate (or decode audio of any length): no CUDA graphs, no TensorRT.
-GENERATION_TASKS = (
-    "text_generation",
-    "text2text_generation",
-    "image_to_text",
-    "automatic_speech_recognition",
-)
+GENERATION_TASKS = generation.GENERATION_TASKS | {"automatic_speech_recognition"}
 #: Options only this module reads (the torch path would refuse them).
 GPU_OPTIONS = frozenset({"engine", "compile", "onnx_path"})
 
