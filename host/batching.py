@@ -93,7 +93,7 @@ class _Pending:
 
 
 class DynamicBatcher:
-    #: batches past their forward (finishing) that may wait at once, per forward lane
+    #: batches past their forward (finishing) that may wait at once, per forward dispatched
     finishing_limit = 2
     #: a forward pass's fixed cost, in padded tokens' worth of work (measured for
     #: all-MiniLM-L6-v2 on 2 CPU cores: see docs/performance.md)
@@ -106,11 +106,11 @@ class DynamicBatcher:
         max_batch: int = 32,
         max_batch_tokens: int = 8192,
         max_wait_s: float = 0.005,
-        lanes: int = 1,
+        forwards: int = 1,
     ) -> None:
         self.stages, self.max_batch, self.max_tokens = stages, max_batch, max_batch_tokens
         self.max_wait = max_wait_s
-        self.lanes = lanes  # batches in their forward at once
+        self.forwards = forwards  # batches dispatched to forward at once (running or queued)
         self.arrivals: list[_Arrival] = []
         self.pending: list[_Pending] = []
         self._wake = asyncio.Event()
@@ -118,7 +118,7 @@ class DynamicBatcher:
         self._worker: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()  # batches in forward or finish
         self._forwarding = 0
-        self._lane_free = asyncio.Event()
+        self._forward_free = asyncio.Event()
         self.batches = 0  # forward passes run (for tests and metrics)
         self.prepare_calls = 0  # prepare stages run (requests arriving together share one)
         #: the last batches' shapes: (rows, longest input in tokens, real tokens)
@@ -205,11 +205,11 @@ class DynamicBatcher:
             self.pending = [p for p in self.pending if not p.future.done()]
             if not self.pending:
                 return
-            if self._forwarding >= self.lanes or len(self._running) >= self.lanes * (
+            if self._forwarding >= self.forwards or len(self._running) >= self.forwards * (
                 1 + self.finishing_limit
-            ):  # the batch forms when a lane is free: from every request that arrived meanwhile
-                self._lane_free.clear()
-                await self._lane_free.wait()
+            ):  # the batch forms when a forward ends: from every request that arrived meanwhile
+                self._forward_free.clear()
+                await self._forward_free.wait()
                 continue
             first = self.pending[0]
             deadline = loop.time() + self.max_wait
@@ -228,11 +228,11 @@ class DynamicBatcher:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._lane_free.set()
+        self._forward_free.set()
 
-    def _lane_released(self) -> None:
+    def _forward_ended(self) -> None:
         self._forwarding -= 1
-        self._lane_free.set()
+        self._forward_free.set()
 
     def _size(self, key: str) -> int:
         return sum(len(p.items) for p in self.pending if p.key == key)
@@ -278,7 +278,7 @@ class DynamicBatcher:
         return group
 
     async def _run_group(self, group: list[_Pending]) -> None:
-        """Forward (holding a lane), then finish, which overlaps the next batch's forward."""
+        """Forward, then finish, which overlaps the next batch's forward."""
         items = [item for part in group for item in part.items]
         params = group[0].params
         self.batches += 1
@@ -288,13 +288,13 @@ class DynamicBatcher:
         try:
             output = await self.stages.forward(items, params)
         except Exception as exc:
-            self._lane_released()
+            self._forward_ended()
             await self._isolate(group, exc)
             return
         except BaseException:
-            self._lane_released()
+            self._forward_ended()
             raise
-        self._lane_released()
+        self._forward_ended()
         try:
             results = await self.stages.finish(items, output, params)
         except Exception as exc:

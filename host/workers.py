@@ -25,9 +25,10 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -119,8 +120,10 @@ class BatchWorker:
         self.lock = threading.Lock()  # the model
         self.processor_lock = threading.Lock()  # the tokenizer / processor
         self.staged = isinstance(handler, Staged)
-        self.lanes, self.lane_threads = forward_lanes(endpoint) if self.staged else (1, 0)
-        self.lane_slots = threading.Semaphore(self.lanes)
+        self.lanes: _Lanes | None = None
+        if self.staged:
+            count, threads = forward_lanes(endpoint)
+            self.lanes = _Lanes(count, threads, f"hfskills-{endpoint.task}")
         stages = (
             Stages(self._prepare, self._forward, self._finish)
             if self.staged
@@ -131,7 +134,8 @@ class BatchWorker:
             max_batch=policy.max_batch_size,
             max_batch_tokens=policy.max_batch_tokens,
             max_wait_s=policy.batch_wait_s,
-            lanes=self.lanes,
+            # one batch more than there are lanes: queued, it starts the moment a lane frees
+            forwards=len(self.lanes.threads) + 1 if self.lanes else 1,
         )
 
     async def run(self, inputs: list[Any], params: Params, deadline: float) -> list[Row]:
@@ -157,14 +161,8 @@ class BatchWorker:
         )
 
     async def _forward(self, items: list[Prepared], params: dict[str, Any]) -> Any:
-        return await self._thread(self._forward_in_lane, items, params)
-
-    def _forward_in_lane(self, items: list[Prepared], params: dict[str, Any]) -> Any:
-        with self.lane_slots:
-            if self.lanes == 1:
-                return self.handler.run_forward(items, params)
-            with intra_op_threads(self.lane_threads):
-                return self.handler.run_forward(items, params)
+        assert self.lanes is not None
+        return await asyncio.wrap_future(self.lanes.submit(self.handler.run_forward, items, params))
 
     async def _finish(
         self, items: list[Prepared], output: Any, params: dict[str, Any]
@@ -216,7 +214,54 @@ class BatchWorker:
         return _typed(pump(iterator, deadline))
 
     def close(self) -> None:
-        pass
+        if self.lanes is not None:
+            self.lanes.close()
+
+
+class _Lanes:
+    """A `BatchWorker`'s forward threads, each running one forward pass at a time with its own
+    count of torch intra-op threads. A batch queued while every lane is busy starts the moment
+    one frees, with no trip through the event loop (which may be busy answering requests)."""
+
+    def __init__(self, count: int, threads: int, name: str) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Future[Any], Any, tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        ready = threading.Barrier(count + 1)
+        self.threads = [
+            threading.Thread(
+                target=self._serve, args=(threads, ready), name=f"{name}-lane{i}", daemon=True
+            )
+            for i in range(count)
+        ]
+        previous = _intra_op_threads(None) if threads else 0
+        for thread in self.threads:
+            thread.start()
+        ready.wait()
+        if threads:  # torch's setting is also the default of threads started later: restored
+            _intra_op_threads(previous)
+
+    def _serve(self, threads: int, ready: threading.Barrier) -> None:
+        if threads:
+            _intra_op_threads(threads)
+        ready.wait()
+        while (job := self.jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller left while it was queued
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.jobs.put((future, fn, args))
+        return future
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
 
 
 Worker = EngineWorker | BatchWorker
@@ -260,30 +305,27 @@ def _signature(handler: Any) -> inspect.Signature:
 
 
 def forward_lanes(endpoint: Endpoint) -> tuple[int, int]:
-    """How many forward passes of a staged torch model on the CPU run at once, and the
-    intra-op threads of each: two lanes of half the threads. Torch's threads meet at a barrier
-    after every operation, so one thread that loses its core (to the event loop, the
-    tokenizer, another process) stalls them all; two independent lanes keep a core busy
-    whatever the other does (measured in docs/performance.md). One lane elsewhere."""
+    """How many forward passes of a staged model run at once, and the torch intra-op threads
+    of each (0: leave torch's setting alone). Torch on the CPU: two lanes of half the threads.
+    Its threads meet at a barrier after every operation, so one thread that loses its core
+    (to the event loop, the tokenizer, another process) stalls them all; two independent
+    lanes keep the cores busy whatever the other does (measured in docs/performance.md).
+    Elsewhere one lane."""
     if endpoint.hardware != "cpu":
         return 1, 0
-    import torch
-
-    threads = torch.get_num_threads()
+    threads = _intra_op_threads(None)
     return (2, threads // 2) if threads >= 2 else (1, 0)
 
 
-@contextlib.contextmanager
-def intra_op_threads(count: int) -> Iterator[None]:
-    """Torch's intra-op threads for what this thread runs inside the block."""
+def _intra_op_threads(count: int | None) -> int:
+    """Torch's intra-op threads for the calling thread (and for threads started later): set
+    to ``count`` unless it is None; the value before."""
     import torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    if count is not None:
+        torch.set_num_threads(count)
+    return previous
 
 
 def _prompt_tokens(result: Any) -> int:

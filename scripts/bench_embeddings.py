@@ -2,7 +2,8 @@
 
 Sides, measured one after another on the same sentences (each warmed up first, untimed):
   host      `hfskills serve` (embedded default), POST /v1/embeddings, 64 concurrent clients,
-            one sentence per request
+            one sentence per request (keep-alive HTTP/1.1 connections of `bench_common.RawPool`;
+            --client httpx for httpx, whose pool is the bottleneck at 64 connections)
   host-openvino  the same server told `hardware = ["openvino", "cpu"]` for the model (an
             OpenVINO IR export, cached; skipped without openvino)
   st32      sentence-transformers `encode(sentences, batch_size=32)` in this process: the
@@ -23,11 +24,12 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import json
 import random
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,31 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
         print(f"   py-spy profile of the host: {out}")
 
 
+@contextlib.asynccontextmanager
+async def _client(
+    kind: str, url: str, concurrency: int
+) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[tuple[int, bytes]]]]:
+    """``post(body) -> (status, body)`` over ``concurrency`` keep-alive connections: the raw
+    HTTP/1.1 pool (`bench_common.RawPool`), or httpx (whose connection pool costs the client
+    milliseconds of CPU per request at 64 connections: measured in docs/performance.md)."""
+    if kind == "httpx":
+        async with bc.http_client(concurrency, timeout=600.0) as http:
+
+            async def post(body: dict[str, Any]) -> tuple[int, bytes]:
+                response = await http.post(url, json=body)
+                return response.status_code, response.content
+
+            yield post
+        return
+    port, path = int(url.split(":")[2].split("/")[0]), "/" + url.split("/", 3)[3]
+    async with bc.RawPool(port, concurrency) as pool:
+
+        async def post(body: dict[str, Any]) -> tuple[int, bytes]:
+            return await asyncio.wait_for(pool.post(path, json.dumps(body).encode()), 600.0)
+
+        yield post
+
+
 async def http_side(
     url: str,
     model: str,
@@ -165,24 +192,26 @@ async def http_side(
     duration: float,
     server: bc.Server,
     profile: Path | None = None,
+    client: str = "raw",
 ) -> dict[str, Any]:
     """``concurrency`` clients, one sentence per request: warm-up (untimed), then the run."""
     bc.local_only(url)
-    async with bc.http_client(concurrency, timeout=600.0) as client:
+    async with _client(client, url, concurrency) as post:
 
         async def one(i: int) -> float:
             start = time.perf_counter()
-            r = await client.post(url, json={"model": model, "input": [texts[i]]})
-            if r.status_code != 200:
-                raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+            status, body = await post({"model": model, "input": [texts[i]]})
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
             return time.perf_counter() - start
 
-        first = await client.post(url, json={"model": model, "input": texts[:4]})  # loads it
-        first.raise_for_status()
+        status, body = await post({"model": model, "input": texts[:4]})  # loads it
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body[:200]!r}")
         warm = await bc.closed_loop(concurrency, min(len(texts), 2 * concurrency), 120.0, one)
         if warm.errors:
             raise RuntimeError(f"warm-up failed: {warm.errors[0]}")
-        vectors = [d["embedding"] for d in first.json()["data"]]
+        vectors = [d["embedding"] for d in json.loads(body)["data"]]
         with py_spy(server.process.pid, profile):
             server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
             load = await bc.closed_loop(concurrency, len(texts), duration, one)
@@ -250,6 +279,13 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=64, help="HTTP clients (default 64)")
     p.add_argument("--infinity-batch-size", type=int, default=64)
     p.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator for the HTTP sides: a raw HTTP/1.1 keep-alive pool (default) or "
+        "httpx (its connection pool costs ~10 ms of client CPU per request at 64 connections)",
+    )
+    p.add_argument(
         "--py-spy",
         type=Path,
         metavar="FILE",
@@ -281,7 +317,16 @@ def main() -> int:
                 url = server.base + "/v1/embeddings"
                 profile = args.py_spy if side == "host" else None
                 results[side] = asyncio.run(
-                    http_side(url, MODEL, texts, args.concurrency, args.duration, server, profile)
+                    http_side(
+                        url,
+                        MODEL,
+                        texts,
+                        args.concurrency,
+                        args.duration,
+                        server,
+                        profile,
+                        args.client,
+                    )
                 )
                 results[side]["hardware"] = bc.served_hardware(server.base, MODEL, "text_embedding")
         results[side]["other_cores"] = meter.other_cores
@@ -306,6 +351,7 @@ def main() -> int:
                         args.concurrency,
                         args.duration,
                         server,
+                        client=args.client,
                     )
                 )
         results["infinity"]["other_cores"] = meter.other_cores
@@ -374,6 +420,7 @@ def main() -> int:
             "model": "all-MiniLM-L6-v2",
             "machine": bc.machine(args.host_src),
             "settings": {
+                "client": args.client,
                 "sentences": len(texts),
                 "concurrency": args.concurrency,
                 "duration_cap_s": args.duration,
