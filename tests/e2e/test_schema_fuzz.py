@@ -41,8 +41,9 @@ def clamp(body: Any) -> Any:
         out = {}
         for key, value in body.items():
             limit = CLAMP.get(key)
-            small = isinstance(value, int) and not isinstance(value, bool) and value > 0
-            out[key] = min(value, limit) if (limit and small) else clamp(value)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            # 38792.0 is an int to the server (pydantic's lax mode): clamp floats too
+            out[key] = min(value, limit) if (limit and number and value > 0) else clamp(value)
         return out
     return body
 
