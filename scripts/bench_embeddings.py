@@ -38,6 +38,8 @@ import bench_common as bc
 MODEL = "all-minilm-l6-v2"
 TARGET = 0.8
 TARGET_INFINITY = 1.5
+#: other processes' load (cores) above which a side is measured again (--retry-noisy)
+NOISY = 0.3
 ON_OPENVINO = """embedded_default = false
 [[models]]
 name = "all-minilm-l6-v2"
@@ -146,6 +148,7 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--threads"]
+    cmd += ["--nonblocking"]  # sampling does not pause the host
     spy = subprocess.Popen(
         [*cmd, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -286,6 +289,14 @@ def main() -> int:
         "httpx (its connection pool costs ~10 ms of client CPU per request at 64 connections)",
     )
     p.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=2,
+        metavar="N",
+        help=f"measure a side again, up to N times, when other processes used more than {NOISY} "
+        "cores while it ran (default 2)",
+    )
+    p.add_argument(
         "--py-spy",
         type=Path,
         metavar="FILE",
@@ -305,20 +316,32 @@ def main() -> int:
     if importlib.util.find_spec("openvino") is None:
         print("SKIP host-openvino: openvino is not installed (pip install 'hfskills[openvino]')")
         hosts.pop("host-openvino")
+
+    def measured(title: str, run: Callable[[], Any]) -> tuple[Any, float]:
+        """One side in its own section; run again (up to --retry-noisy times) when other
+        processes took more than NOISY cores while it ran."""
+        for attempt in range(args.retry_noisy + 1):
+            with bc.section(title, args.wait_quiet) as meter:
+                result = run()
+            if meter.other_cores <= NOISY:
+                break
+            if attempt < args.retry_noisy:
+                print(f"   other processes used {meter.other_cores:.2f} cores: measuring again")
+        return result, meter.other_cores
+
     for side, extra in hosts.items():
         if side in args.skip:
             continue
-        with bc.section(f"{side}: hfskills serve, POST /v1/embeddings", args.wait_quiet) as meter:
+
+        def host_side(extra: list[str] = extra, side: str = side) -> dict[str, Any]:
             port = bc.free_port()
             cmd = bc.hfskills_command("serve", "--port", str(port), *extra)
-            with bc.Server(
-                "hfskills-embeddings", cmd, port, env=bc.host_env(args.host_src)
-            ) as server:
-                url = server.base + "/v1/embeddings"
+            env = bc.host_env(args.host_src)
+            with bc.Server("hfskills-embeddings", cmd, port, env=env) as server:
                 profile = args.py_spy if side == "host" else None
-                results[side] = asyncio.run(
+                result = asyncio.run(
                     http_side(
-                        url,
+                        server.base + "/v1/embeddings",
                         MODEL,
                         texts,
                         args.concurrency,
@@ -328,22 +351,28 @@ def main() -> int:
                         args.client,
                     )
                 )
-                results[side]["hardware"] = bc.served_hardware(server.base, MODEL, "text_embedding")
-        results[side]["other_cores"] = meter.other_cores
+                result["hardware"] = bc.served_hardware(server.base, MODEL, "text_embedding")
+            return result
+
+        results[side], other = measured(f"{side}: hfskills serve, POST /v1/embeddings", host_side)
+        results[side]["other_cores"] = other
     if "st" not in args.skip:
-        with bc.section("in-process: sentence-transformers encode", args.wait_quiet) as meter:
-            st = st_side(texts, [32, 128], args.duration)
+        st, other = measured(
+            "in-process: sentence-transformers encode",
+            lambda: st_side(texts, [32, 128], args.duration),
+        )
         for k in ("st32", "st128", "st32-arrival"):
-            results[k] = {**st[k], "other_cores": meter.other_cores}
+            results[k] = {**st[k], "other_cores": other}
             results["st_vectors"] = st["vectors"]
     if "infinity" not in args.skip and (exe := bc.peer("infinity", "infinity_emb")):
-        with bc.section("infinity-emb v2, POST /embeddings", args.wait_quiet) as meter:
+
+        def infinity_side() -> dict[str, Any]:
             port = bc.free_port()
             cmd = [str(exe), "v2", "--model-id", str(model_dir), "--host", bc.LOCAL]
             cmd += ["--port", str(port), "--device", "cpu"]
             cmd += ["--batch-size", str(args.infinity_batch_size)]
             with bc.Server("infinity", cmd, port) as server:
-                results["infinity"] = asyncio.run(
+                return asyncio.run(
                     http_side(
                         server.base + "/embeddings",
                         str(model_dir),
@@ -354,7 +383,9 @@ def main() -> int:
                         client=args.client,
                     )
                 )
-        results["infinity"]["other_cores"] = meter.other_cores
+
+        results["infinity"], other = measured("infinity-emb v2, POST /embeddings", infinity_side)
+        results["infinity"]["other_cores"] = other
 
     # the same vectors on every side (first 4 sentences): cosine similarity with in-process ST
     reference = results.pop("st_vectors", None)
@@ -425,6 +456,7 @@ def main() -> int:
                 "concurrency": args.concurrency,
                 "duration_cap_s": args.duration,
                 "infinity_batch_size": args.infinity_batch_size,
+                "retry_noisy": args.retry_noisy,
             },
             "results": results,
             "ratios": ratios,

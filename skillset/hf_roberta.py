@@ -217,13 +217,17 @@ class hf_roberta(runtime.Skill):
         def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
             return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
 
+        hidden_states = runtime.staged.traced_on_cpu(
+            endpoint, lambda output: output.last_hidden_state
+        )
+
         def forward(batch: list[runtime.Prepared]) -> Any:
             features = runtime.text.collate(tokenizer, batch)
             features = runtime.torch_backend.place(
                 runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                return model(**features).last_hidden_state, features["attention_mask"]
+                return hidden_states(features), features["attention_mask"]
 
         def finish(
             batch: list[runtime.Prepared],

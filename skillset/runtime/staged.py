@@ -23,6 +23,8 @@ each, not one for both.
 from __future__ import annotations
 
 import inspect
+import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,3 +127,113 @@ def _union_signature(*stages: Callable[..., Any]) -> inspect.Signature:
         "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="list[Any]"
     )
     return inspect.Signature([inputs, *seen.values()], return_annotation="list[Any]")
+
+
+class Traced:
+    """A torch model's forward, ``pick(model(**features))`` (one tensor), run as a TorchScript
+    trace where that gives the same answer.
+
+    A traced call runs in C++ from start to end without Python's GIL, where the eager call
+    takes the GIL back between every operation: with forward passes in threads next to a
+    busy event loop, eager ones wait for the GIL (measured in docs/performance.md), traced
+    ones do not. One trace per set of feature names, made at its first batch and checked
+    against the eager call on that batch and on two probes of other shapes, with and without
+    padding (a trace fixes Python's branches and any shape the model reads as a number): the
+    eager call stays in use if tracing fails or any output differs by more than ``tolerance``.
+    Traces run without TorchScript's optimisations (no fusion), so their arithmetic is the
+    eager one's.
+    """
+
+    def __init__(self, model: Any, pick: Callable[[Any], Any], tolerance: float = 1e-5) -> None:
+        self.model, self.pick, self.tolerance = model, pick, tolerance
+        self.traces: dict[tuple[str, ...], Any] = {}  # None: checked, and eager it stays
+        self.lock = threading.Lock()
+
+    def __call__(self, features: dict[str, Any]) -> Any:
+        import torch
+
+        keys = tuple(sorted(features))
+        trace = self.traces.get(keys, False)
+        if trace is False:
+            with self.lock:
+                trace = self.traces.get(keys, False)
+                if trace is False:
+                    trace = self.traces[keys] = self._trace(keys, features)
+        if trace is None:
+            return self.pick(self.model(**features))
+        with torch.jit.optimized_execution(False):
+            return trace(*(features[key] for key in keys))
+
+    def _trace(self, keys: tuple[str, ...], features: dict[str, Any]) -> Any:
+        import torch
+
+        module = _picked(self.model, keys, self.pick)
+        example = tuple(features[key] for key in keys)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trace = torch.jit.trace(module, example, strict=False, check_trace=False)
+            for probe in (example, *_probes(keys, example)):
+                with torch.jit.optimized_execution(False):
+                    got = trace(*probe)
+                if not torch.allclose(got, module(*probe), rtol=0, atol=self.tolerance):
+                    return None
+        except Exception:  # an untraceable model runs eagerly
+            return None
+        return trace
+
+
+def _picked(model: Any, keys: tuple[str, ...], pick: Callable[[Any], Any]) -> Any:
+    """``model(**dict(zip(keys, tensors)))``, one output picked, as a module: what `Traced`
+    traces (the model's parameters stay the model's, not copies)."""
+    import torch
+
+    class Picked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> Any:
+            return pick(self.model(**dict(zip(keys, tensors, strict=True))))
+
+    return Picked()
+
+
+def traced_on_cpu(endpoint: Any, pick: Callable[[Any], Any]) -> Callable[[dict[str, Any]], Any]:
+    """``features -> pick(model(**features))``: a `Traced` forward for a torch model on the CPU
+    (where the host runs forward passes in threads of their own), the eager call elsewhere."""
+    import torch
+
+    model = endpoint.model
+    if endpoint.hardware == "cpu" and isinstance(model, torch.nn.Module):
+        return Traced(model, pick)
+    return lambda features: pick(model(**features))
+
+
+def _probes(keys: tuple[str, ...], example: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Two batches of other shapes than ``example`` (more rows, longer, with padding; one row,
+    shorter, none), from its own token ids."""
+    import torch
+
+    ids = example[keys.index("input_ids")].flatten()
+    rows, width = example[0].shape[:2]
+    probes = []
+    for shape, padded in (((rows + 2, width + 3), True), ((1, max(2, width - 1)), False)):
+        tensors = []
+        for key, value in zip(keys, example, strict=True):
+            if key == "input_ids":
+                tensors.append(
+                    ids.repeat(shape[0] * shape[1] // len(ids) + 1)[: shape[0] * shape[1]].reshape(
+                        shape
+                    )
+                )
+            elif key == "attention_mask":
+                mask = torch.ones(shape, dtype=value.dtype)
+                if padded:  # row r loses its last r tokens (keeping at least one)
+                    for row in range(1, shape[0]):
+                        mask[row, max(1, shape[1] - row) :] = 0
+                tensors.append(mask)
+            else:
+                tensors.append(torch.zeros(shape, dtype=value.dtype))
+        probes.append(tuple(tensors))
+    return probes
