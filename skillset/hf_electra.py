@@ -263,6 +263,8 @@ class hf_electra(runtime.Skill):
                 )
             return items
 
+        logits_of = runtime.staged.traced_on_cpu(endpoint, lambda output: output.logits)
+
         def forward(batch: list[runtime.Prepared]) -> Any:
             features = runtime.text.collate(tokenizer, batch)
             positions = torch.tensor([item.state["mask"] for item in batch])
@@ -274,7 +276,7 @@ class hf_electra(runtime.Skill):
                 runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                logits = model(**features).logits
+                logits = logits_of(features)
             rows = torch.arange(len(batch), device=logits.device)
             return logits[rows, positions.to(logits.device)].float().softmax(dim=-1)
 
@@ -316,13 +318,15 @@ class hf_electra(runtime.Skill):
         def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
             return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
 
+        logits_of = runtime.staged.traced_on_cpu(endpoint, lambda output: output.logits)
+
         def forward(batch: list[runtime.Prepared]) -> Any:
             features = runtime.text.collate(tokenizer, batch)
             features = runtime.torch_backend.place(
                 runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                return model(**features).logits
+                return logits_of(features)
 
         def finish(
             batch: list[runtime.Prepared],
@@ -362,13 +366,15 @@ class hf_electra(runtime.Skill):
                 )
             return items
 
+        logits_of = runtime.staged.traced_on_cpu(endpoint, lambda output: output.logits)
+
         def forward(batch: list[runtime.Prepared]) -> Any:
             features = runtime.text.collate(tokenizer, batch)
             features = runtime.torch_backend.place(
                 runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                return model(**features).logits.float().softmax(dim=-1).cpu()
+                return logits_of(features).float().softmax(dim=-1).cpu()
 
         def finish(
             batch: list[runtime.Prepared],
@@ -419,14 +425,19 @@ class hf_electra(runtime.Skill):
                 item.state["context"] = context
             return items
 
+        # start and end logits stacked: one tensor, as a trace returns
+        logits_of = runtime.staged.traced_on_cpu(
+            endpoint, lambda output: torch.stack((output.start_logits, output.end_logits))
+        )
+
         def forward(batch: list[runtime.Prepared]) -> Any:
             features = runtime.text.collate(tokenizer, batch)
             features = runtime.torch_backend.place(
                 runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                outputs = model(**features)
-            return outputs.start_logits.cpu(), outputs.end_logits.cpu()
+                starts, ends = logits_of(features).cpu()
+            return starts, ends
 
         def finish(
             batch: list[runtime.Prepared], logits: Any, *, max_answer_len: int = 15

@@ -172,13 +172,15 @@ class hf_qwen2(runtime.Skill):
         def prepare(inputs: list[Any], *, truncate: bool = True) -> list[runtime.Prepared]:
             return runtime.text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
 
+        logits_of = runtime.staged.traced_on_cpu(endpoint, lambda output: output.logits)
+
         def forward(batch: list[runtime.Prepared]) -> Any:
             features = runtime.text.collate(tokenizer, batch)
             features = runtime.torch_backend.place(
                 runtime.torch_backend.accepted_inputs(model, features), endpoint
             )
             with torch.inference_mode():
-                return model(**features).logits
+                return logits_of(features)
 
         def finish(
             batch: list[runtime.Prepared],
