@@ -117,7 +117,12 @@ class Settings(BaseSettings):
         "running, its work is cancelled and it answers 504",
     )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass (dynamic batching)")
-    max_batch_tokens: int = Field(16384, ge=1, description="estimated tokens per forward pass")
+    max_batch_tokens: int = Field(
+        16384,
+        ge=1,
+        description="padded tokens per forward pass (rows x longest input): real token counts "
+        "for staged handlers, ~4 characters a token for the others",
+    )
     batch_wait_ms: float = Field(
         0.0,
         ge=0,
