@@ -1,0 +1,494 @@
+# Builds a tiny random-weight checkpoint of any model_type, offline: one generic shrinking of
+# transformers' default config plus one declarative table of per-type exceptions. Hand-written
+# because transformers ships no "tiny config" for a model type (its own tiny test configs live in
+# its test suite, which is not installed, and the hub's tiny-random repos need the network).
+"""A tiny checkpoint per (model_type, task), saved exactly as the hub's would be.
+
+``build(model_type, classification, root)`` writes ``root/<task>/`` for every served task: a
+``config.json`` and ``model.safetensors`` saved by the very transformers class the skill loads
+for that task (``torch.manual_seed(0)``), plus the tokenizer / image processor / feature
+extractor / processor files, all built in-process. Types with a hand-tuned recipe in
+``recipes.ARCHITECTURES`` (the 29 parity-tested architectures) use it; every other type goes
+through :func:`tiny_config` and the generic processors below, with :data:`EXCEPTIONS` applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers.models.auto import (
+    feature_extraction_auto,
+    image_processing_auto,
+    processing_auto,
+    tokenization_auto,
+)
+
+from hfskills.generator.taxonomy import Classification
+
+from . import recipes
+
+__all__ = ["EXCEPTIONS", "Quirk", "StageError", "build", "tiny_config"]
+
+NUM_LABELS = 3
+QA_LABELS = 2  # start/end logits
+MAX_POSITIONS = 512  # position tables of text models (tokenizers stop at recipes.MAX_POSITIONS)
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]  # ids 0..4 of the generic tokenizer
+SPECIAL_IDS = {
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "unk_token_id": 3,
+    "mask_token_id": 4,
+    "decoder_start_token_id": 0,
+    "sep_token_id": 2,
+    "cls_token_id": 1,
+}
+
+
+class StageError(Exception):
+    """A failure attributed to one stage of the sweep (config, processor, model ...)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------
+# Generic shrinking
+# --------------------------------------------------------------------------------------------
+
+#: Integer config keys and the small value each is lowered to (never raised) wherever a config
+#: or sub-config has it. Widths 32 with 4 heads of 8 keep every "hidden = heads x head_dim" rule.
+SHRINK: dict[str, int] = {
+    # widths
+    "hidden_size": 32,
+    "d_model": 32,
+    "n_embd": 32,
+    "dim": 32,
+    "model_dim": 32,
+    "embedding_size": 32,
+    "embed_dim": 32,
+    "projection_dim": 32,
+    "word_embed_proj_dim": 32,
+    "projection_hidden_size": 32,
+    "text_hidden_size": 32,
+    "vision_hidden_size": 32,
+    "audio_hidden_size": 32,
+    "image_text_hidden_size": 32,
+    "output_hidden_size": 32,
+    "classifier_proj_size": 16,
+    "hidden_dim": 64,  # distilbert's FFN width; other models' widths (divisible by 4 heads)
+    # heads
+    "num_attention_heads": 4,
+    "n_head": 4,
+    "n_heads": 4,
+    "num_heads": 4,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_kv_heads": 2,
+    "multi_query_group_num": 2,
+    "head_dim": 8,
+    "d_kv": 8,
+    "kv_channels": 8,
+    "attention_head_dim": 8,
+    # depth
+    "num_hidden_layers": 2,
+    "n_layer": 2,
+    "n_layers": 2,
+    "num_layers": 2,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "num_decoder_layers": 2,
+    "num_encoder_layers": 2,
+    "encoder_num_layers": 2,
+    "decoder_num_layers": 2,
+    # feed-forward
+    "intermediate_size": 64,
+    "ffn_dim": 64,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "d_ff": 64,
+    "n_inner": 64,
+    "ffn_hidden_size": 64,
+    "encoder_ffn_dim_multiplier": 1,
+    # mixture of experts
+    "num_experts": 4,
+    "num_local_experts": 4,
+    "n_routed_experts": 4,
+    "moe_num_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_topk": 2,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
+    "n_shared_experts": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "first_k_dense_replace": 1,
+    # multi-head latent attention (DeepSeek style)
+    "kv_lora_rank": 16,
+    "q_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "qk_head_dim": 16,
+    # positions
+    "max_position_embeddings": MAX_POSITIONS,
+    "n_positions": MAX_POSITIONS,
+    "n_ctx": MAX_POSITIONS,
+    "max_seq_len": MAX_POSITIONS,
+    # speech encoders (wav2vec2 style)
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "codevector_dim": 16,
+    "proj_codevector_dim": 16,
+    "num_codevectors_per_group": 8,
+    "xvector_output_dim": 16,
+    "adapter_attn_dim": 16,
+    "output_dim": 32,
+}
+
+#: List-valued keys: each element lowered to the value for its position (hierarchical vision
+#: models keep their number of stages; only widths and depths shrink).
+SHRINK_LISTS: dict[str, Callable[[int, int], int]] = {
+    "depths": lambda i, v: 1,
+    "hidden_sizes": lambda i, v: 16 * 2**i,
+    "embed_dims": lambda i, v: 16 * 2**i,
+    "num_heads": lambda i, v: 2**i if i < 4 else 8,
+    "conv_dim": lambda i, v: 16,
+    "tdnn_dim": lambda i, v: 16,
+    "neck_hidden_sizes": lambda i, v: 16 * 2**i,
+}
+
+#: Keys never touched: shapes fixed by the processors' defaults or the data format.
+KEEP = frozenset(
+    {"image_size", "patch_size", "num_channels", "num_mel_bins", "max_source_positions"}
+)
+
+#: Keys that count layers: per-layer lists of the original length are cut to the new length.
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def _original_layers(values: dict[str, Any]) -> int | None:
+    for key in LAYER_KEYS:
+        if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+            return values[key]
+    return None
+
+
+def shrink(values: dict[str, Any]) -> dict[str, Any]:
+    """Overrides that make one (sub-)config tiny: ``values`` is its ``to_dict()``."""
+    out: dict[str, Any] = {}
+    hierarchical = isinstance(values.get("depths"), list)
+    for key, value in values.items():
+        if key in KEEP or isinstance(value, bool):
+            continue
+        if hierarchical and key in ("num_layers", "hidden_size", "num_heads"):
+            continue  # derived from the per-stage lists (Swin: num_layers = len(depths))
+        if key in SHRINK and isinstance(value, int) and value > SHRINK[key]:
+            out[key] = SHRINK[key]
+        elif key in SHRINK_LISTS and isinstance(value, list) and value:
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                out[key] = [min(v, SHRINK_LISTS[key](i, v)) for i, v in enumerate(value)]
+    if hierarchical and isinstance(values.get("num_heads"), list):
+        out["num_heads"] = [
+            SHRINK_LISTS["num_heads"](i, 0) for i in range(len(values["num_heads"]))
+        ]
+    before = _original_layers(values)
+    after = _original_layers(values | out)
+    if before and after and before >= 4 and after < before:
+        for key, value in values.items():
+            if key not in out and isinstance(value, list) and len(value) == before:
+                out[key] = value[:after]  # layer_types, per-layer windows, ...
+    if isinstance(values.get("num_key_value_heads"), int):
+        heads = out.get("num_attention_heads", values.get("num_attention_heads"))
+        if isinstance(heads, int) and heads % out.get("num_key_value_heads", 1):
+            out["num_key_value_heads"] = heads
+    return out
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """A per-type exception to the generic recipe; ``reason`` says why it is needed."""
+
+    reason: str
+    config: dict[str, Any] = field(default_factory=dict)  # merged last into the overrides
+    sub_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sub-config key
+    tokenizer: str | None = None  # a recipes builder: "ctc", "whisper", "wordpiece", ...
+    unsupported: str | None = None  # a known limit: the type fails at once with this reason
+
+
+#: Per-type exceptions to the generic shrinking, one line of reason each.
+EXCEPTIONS: dict[str, Quirk] = {}
+
+
+def _sub_config_keys(config: Any) -> list[str]:
+    keys = list(getattr(config, "sub_configs", {}) or {})
+    return [k for k in keys if isinstance(getattr(config, k, None), transformers.PretrainedConfig)]
+
+
+def _text_keys(config: Any) -> list[str]:
+    return [k for k in _sub_config_keys(config) if "text" in k or k in ("decoder", "llm_config")]
+
+
+def tiny_config(
+    model_type: str,
+    *,
+    num_labels: int = NUM_LABELS,
+    vocab_size: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """``AutoConfig.for_model(model_type)`` made tiny: generic shrinking + exceptions."""
+    default = transformers.AutoConfig.for_model(model_type)
+    values = {k: v for k, v in default.to_dict().items() if k not in _sub_config_keys(default)}
+    overrides = shrink(values)
+    quirk = EXCEPTIONS.get(model_type, Quirk(""))
+    for key in _sub_config_keys(default):
+        sub = getattr(default, key)
+        sub_values = sub.to_dict()
+        sub_values.update(shrink(sub_values))
+        if vocab_size is not None and key in _text_keys(default) and "vocab_size" in sub_values:
+            sub_values["vocab_size"] = vocab_size
+            sub_values.update(_special_ids(sub_values))
+        sub_values.update(quirk.sub_configs.get(key, {}))
+        overrides[key] = sub_values
+    if vocab_size is not None and ("vocab_size" in values or not _text_keys(default)):
+        overrides["vocab_size"] = vocab_size
+        overrides.update(_special_ids(values))
+    if getattr(default, "use_timm_backbone", False):
+        overrides.update(use_timm_backbone=False, use_pretrained_backbone=False)
+    overrides.update(copy.deepcopy(quirk.config))
+    overrides.update(extra or {})
+    id2label = {i: f"LABEL_{chr(ord('A') + i)}" for i in range(num_labels)}
+    overrides["id2label"] = id2label
+    overrides["label2id"] = {label: i for i, label in id2label.items()}
+    return transformers.AutoConfig.for_model(model_type, **overrides)
+
+
+def _special_ids(values: dict[str, Any]) -> dict[str, Any]:
+    """The generic tokenizer's special ids for the id keys this config has."""
+    out = {k: v for k, v in SPECIAL_IDS.items() if k in values}
+    out.setdefault("pad_token_id", 0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Processors
+# --------------------------------------------------------------------------------------------
+
+
+def generic_tokenizer(family: str) -> Any:
+    """A byte-level BPE fast tokenizer over recipes.WORDS, saved as PreTrainedTokenizerFast.
+
+    Encoders add "<s> A </s>" (pairs "<s> A </s></s> B </s>"), decoders "<s> A", seq2seq
+    "A </s>"; decoders get the recipes' plain chat template.
+    """
+    vocab, merges = recipes._byte_level_bpe(SPECIALS)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    if family in ("encoder", "vision-text"):
+        template = processors.TemplateProcessing(
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", 1), ("</s>", 2)],
+        )
+    elif family == "encoder-decoder":
+        template = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 2)]
+        )
+    else:
+        template = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
+        )
+    backend.post_processor = template
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+        model_max_length=recipes.MAX_POSITIONS,
+    )
+    if family == "decoder":
+        tokenizer.chat_template = recipes.CHAT_TEMPLATE
+    return tokenizer
+
+
+#: Tokenizer classes the generic BPE cannot stand in for, and the recipe that builds them.
+TOKENIZER_BUILDERS: dict[str, Callable[[Path], Any]] = {
+    "Wav2Vec2CTCTokenizer": recipes._ctc_tokenizer,
+    "WhisperTokenizer": recipes._whisper_tokenizer,
+}
+
+
+def _mapped(names: dict[str, Any], model_type: str) -> Any:
+    return names.get(model_type)
+
+
+def build_tokenizer(model_type: str, family: str, scratch: Path) -> Any:
+    quirk = EXCEPTIONS.get(model_type, Quirk(""))
+    name = _mapped(tokenization_auto.TOKENIZER_MAPPING_NAMES, model_type)
+    name = name if isinstance(name, str) else (name[0] if name else None)
+    builder = TOKENIZER_BUILDERS.get(quirk.tokenizer or name or "")
+    return builder(scratch) if builder else generic_tokenizer(family)
+
+
+def build_image_processor(model_type: str) -> Any:
+    entry = _mapped(image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type)
+    if entry is None:
+        return None
+    if isinstance(entry, dict):
+        name = entry.get("pil") or entry.get("torchvision")
+    else:
+        name = entry if isinstance(entry, str) else next(n for n in entry if n)
+    try:
+        return getattr(transformers, name)()
+    except ImportError as exc:
+        raise StageError("processor", f"{name} needs {_first_line(exc)}") from None
+
+
+def build_feature_extractor(model_type: str) -> Any:
+    name = _mapped(feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES, model_type)
+    return getattr(transformers, name)() if name else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+
+def build_processors(
+    model_type: str, classification: Classification, directory: Path, scratch: Path
+) -> int | None:
+    """Save the processing files into ``directory``; return the tokenizer's length (or None)."""
+    kinds = {plan.task.processor for plan in classification.tasks}
+    family = classification.family
+    text = family in ("encoder", "decoder", "encoder-decoder", "vision-text", "speech")
+    text = text or "processor" in kinds or "tokenizer" in kinds
+    tokenizer = build_tokenizer(model_type, family, scratch) if text else None
+    image = build_image_processor(model_type) if family not in ("speech", "audio") else None
+    audio = build_feature_extractor(model_type) if family in ("speech", "audio") else None
+    if family in ("vision-text", "multimodal-generation", "speech") or "processor" in kinds:
+        name = _mapped(processing_auto.PROCESSOR_MAPPING_NAMES, model_type)
+        if name:
+            cls = getattr(transformers, name)
+            parts = {"tokenizer": tokenizer, "image_processor": image, "feature_extractor": audio}
+            kwargs = {a: parts.get(a) for a in cls.get_attributes()}
+            missing = [a for a, v in kwargs.items() if v is None]
+            if missing:
+                raise StageError("processor", f"{name} needs {missing}, not built generically")
+            cls(**kwargs).save_pretrained(directory)
+            return len(tokenizer) if tokenizer is not None else None
+    for part in (tokenizer, image, audio):
+        if part is not None:
+            part.save_pretrained(directory)
+    return len(tokenizer) if tokenizer is not None else None
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _save_model(cls_name: str, config: Any, directory: Path) -> None:
+    cls = getattr(transformers, cls_name)
+    config = copy.deepcopy(config)
+    config.architectures = [cls_name]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = cls(config)
+    model.save_pretrained(directory)
+
+
+def _copy_processing(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and not path.name.endswith(".safetensors") and path.name != "config.json":
+            shutil.copy2(path, target / path.name)
+
+
+def _labels_for(task: str) -> int:
+    return QA_LABELS if task == "question_answering" else NUM_LABELS
+
+
+def build(
+    model_type: str,
+    classification: Classification,
+    root: Path,
+    stage: Callable[[str], None] = lambda name: None,
+) -> dict[str, Path]:
+    """Write one checkpoint directory per served task under ``root``; return task -> path.
+
+    ``stage(name)`` is called as each stage starts (config, processor, model), so a caller that
+    is killed mid-way (a timeout) knows where.
+    """
+    quirk = EXCEPTIONS.get(model_type)
+    if quirk is not None and quirk.unsupported:
+        raise StageError("config", quirk.unsupported)
+    root.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if model_type in recipes.ARCHITECTURES:  # the hand-tuned parity-test recipe
+        stage("model")
+        bases: dict[int, Path] = {}
+        for plan in classification.tasks:
+            labels = _labels_for(plan.name)
+            if labels not in bases:
+                bases[labels] = recipes.build_checkpoint(
+                    model_type, root / f"base-{labels}", num_labels=labels
+                )
+            target = root / plan.name
+            _copy_processing(bases[labels], target)
+            cls = getattr(transformers, plan.model_class)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                cls.from_pretrained(bases[labels]).save_pretrained(target)
+            paths[plan.name] = target
+        return paths
+
+    stage("config")
+    try:
+        tiny_config(model_type)
+    except Exception as exc:
+        raise StageError("config", _first_line(exc)) from None
+    stage("processor")
+    base = root / "processing"
+    base.mkdir(parents=True, exist_ok=True)
+    scratch = root / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        vocab = build_processors(model_type, classification, base, scratch)
+    except StageError:
+        raise
+    except Exception as exc:
+        raise StageError("processor", _first_line(exc)) from None
+    stage("model")
+    for plan in classification.tasks:
+        try:
+            config = tiny_config(model_type, num_labels=_labels_for(plan.name), vocab_size=vocab)
+            target = root / plan.name
+            _copy_processing(base, target)
+            _save_model(plan.model_class, config, target)
+        except Exception as exc:
+            raise StageError("model", f"{plan.model_class}: {_first_line(exc)}") from None
+        paths[plan.name] = target
+    return paths
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """The saved config's size keys, for debugging a failure."""
+    config = json.loads((path / "config.json").read_text())
+    return {k: v for k, v in config.items() if k in SHRINK}
