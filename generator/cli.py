@@ -1,13 +1,16 @@
 """``generate-skill``: render ``hf_<model_type>.py`` for a model.
 
 Errors are one line on stderr and a non-zero exit (2 for usage, 1 for everything else);
-``--check`` exits 1 when the file on disk differs from what would be generated.
+``--check`` exits 1 when the file on disk differs from what would be generated. Without
+``--output``, a SOURCE or ``--model-type`` is written to ``./skills`` (`USER_SKILLS`), never into
+the installed skillset; ``--all-committed`` and ``--check`` read the committed skillset.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,19 +18,30 @@ import hfskills.skillset as _skillset
 from hfskills.skillset.runtime.errors import HFSkillsError
 
 from . import metadata as metadata_mod
-from .render import render, write
 
 #: Where the committed skills live: the checkout's skillset/ in an editable install.
 SKILLSET = Path(_skillset.__file__).resolve().parent
+#: Where a SOURCE or --model-type is written without --output (relative to the current folder).
+USER_SKILLS = Path("skills")
 
 EPILOG = """\
 examples:
-  generate-skill ./my-bert-checkpoint --output skills/      a local checkpoint directory
+  generate-skill ./my-bert-checkpoint                       a local directory -> ./skills/
+  generate-skill ./my-bert-checkpoint --output my-skills/   ... into a folder of your choice
   generate-skill bert-base-uncased                          a hub id (offline: the HF cache)
   generate-skill bert-base-uncased --from-cache             the local HF cache only
   generate-skill --model-type llama --output /tmp/skills    from transformers' default config
   generate-skill --model-type bert --check                  is skillset/hf_bert.py current?
   generate-skill --all-committed --check                    is every committed skill current?
+
+then serve the checkpoint with the written skill:
+  hfskills serve ./my-bert-checkpoint --skills-dir skills
+(`hfskills serve ./my-bert-checkpoint` alone also works: with no skill for its model_type, the
+host generates one on the fly into its cache.)
+
+hub ids: the local HF cache is read first; with HF_HUB_OFFLINE=1 it is all that is read, and
+otherwise the hub gets one short probe (5 s), so an id that is neither cached nor reachable
+fails at once with one line.
 """
 
 
@@ -59,8 +73,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         default=None,
-        help=f"directory to write hf_<model_type>.py into (default: the committed "
-        f"skillset, {SKILLSET})",
+        help="directory to write hf_<model_type>.py into (default: ./skills under the "
+        "current folder for a SOURCE or --model-type, never the installed skillset; with "
+        f"--all-committed or --check: the committed skillset, {SKILLSET})",
     )
     p.add_argument(
         "--from-cache",
@@ -104,7 +119,40 @@ def committed_model_types(directory: Path) -> list[str]:
     return found
 
 
-def _one(meta: metadata_mod.ModelMetadata, output: Path, *, force: bool, check: bool) -> str:
+def regenerate_command(args: argparse.Namespace, output: Path) -> str:
+    """The command line that writes this skill again into ``output`` (the header names it)."""
+    what = f"--model-type {args.model_type}" if args.model_type else shlex.quote(args.source)
+    return f"generate-skill {what} --output {shlex.quote(str(output.resolve()))} --force"
+
+
+def default_output(args: argparse.Namespace) -> Path:
+    """Without --output: the committed skillset for --all-committed and --check (CI), else
+    ./skills; never the installed package for a write."""
+    if args.all_committed or args.check:
+        return SKILLSET
+    output = USER_SKILLS
+    here = output.resolve()
+    if here == SKILLSET or SKILLSET in here.parents:
+        raise HFSkillsError(
+            f"{here} is inside the installed skillset ({SKILLSET}); run from another folder "
+            "or give --output DIR"
+        )
+    return output
+
+
+def _one(
+    meta: metadata_mod.ModelMetadata,
+    output: Path,
+    *,
+    force: bool,
+    check: bool,
+    regenerate: str | None = None,
+) -> str:
+    from .render import render, write
+
+    # TODO(issue 11): pass ``regenerate`` to render(meta, regenerate=...) once the declarations
+    # commit adds the keyword, so the header's "Regenerate with" line names ``output``.
+    del regenerate
     skill = render(meta)
     target = output / skill.filename
     if check:
@@ -118,7 +166,7 @@ def _one(meta: metadata_mod.ModelMetadata, output: Path, *, force: bool, check: 
 
 
 def run(args: argparse.Namespace) -> int:
-    output = args.output if args.output is not None else SKILLSET
+    output = args.output if args.output is not None else default_output(args)
     if args.all_committed:
         if args.source or args.model_type:
             raise HFSkillsError("--all-committed takes no SOURCE or --model-type")
@@ -137,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
     meta = metadata_mod.read(
         args.source, model_type=args.model_type, from_cache_only=args.from_cache
     )
-    print(_one(meta, output, force=args.force, check=args.check))
+    regenerate = regenerate_command(args, output)
+    print(_one(meta, output, force=args.force, check=args.check, regenerate=regenerate))
+    if not args.check:
+        model = shlex.quote(args.source) if args.source else f"<{meta.model_type} checkpoint>"
+        print(f"next: hfskills serve {model} --skills-dir {shlex.quote(str(output))}")
     return 0
 
 

@@ -163,38 +163,56 @@ def from_model_type(model_type: str) -> ModelMetadata:
     )
 
 
-def from_cache(repo_id: str) -> ModelMetadata:
-    """Metadata of a hub model already in the local HF cache (no network)."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_CACHE
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def from_config(
+    config: dict[str, Any], *, source: str, source_kind: str, location: str | None = None
+) -> ModelMetadata:
+    """Metadata from a config dict already read (a GGUF header, a hub file): validated the same
+    way as a config.json read from a directory."""
+    return _from_config(config, source=source, source_kind=source_kind, location=location or source)
 
-    try:
-        snapshot = snapshot_download(repo_id, local_files_only=True)
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
-        raise GeneratorError(f"{repo_id!r} is not in the local HF cache ({HF_HUB_CACHE})") from None
+
+def from_cache(repo_id: str, *, why: str | None = None) -> ModelMetadata:
+    """Metadata of a hub model already in the local HF cache (no network). ``why`` says why the
+    hub is not asked (it goes into the one-line error when the model is not cached)."""
+    from . import hub
+
+    snapshot = hub.cached_snapshot(repo_id)
+    if snapshot is None:
+        raise hub.HubUnavailable(
+            hub.unavailable_message(
+                repo_id, why or "--from-cache reads the cache only", command="generate-skill"
+            )
+        )
     return from_directory(snapshot, source_kind="cache", source=repo_id)
 
 
 def from_hub(repo_id: str) -> ModelMetadata:
-    """Download only the metadata files of a hub model; offline, use the local HF cache."""
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError
+    """Download only the metadata files of a hub model; the local HF cache when offline.
 
+    The cache is used at once with ``HF_HUB_OFFLINE``; otherwise the hub is asked once with a
+    short timeout (`hub.PROBE_TIMEOUT_S`), and an unreachable hub means the cache."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    from . import hub
+
+    if hub.offline():
+        return from_cache(repo_id, why="HF_HUB_OFFLINE is set, so the hub is not asked")
+    if not hub.is_hub_id(repo_id):
+        raise GeneratorError(f"{repo_id!r} is neither a local directory nor a valid hub id")
+    why = hub.probe(repo_id)  # GeneratorError when the hub says there is no such model
+    if why:
+        meta = from_cache(repo_id, why=why)
+        print(f"generate-skill: {why}; read the local HF cache", file=sys.stderr)
+        return meta
     patterns = list(METADATA_FILES)  # metadata only: never the weights
     try:
-        info = HfApi().model_info(repo_id, files_metadata=True)
-        snapshot = snapshot_download(repo_id, allow_patterns=patterns)
-    except RepositoryNotFoundError:
-        raise GeneratorError(f"{repo_id!r}: no such model on the hub (or it is gated)") from None
-    except Exception as exc:  # offline, DNS, proxy, timeout: all mean "use the cache"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(
-            f"generate-skill: the hub is unreachable ({reason}); "
-            "falling back to the local HF cache",
-            file=sys.stderr,
+        info = HfApi().model_info(repo_id, files_metadata=True, timeout=hub.PROBE_TIMEOUT_S)
+        snapshot = snapshot_download(
+            repo_id, allow_patterns=patterns, etag_timeout=hub.PROBE_TIMEOUT_S
         )
-        return from_cache(repo_id)
+    except Exception as exc:  # the hub went away between the probe and the download
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return from_cache(repo_id, why=f"the hub is unreachable ({reason})")
     size = sum(s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(WEIGHT_SUFFIXES))
     return from_directory(snapshot, source_kind="hub", source=repo_id, weight_bytes=size)
 

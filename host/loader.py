@@ -9,6 +9,9 @@
   on the next request; other models keep serving.
 - A loaded model gets its worker (`workers.create`: a generation engine or a dynamic batcher),
   and what the load created leaves the garbage collector's sight (`freeze_heap`).
+- With ``on_demand_models``, a name that is in no catalog entry but is a local checkpoint path
+  or a cached hub id is added to the catalog first (`admit`, once per name, in a worker
+  thread), then loads like any model, under the same budget.
 """
 
 from __future__ import annotations
@@ -78,14 +81,19 @@ class ModelLoader:
         self.policy = policy or workers.Policy()
         self.cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
         self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
+        self.admitting: dict[str, asyncio.Future[None]] = {}
         self.hits = self.misses = 0
 
     def resolve(self, name: str, task: str | None = None) -> tuple[ServedModel, str]:
         """The model behind a name or alias, and the task (default: its first)."""
         model = self.catalog.get(name)
         if model is None:
+            hint = ""
+            if self.catalog.on_demand is None and name.startswith(("/", ".", "~")):
+                hint = " (a local checkpoint path is served only with on_demand_models on)"
             raise UnknownModel(
-                f"model {name!r} does not exist; GET /v1/models lists the models", param="model"
+                f"model {name!r} does not exist; GET /v1/models lists the models{hint}",
+                param="model",
             )
         task = task or model.tasks[0]
         if task not in model.tasks:
@@ -94,6 +102,35 @@ class ModelLoader:
                 param="model",
             )
         return model, task
+
+    async def admit(self, name: str) -> None:
+        """With ``on_demand_models``: make a name that no entry serves known when it is a local
+        checkpoint path or a cached hub id (resolved once, in a worker thread: it reads files
+        and may generate a skill). Names that are no checkpoint stay unknown (404 later)."""
+        if self.catalog.on_demand is None or self.catalog.get(name) is not None:
+            return
+        if name not in self.admitting:
+            self.admitting[name] = asyncio.ensure_future(self._admit(name))
+        await asyncio.shield(self.admitting[name])
+
+    async def _admit(self, name: str) -> None:
+        resolve = self.catalog.on_demand
+        assert resolve is not None
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(self.executor, resolve, name)
+            if model is not None and self.catalog.get(name) is None:
+                self.catalog.add(model)
+                log.info(
+                    "serving %s on demand (%s: %s) from %s",
+                    model.name,
+                    model.skill.described,
+                    ", ".join(model.tasks),
+                    model.location,
+                )
+        except HFSkillsError as exc:
+            raise UnknownModel(exc.message, param="model") from None
+        finally:
+            self.admitting.pop(name, None)
 
     @contextlib.asynccontextmanager
     async def use(self, name: str, task: str | None = None) -> AsyncIterator[Loaded]:
@@ -108,6 +145,7 @@ class ModelLoader:
                 await self._close(loaded)
 
     async def get(self, name: str, task: str | None = None) -> Loaded:
+        await self.admit(name)
         model, task = self.resolve(name, task)
         key = (model.name, task)
         if key in self.cache:
@@ -220,6 +258,7 @@ class ModelLoader:
                 "dtype": item.endpoint.dtype,
                 "memory_bytes": item.endpoint.memory_bytes,
                 "pinned": item.model.pinned,
+                "on_demand": item.model.on_demand,
                 "active_requests": item.active,
                 "loaded_at": int(item.loaded_at),
             }

@@ -54,7 +54,7 @@ def readiness(h: Host) -> dict[str, Any]:
     reason = None
     if not getattr(h, "startup_complete", False):
         reason = "starting: models are still being preloaded"
-    elif not h.catalog.models:
+    elif not h.catalog.models and h.catalog.on_demand is None:
         reason = "no model can be served: every catalog entry is unavailable (see unavailable)"
     elif not servable:
         reason = "no model can be served: every model failed to load at start-up (see failures)"
@@ -102,10 +102,15 @@ async def list_resident(request: Request) -> Response:
                     "aliases": list(m.aliases),
                     "pinned": m.pinned,
                     "checkpoint": m.location,
+                    "skill_path": str(m.skill.path),
+                    # generated on the fly (host/generated.py): no built-in or --skills-dir skill
+                    "skill_generated": m.skill.generated,
+                    "on_demand": m.on_demand,
                 }
                 for m in h.catalog.models.values()
             ],
             "unavailable": h.catalog.errors,
+            "on_demand_models": h.catalog.on_demand is not None,
             "broken_skills": h.registry.broken,
         }
     )

@@ -37,6 +37,7 @@ async def _payload(request: Request) -> hf.InferenceRequest:
 
 
 async def _dispatch(request: Request, task: str | None, pipeline: str = "") -> Response:
+    await host(request).loader.admit(request.path_params["name"])
     model, task = host(request).loader.resolve(request.path_params["name"], task)
     payload = await _payload(request)
     target = serving.Target(host(request).service, model.name, task, context(request), pipeline)
@@ -132,6 +133,7 @@ async def info(request: Request) -> Response:
 
 async def model_info(request: Request) -> Response:
     """TGI's /info for the model in the path."""
+    await host(request).loader.admit(request.path_params["name"])
     model, _ = host(request).loader.resolve(request.path_params["name"], "text_generation")
     return await _info_for(request, model.name)
 
