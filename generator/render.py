@@ -1,15 +1,20 @@
-"""Rendering a skill module from the templates, then proving it is what we meant to write.
+"""Rendering a skill module from its template, then proving it is what we meant to write.
 
-The context handed to Jinja holds only validated identifiers and values that the templates
-emit through the ``py`` filter (``repr``). The rendered text is parsed with ``ast``, formatted
-with ruff, parsed again and checked (one class of the expected name, the expected literals,
-every contract method, imports and calls from an allow-list) before anyone may write it.
+A skill is declarations only (`runtime.Skill` holds the methods, `runtime.tasks` each task's
+one implementation): the classification from transformers' mappings, each task's variant, the
+dtypes, and the (hardware, task) pairs that cannot work with the reason (`tasks.unsupported_on`).
+The context handed to Jinja holds only validated identifiers and values that the template
+emits through the ``py`` filter (``repr``). The rendered text is parsed with ``ast``, formatted
+with ruff, parsed again and checked (one import, one class of the expected name whose body is
+nothing but literal assignments and ``Task(...)`` of literals, every declaration equal to what
+was classified) before anyone may write it.
 """
 
 from __future__ import annotations
 
 import ast
 import keyword
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,13 +24,15 @@ from typing import Any
 
 import jinja2
 
+from hfskills.skillset.runtime import skill as runtime_skill
+from hfskills.skillset.runtime import tasks as runtime_tasks
 from hfskills.skillset.runtime.errors import GeneratorError
 
 from .metadata import ModelMetadata, validate_model_type
 from .taxonomy import Classification, classify
 
-#: The hardware every skill implements, in the order its sections appear.
-HARDWARE = ("cpu", "cuda", "rocm", "mps", "openvino", "qnn")
+#: The hardware every skill declares, in order.
+HARDWARE = runtime_skill.HARDWARE
 #: The dtype each hardware loads in (rendered into each skill's `dtypes` table).
 DTYPES = {
     "cpu": "float32",
@@ -35,28 +42,10 @@ DTYPES = {
     "openvino": "float32",
     "qnn": "float32",
 }
-GENERATION_ONLY = {"text_generation", "text2text_generation", "image_to_text"}
-ALLOWED_IMPORTS = {
-    "__future__",
-    "typing",
-    "torch",
-    "hfskills.skillset",
-    "hfskills.skillset.runtime",
-}
-FORBIDDEN_CALLS = {
-    "eval",
-    "exec",
-    "compile",
-    "__import__",
-    "open",
-    "getattr",
-    "setattr",
-    "globals",
-    "locals",
-    "vars",
-    "input",
-    "breakpoint",
-}
+#: The one import a skill has.
+IMPORT = ("hfskills.skillset.runtime", ("Skill", "Task"))
+#: What a "Regenerate with" command line may hold (it is written into a docstring).
+_COMMAND = re.compile(r"[A-Za-z0-9_./~:@+= -]{1,300}\Z")
 
 
 @dataclass(frozen=True)
@@ -103,38 +92,70 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _extras(classification: Classification) -> dict[str, str]:
-    """Per-architecture settings beyond the tables, derived as transformers' pipelines do."""
-    extras: dict[str, str] = {}
-    if any(p.name == "zero_shot_image_classification" for p in classification.tasks):
-        # transformers' zero-shot pipeline: SigLIP scores each pair with a sigmoid and was
-        # trained on texts padded to max_length; CLIP-like models use a softmax over labels.
-        siglip = "siglip" in classification.model_type
-        extras["zero_shot_activation"] = "sigmoid" if siglip else "softmax"
-        extras["zero_shot_padding"] = "max_length" if siglip else "longest"
-    return extras
+def variants(classification: Classification) -> dict[str, str]:
+    """Which implementation of each task this architecture needs (`runtime.tasks.FACTORIES`),
+    decided as transformers' own pipelines decide it."""
+    found = {}
+    for plan in classification.tasks:
+        variant = "default"
+        if plan.name == "automatic_speech_recognition":
+            variant = "ctc" if plan.variant == "ctc" else "seq2seq"
+        elif plan.name == "text_embedding" and classification.family == "vision-text":
+            variant = "joint"  # get_text_features of the joint model
+        elif plan.name == "zero_shot_image_classification":
+            # transformers' zero-shot pipeline: SigLIP scores each pair with a sigmoid (and was
+            # trained on texts padded to max_length); CLIP-like models use a softmax over labels
+            variant = "sigmoid" if "siglip" in classification.model_type else "softmax"
+        found[plan.name] = variant
+    return found
 
 
-def render(metadata: ModelMetadata) -> RenderedSkill:
-    """Render, format and check the skill for ``metadata.model_type``."""
+def declarations(classification: Classification) -> tuple[dict[str, Any], dict[Any, str]]:
+    """The `Task` of each task and the unsupported (hardware, task) pairs with the reason."""
+    chosen = variants(classification)
+    tasks = {
+        p.name: runtime_skill.Task(p.model_class, p.task.processor, chosen[p.name])
+        for p in classification.tasks
+    }
+    unsupported = {}
+    for hw in HARDWARE:
+        for name, task in tasks.items():
+            reason = runtime_tasks.unsupported_on(hw, name, task, classification.family)
+            if reason is not None:
+                unsupported[(hw, name)] = reason
+    return tasks, unsupported
+
+
+def regenerate_command(metadata: ModelMetadata, given: str | None) -> str:
+    """The "Regenerate with" line: ``given`` (the CLI's own command) when it is plain, else
+    the model-type command (it is written into the docstring, so never raw text)."""
+    if given is not None and _COMMAND.match(given) and '"""' not in given:
+        return given
+    return f"generate-skill --model-type {metadata.model_type} --output skillset --force"
+
+
+def render(metadata: ModelMetadata, *, regenerate: str | None = None) -> RenderedSkill:
+    """Render, format and check the skill for ``metadata.model_type``; ``regenerate`` is the
+    command line its header names (default: the committed-skillset command)."""
     classification = classify(metadata.model_type)
     module_name = module_name_for(metadata.model_type)
     for plan in classification.tasks:
         if not plan.model_class.isidentifier():  # comes from transformers, checked all the same
             raise GeneratorError(f"transformers class {plan.model_class!r} is not an identifier")
     source = None if metadata.source_kind == "model_type" else metadata.source
+    tasks, unsupported = declarations(classification)
     context = {
         "module_name": module_name,
         "class_name": module_name,
         "model_type": metadata.model_type,
         "family": classification.family,
         "tasks": classification.tasks,
+        "variants": {name: task.variant for name, task in tasks.items()},
         "hardware": HARDWARE,
         "dtypes": DTYPES,
-        "extras": _extras(classification),
+        "unsupported": unsupported,
         "source_checkpoint": source,
-        # generation handlers run torch inside runtime.generation; the others use it directly
-        "uses_torch": any(p.name not in GENERATION_ONLY for p in classification.tasks),
+        "regenerate": regenerate_command(metadata, regenerate),
     }
     raw = _environment().get_template("skill.py.j2").render(**context)
     try:
@@ -144,8 +165,23 @@ def render(metadata: ModelMetadata) -> RenderedSkill:
             f"template produced invalid Python (line {exc.lineno}): {exc.msg}"
         ) from None
     text = format_source(raw)
-    check(text, module_name, metadata.model_type, classification, source)
+    check(text, module_name, expected(metadata))
     return RenderedSkill(module_name, module_name, text)
+
+
+def expected(metadata: ModelMetadata) -> dict[str, Any]:
+    """What the generated class must declare, name by name (what `check` compares)."""
+    classification = classify(metadata.model_type)
+    tasks, unsupported = declarations(classification)
+    return {
+        "model_type": metadata.model_type,
+        "family": classification.family,
+        "tasks": {n: (t.model_class, t.processor, t.variant) for n, t in tasks.items()},
+        "dtypes": DTYPES,
+        "hardware": HARDWARE,
+        "unsupported": unsupported,
+        "source_checkpoint": None if metadata.source_kind == "model_type" else metadata.source,
+    }
 
 
 def format_source(text: str) -> str:
@@ -165,56 +201,78 @@ def format_source(text: str) -> str:
     return done.stdout
 
 
-def check(
-    text: str, class_name: str, model_type: str, classification: Classification, source: str | None
-) -> None:
+def check(text: str, class_name: str, expected: dict[str, Any]) -> None:
     """Refuse anything but the module we meant: see the module docstring."""
     tree = ast.parse(text)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            names = (
-                [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            )
-            if any(name not in ALLOWED_IMPORTS for name in names):
-                raise GeneratorError(f"generated code imports {names}: not allowed")
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in FORBIDDEN_CALLS
-        ):
-            raise GeneratorError(f"generated code calls {node.func.id}(): not allowed")
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
-    if [c.name for c in classes] != [class_name]:
+    body = [n for n in tree.body if not _is_docstring(n)]
+    imports = [n for n in body if isinstance(n, ast.Import | ast.ImportFrom)]
+    module, names = IMPORT
+    if len(imports) != 1 or not (
+        isinstance(imports[0], ast.ImportFrom)
+        and imports[0].module == module
+        and tuple(a.name for a in imports[0].names) == names
+        and all(a.asname is None for a in imports[0].names)
+    ):
+        raise GeneratorError(f"generated code must import only {names} from {module}")
+    classes = [n for n in body if isinstance(n, ast.ClassDef)]
+    if len(body) != 2 or [c.name for c in classes] != [class_name]:
         raise GeneratorError(f"generated code must define exactly class {class_name}")
-    literals = {
-        t.id: n.value
-        for n in classes[0].body
-        if isinstance(n, ast.Assign)
-        for t in n.targets
-        if isinstance(t, ast.Name)
-    }
-    expected = {
-        "model_type": model_type,
-        "family": classification.family,
-        "source_checkpoint": source,
-    }
+    cls = classes[0]
+    if cls.decorator_list or cls.keywords or [ast.unparse(b) for b in cls.bases] != ["Skill"]:
+        raise GeneratorError(f"class {class_name} must derive from Skill alone")
+    found: dict[str, Any] = {}
+    for node in cls.body:
+        if _is_docstring(node):
+            continue
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
+            raise GeneratorError(f"generated class holds a {type(node).__name__}: not allowed")
+        name = node.targets[0].id
+        if name == "tasks":
+            found[name] = _task_table(node.value)
+        else:
+            try:
+                found[name] = ast.literal_eval(node.value)
+            except ValueError:
+                raise GeneratorError(f"generated {name} is not a literal") from None
     for name, value in expected.items():
-        node = literals.get(name)
-        if not isinstance(node, ast.Constant) or node.value != value:
-            raise GeneratorError(f"generated {name} does not round-trip as the literal {value!r}")
-    methods = {n.name for n in classes[0].body if isinstance(n, ast.FunctionDef)}
-    required = (
-        {f"init_{hw}" for hw in HARDWARE}
-        | {
-            f"create_{hw}_{plan.name}_endpoint_handler"
-            for hw in HARDWARE
-            for plan in classification.tasks
-        }
-        | {f"{plan.name}_handler" for plan in classification.tasks}
+        if found.get(name, ...) != value:
+            raise GeneratorError(f"generated {name} does not round-trip as {value!r}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise GeneratorError(f"generated class declares unexpected names {extra}")
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
     )
-    missing = sorted(required - methods)
-    if missing:
-        raise GeneratorError(f"generated class lacks contract methods: {missing}")
+
+
+def _task_table(node: ast.expr) -> dict[str, tuple[str, ...]]:
+    """``{name: Task(<str literals>)}`` as ``{name: (model_class, processor, variant)}``."""
+    if not isinstance(node, ast.Dict):
+        raise GeneratorError("generated tasks must be a dict literal")
+    table = {}
+    for key, value in zip(node.keys, node.values, strict=True):
+        if not (
+            isinstance(key, ast.Constant)
+            and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id == "Task"
+            and not value.keywords
+            and 2 <= len(value.args) <= 3
+            and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in value.args)
+        ):
+            raise GeneratorError("generated tasks must map names to Task(<string literals>)")
+        args = tuple(a.value for a in value.args)  # type: ignore[attr-defined]
+        table[key.value] = args if len(args) == 3 else (*args, "default")
+    return table
 
 
 def write(skill: RenderedSkill, directory: str | Path, *, force: bool = False) -> tuple[Path, str]:

@@ -1,7 +1,8 @@
 """Hardware selection per model: which backends to try, in order, and the fallback on failure.
 
-Candidates are the model's preference (or `default_order`), kept where the skill supports the
-hardware, it is present, and (for GPUs) the checkpoint fits in free memory. CPU is always the
+Candidates are the model's preference (or `default_order`), kept where the skill has a handler
+for the task on that hardware (a pair it declares unsupported is never tried), the hardware is
+present, and (for GPUs) the checkpoint fits in free memory. CPU is always the
 last resort. A ``HardwareUnavailable`` from ``init_<hw>`` moves on to the next candidate.
 """
 
@@ -42,6 +43,16 @@ def default_order(family: str, task: str | None) -> list[str]:
     return [name for name in hardware.ORDER if name != "openvino"]
 
 
+def supports(cls: type, hardware: str, task: str | None) -> bool:
+    """Whether the skill has a handler for ``task`` on ``hardware`` (a pair it declares
+    unsupported has none, so it is never tried)."""
+    if hardware not in cls.hardware:
+        return False
+    return task is None or callable(
+        getattr(cls, f"create_{hardware}_{task}_endpoint_handler", None)
+    )
+
+
 class HardwareManager:
     def __init__(self, probe: Callable[[str], hardware.HardwareInfo] = hardware.probe) -> None:
         self.probe = probe
@@ -62,7 +73,7 @@ class HardwareManager:
         order = list(model.hardware) or default_order(model.skill.cls.family, task)
         picked: list[tuple[str, str]] = []
         for name in order:
-            if name not in model.skill.cls.hardware:
+            if not supports(model.skill.cls, name, task):
                 continue
             info = self.probe(name)
             if not info.available:
@@ -78,7 +89,7 @@ class HardwareManager:
                 )
                 continue
             picked.append((name, info.reason))
-        if "cpu" not in (p[0] for p in picked) and "cpu" in model.skill.cls.hardware:
+        if "cpu" not in (p[0] for p in picked) and supports(model.skill.cls, "cpu", task):
             picked.append(("cpu", "fallback"))
         return picked
 

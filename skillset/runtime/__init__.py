@@ -1,6 +1,7 @@
-"""What every generated skill shares: the `Endpoint`, hardware detection, loading, input
-decoding, pooling, labels, generation, and the `Staged` handler (prepare -> forward -> finish).
-Generated skills import from here; nothing hardware-generic is pasted into a skill."""
+"""What every generated skill shares: the `Skill` base and its `Task` declaration, every task's
+one implementation (`tasks`), the `Endpoint`, hardware detection, loading, input decoding,
+pooling, labels, generation, and the `Staged` handler (prepare -> forward -> finish).
+A generated skill imports `Skill` and `Task` from here and declares; it holds no code."""
 
 from . import (
     backends,
@@ -28,7 +29,7 @@ from .errors import (
     ModelLoadError,
     UnsupportedTask,
 )
-from .skill import Skill
+from .skill import Skill, Task
 from .staged import Prepared, Staged
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Skill",
     "Staged",
     "StreamHandler",
+    "Task",
     "UnsupportedTask",
     "backends",
     "cache",

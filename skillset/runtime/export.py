@@ -39,7 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import cache, generation, pooling, text, torch_backend
+from . import cache, pooling, text, torch_backend
 from . import options as options_mod
 from .checkpoint import Checkpoint, resolve
 from .endpoint import Endpoint
@@ -47,8 +47,6 @@ from .errors import HardwareUnavailable, HFSkillsError, ModelLoadError, first_li
 
 log = logging.getLogger("hfskills.runtime")
 
-#: Tasks whose handler calls ``model.generate`` (and automatic_speech_recognition unless CTC).
-GENERATION_TASKS = generation.GENERATION_TASKS
 #: What a forward-only task's handler reads from ``model(**batch)``.
 TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
     "text_embedding": ("last_hidden_state",),
@@ -212,23 +210,20 @@ def traceable(model: Any, method: str, inputs: tuple[str, ...], outputs: tuple[s
 
 def needs_generation(skill: Any, task: str) -> bool:
     """Whether ``task``'s handler calls ``model.generate`` (so no graph export covers it)."""
-    if task in GENERATION_TASKS:
-        return True
-    return task == "automatic_speech_recognition" and not skill.model_classes[task].endswith(
-        "ForCTC"
-    )
+    from . import tasks
+
+    return tasks.generates(task, skill.tasks[task])
 
 
 def require_exportable(skill: Any, task: str) -> None:
-    """Raise `HardwareUnavailable` (the host then falls back to torch) for generation tasks."""
+    """`HardwareUnavailable` for what no graph export covers (`tasks.unsupported_on`; skills
+    declare those pairs unsupported, so this only guards hand-made calls)."""
+    from . import tasks
+
     skill.check_task(task)
-    if needs_generation(skill, task):
-        raise HardwareUnavailable(
-            f"{task} for {skill.model_type} needs generation, which the OpenVINO/ONNX export "
-            "does not cover yet; it runs on torch"
-        )
-    if task not in TASK_OUTPUTS and task not in FEATURE_METHODS:
-        raise HardwareUnavailable(f"no graph export is defined for {task}; it runs on torch")
+    reason = tasks.unsupported_on("qnn", task, skill.tasks[task], skill.family)
+    if reason is not None:
+        raise HardwareUnavailable(f"{task} for {skill.model_type}: {reason}")
 
 
 def method_for(skill: Any, task: str) -> str:
@@ -283,7 +278,9 @@ def example_batch(skill: Any, task: str, processor: Any, config: Any, which: int
         return dict(processor(images=images, return_tensors="pt"))
     if task == "zero_shot_image_classification":
         images = [_synthetic_image(w, h, seed) for seed, (w, h) in enumerate(_IMAGE_SIZES[which])]
-        padding = getattr(skill, "zero_shot_padding", True)
+        from .tasks import vision
+
+        padding = vision.zero_shot_padding(skill.tasks[task].variant)
         return dict(
             processor(text=_PROMPTS[which], images=images, padding=padding, return_tensors="pt")
         )

@@ -105,3 +105,19 @@ def hypotheses(template: Any, names: list[str]) -> list[str]:
             "hypothesis_template must be a string containing {}", param="hypothesis_template"
         )
     return [template.replace("{}", name) for name in names]
+
+
+def finish_ranked(config: Any) -> Any:
+    """The finish stage every classification task shares: scores from logits by the
+    checkpoint's activation (or `function_to_apply`), ranked, `top_k` kept."""
+
+    def finish(
+        batch: list[Any],
+        logits: Any,
+        *,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        return ranked(apply(logits, activation_for(config, function_to_apply)), config, top_k)
+
+    return finish

@@ -94,3 +94,13 @@ def features(output: Any) -> Any:
     if isinstance(output, torch.Tensor):
         return output
     return output.pooler_output
+
+
+def finish_vectors(batch: list[Any], vectors: Any, *, normalize: bool = False) -> list[list[float]]:
+    """The finish stage of projected embeddings (vision-text towers): the raw projection, or
+    L2-normalised with `normalize`."""
+    import torch
+
+    if normalize:
+        vectors = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    return vectors.float().cpu().tolist()

@@ -10,7 +10,6 @@ import pytest
 from hfskills.generator import render as render_mod
 from hfskills.generator.cli import committed_model_types
 from hfskills.generator.metadata import from_model_type
-from hfskills.generator.taxonomy import classify
 from hfskills.skillset.runtime.errors import GeneratorError
 
 SKILLSET = Path(__file__).resolve().parents[2] / "skillset"
@@ -23,7 +22,7 @@ REQUIRED = (
 
 
 def test_every_required_architecture_is_committed() -> None:
-    assert sorted(REQUIRED) == sorted(COMMITTED)
+    assert set(REQUIRED) <= set(COMMITTED)
 
 
 @pytest.mark.parametrize("model_type", COMMITTED)
@@ -48,17 +47,27 @@ def test_module_and_class_names() -> None:
 def test_check_refuses_tampered_output() -> None:
     meta = from_model_type("bert")
     good = render_mod.render(meta).text
-    classification = classify("bert")
+    family = '    family = "encoder"'
+    method = "    def init_cpu(self, model, task):\n        return __import__('os')\n"
     bad_variants = {
-        "import os\n" + good: "imports",
-        good.replace('model_type = "bert"', 'model_type = "gpt2"'): "round-trip",
-        good + "\n__import__('os')\n": "calls __import__",
-        good.replace("def init_qnn", "def init_qnn_gone"): "lacks contract methods",
+        "import os\n" + good: "import only",
+        good.replace('model_type = "bert"', 'model_type = "gpt2"'): "model_type does not round",
+        good + "\n__import__('os')\n": "exactly class",
+        good.replace("    model_type =", method + "    model_type ="): "holds a FunctionDef",
         good + "\nclass Extra:\n    pass\n": "exactly class",
+        good.replace('Task("BertModel", "tokenizer")', 'Task(__import__("os"), "x")'): "string lit",
+        good.replace(family, family + '\n    x = len("a")'): "not a literal",
+        good.replace(family, family + "\n    extra = 1"): "unexpected names",
+        good.replace("class hf_bert(Skill):", "class hf_bert(Skill, dict):"): "Skill alone",
+        good.replace('"fill_mask": Task("BertForMaskedLM", "tokenizer"),', ""): "tasks does not",
+        good.replace("unsupported = {}", 'unsupported = {("qnn", "fill_mask"): "x"}'): "unsupp",
     }
+    expected = render_mod.expected(meta)
+    render_mod.check(good, "hf_bert", expected)
     for text, message in bad_variants.items():
+        assert text != good, message
         with pytest.raises(GeneratorError, match=message):
-            render_mod.check(text, "hf_bert", "bert", classification, None)
+            render_mod.check(text, "hf_bert", expected)
 
 
 def test_literal_filter_refuses_non_literals() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 
@@ -31,17 +32,53 @@ def test_skill_declares_the_contract(model_type: str) -> None:
     assert cls.hardware == HARDWARE
     assert cls.tasks and set(cls.model_classes) == set(cls.tasks) == set(cls.processors)
     assert set(cls.dtypes) == set(HARDWARE)
+    assert set(cls.unsupported) <= {(hw, task) for hw in HARDWARE for task in cls.tasks}
     skill = cls(resources={"x": 1}, metadata={"y": 2})
     assert (skill.resources, skill.metadata) == ({"x": 1}, {"y": 2})
     for hw in HARDWARE:
         assert "task" in inspect.signature(getattr(skill, f"init_{hw}")).parameters
         for task in cls.tasks:
-            assert callable(getattr(skill, f"create_{hw}_{task}_endpoint_handler"))
+            method = getattr(skill, f"create_{hw}_{task}_endpoint_handler", None)
+            assert callable(method) == ((hw, task) not in cls.unsupported)
+
+
+def test_a_skill_is_declarations_only() -> None:
+    """A generated module is a page of documentation and tables: no function, one import."""
+    sizes = sorted(len((SKILLSET / f"{m}.py").read_text().splitlines()) for m in _modules())
+    assert sizes[len(sizes) // 2] <= 80, f"median committed skill has {sizes[len(sizes) // 2]}"
+    for name in _modules():
+        tree = ast.parse((SKILLSET / f"{name}.py").read_text())
+        assert not any(isinstance(n, ast.FunctionDef | ast.Lambda) for n in ast.walk(tree))
+
+
+def _modules() -> list[str]:
+    return ["hf_" + t.replace("-", "_") for t in COMMITTED]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "hw", "task"),
+    [("llama", "qnn", "text_generation"), ("t5", "openvino", "text2text_generation")],
+)
+def test_a_declared_unsupported_pair_raises_at_once(model_type: str, hw: str, task: str) -> None:
+    """hf_llama used to offer QNN text generation and hf_t5 OpenVINO text2text, which always
+    raised after loading; now the pair has no handler and init refuses before any load."""
+    skill = skill_class(model_type)()
+    assert not skill.supports(hw, task)
+    assert not hasattr(skill, f"create_{hw}_{task}_endpoint_handler")
+    with pytest.raises(UnsupportedTask, match="graph export"):
+        getattr(skill, f"init_{hw}")("/no/such/checkpoint", task)
+
+
+def test_a_handler_refuses_an_endpoint_of_another_pair(task_checkpoint) -> None:
+    skill = skill_class("bert")()
+    endpoint = skill.init_cpu(str(task_checkpoint("bert", "fill_mask")), "fill_mask")
+    with pytest.raises(UnsupportedTask, match="fill_mask on cpu"):
+        skill.create_cpu_text_classification_endpoint_handler(endpoint)
 
 
 def test_a_skill_imports_on_its_own() -> None:
     module = importlib.import_module("hfskills.skillset.hf_bert")
-    assert module.hf_bert.tasks[0] == "text_embedding"
+    assert next(iter(module.hf_bert.tasks)) == "text_embedding"
     assert module.__doc__ and "generate-skill --model-type bert" in module.__doc__
 
 
@@ -95,7 +132,7 @@ def test_dtype_option_loads_in_that_dtype(task_checkpoint) -> None:
     assert (
         endpoint.dtype == "bfloat16" and next(endpoint.model.parameters()).dtype == torch.bfloat16
     )
-    result = skill_class("bert")().text_classification_handler(endpoint)(["hello world"])
+    result = skill_class("bert")().handler(endpoint)(["hello world"])
     assert len(result[0]) == 3
 
 

@@ -1,0 +1,84 @@
+"""Every task's one implementation, chosen by a table: task name -> handler factory.
+
+A factory takes the loaded `Endpoint` and the skill's `Task` declaration (its variant picks
+between implementations where architectures really differ) and returns the handler:
+``handler(inputs: list, **params) -> list`` with one result per input, often a `Staged`
+(prepare -> forward -> finish). Modules, one per task family: `text` (encoders), `generate`
+(decoders, encoder-decoders, captioning), `vision`, `audio`.
+
+`unsupported_on` says which (hardware, task) pairs cannot work and why; the generator writes
+its answers into each skill's ``unsupported`` table, so the host never tries them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import generation
+from ..endpoint import Endpoint, Handler
+from ..skill import Task
+from . import audio, generate, text, vision
+
+Factory = Callable[[Endpoint, Task], Handler]
+
+#: task name -> (factory, the variants it implements)
+FACTORIES: dict[str, tuple[Factory, tuple[str, ...]]] = {
+    "text_embedding": (text.text_embedding, ("default", "joint")),
+    "fill_mask": (text.fill_mask, ("default",)),
+    "text_classification": (text.text_classification, ("default",)),
+    "token_classification": (text.token_classification, ("default",)),
+    "question_answering": (text.question_answering, ("default",)),
+    "text_generation": (generate.text_generation, ("default",)),
+    "text2text_generation": (generate.text2text_generation, ("default",)),
+    "image_to_text": (generate.image_to_text, ("default",)),
+    "image_classification": (vision.image_classification, ("default",)),
+    "image_embedding": (vision.image_embedding, ("default",)),
+    "object_detection": (vision.object_detection, ("default",)),
+    "zero_shot_image_classification": (
+        vision.zero_shot_image_classification,
+        tuple(vision.ZERO_SHOT),
+    ),
+    "automatic_speech_recognition": (audio.automatic_speech_recognition, ("ctc", "seq2seq")),
+    "audio_classification": (audio.audio_classification, ("default",)),
+}
+
+#: Tasks a graph export (OpenVINO IR, ONNX) covers: one forward pass, or a features method.
+EXPORTABLE = {
+    "text_embedding",
+    "fill_mask",
+    "text_classification",
+    "token_classification",
+    "question_answering",
+    "image_classification",
+    "image_embedding",
+    "object_detection",
+    "zero_shot_image_classification",
+    "automatic_speech_recognition",
+    "audio_classification",
+}
+
+
+def build(endpoint: Endpoint, task: Task) -> Handler:
+    """The handler for ``endpoint`` (loaded for ``endpoint.task``) as ``task`` declares it."""
+    factory, variants = FACTORIES[endpoint.task]
+    if task.variant not in variants:
+        raise ValueError(f"{endpoint.task} has no variant {task.variant!r}; it has {variants}")
+    return factory(endpoint, task)
+
+
+def generates(name: str, task: Task) -> bool:
+    """Whether the task's handler calls ``model.generate``."""
+    return name in generation.GENERATION_TASKS or task.variant == "seq2seq"
+
+
+def unsupported_on(hardware: str, name: str, task: Task, family: str) -> str | None:
+    """Why ``name`` cannot run on ``hardware`` for a skill of ``family`` (None: it can)."""
+    if hardware not in ("openvino", "qnn"):
+        return None  # torch runs every task
+    if hardware == "openvino" and name == "text_generation" and family == "decoder":
+        return None  # OpenVINO GenAI's continuous batching
+    if generates(name, task):
+        return "generation has no graph export"  # exports cover one forward pass; use torch
+    if name not in EXPORTABLE:
+        return "this task has no graph export"
+    return None
