@@ -33,9 +33,9 @@ class SkillInfo:
         return self.cls.model_type
 
     @property
-    def described(self) -> str:
-        """The name, and where the file is when it was generated on the fly (for log lines)."""
-        return f"{self.name}, generated on the fly at {self.path}" if self.generated else self.name
+    def note(self) -> str:
+        """What log lines add about the skill: where it was written when generated on the fly."""
+        return f"; skill generated on the fly at {self.path}" if self.generated else ""
 
 
 @dataclass(frozen=True)

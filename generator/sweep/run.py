@@ -30,6 +30,7 @@ SAMPLE = ("bert", "llama", "t5", "vit", "whisper", "wav2vec2", "clip", "detr")
 DOCS = REPO / "docs" / "coverage.md"
 DEFAULT_OUT = Path("bench-results") / "coverage.json"
 RECYCLE_AFTER = 40  # types per worker before it is replaced (bounds memory growth)
+MAX_RSS = int(float(os.environ.get("HFSKILLS_SWEEP_MAX_GIB", "4")) * 2**30)  # per worker
 STATUSES = ("verified", "failed", "unsupported")
 
 
@@ -121,6 +122,17 @@ class Worker:
         except (OSError, subprocess.TimeoutExpired):
             self.kill()
 
+    def rss(self) -> int:
+        """Resident memory of the worker in bytes (0 if it is gone)."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
     def stderr_tail(self) -> str:
         try:
             lines = [
@@ -151,9 +163,15 @@ def _verify_one(
     while True:
         remaining = deadline - time.perf_counter()
         try:
-            message = slot.lines.get(timeout=max(remaining, 0.01)) if remaining > 0 else "late"
+            message = slot.lines.get(timeout=min(max(remaining, 0.01), 1.0))
         except queue.Empty:
-            message = "late"
+            message = "late" if remaining <= 1.0 else "wait"
+        if message == "wait":
+            if slot.rss() > MAX_RSS:
+                slot.kill()
+                reason = f"memory: the worker passed {MAX_RSS / 2**30:.0f} GiB and was killed"
+                return None, _failed(model_type, stage, reason, started)
+            continue
         if message == "late":
             slot.kill()
             reason = f"timeout: no result within {timeout:.0f} s (the worker was killed)"
@@ -190,9 +208,17 @@ def _failed(model_type: str, stage: str, reason: str, started: float) -> dict[st
 
 
 def sweep(
-    types: list[str], *, jobs: int, timeout: float, progress: bool = True
+    types: list[str],
+    *,
+    jobs: int,
+    timeout: float,
+    progress: bool = True,
+    stream: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Verify ``types`` in ``jobs`` worker subprocesses; return one record per type."""
+    """Verify ``types`` in ``jobs`` worker subprocesses; return one record per type.
+
+    With ``stream``, each record is also appended to that JSON-lines file as it arrives.
+    """
     from tqdm import tqdm
 
     pending: queue.Queue[str] = queue.Queue()
@@ -218,6 +244,9 @@ def sweep(
                 worker, record = _verify_one(worker, model_type, root, logs, timeout)
                 with lock:
                     results.append(record)
+                    if stream is not None:
+                        with stream.open("a") as f:
+                            f.write(json.dumps(record) + "\n")
                     counts[record["status"]] += 1
                     bar.set_postfix(
                         verified=counts["verified"], failed=counts["failed"], refresh=False
@@ -470,13 +499,22 @@ def main(argv: list[str] | None = None) -> int:
         types = types[: args.limit]
     served, unsupported = classify_all(types)
     records = list(unsupported.values())
-    records += sweep(served, jobs=args.jobs, timeout=args.timeout, progress=not args.no_progress)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    stream = args.out.with_suffix(".partial.jsonl")  # records as they come, while it runs
+    stream.unlink(missing_ok=True)
+    records += sweep(
+        served,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+        stream=stream,
+    )
     wall = time.perf_counter() - start
     data = report(records, wall, args)
     print_table(records)
     print(f"wall time {wall:.0f} s", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
+    stream.unlink(missing_ok=True)
     print(f"wrote {args.out}", file=sys.stderr)
     if args.write_docs:
         previous = json.loads(CANONICAL.read_text()) if CANONICAL.is_file() else None

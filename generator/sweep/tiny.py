@@ -77,6 +77,9 @@ SHRINK: dict[str, int] = {
     "dim": 32,
     "model_dim": 32,
     "embedding_size": 32,
+    "emb_dim": 32,
+    "entity_emb_size": 32,
+    "entity_vocab_size": 64,
     "embed_dim": 32,
     "projection_dim": 32,
     "word_embed_proj_dim": 32,
@@ -101,6 +104,7 @@ SHRINK: dict[str, int] = {
     "head_dim": 8,
     "d_kv": 8,
     "kv_channels": 8,
+    "rotary_dim": 8,
     "attention_head_dim": 8,
     # depth
     "num_hidden_layers": 2,
@@ -135,6 +139,34 @@ SHRINK: dict[str, int] = {
     "n_group": 1,
     "topk_group": 1,
     "first_k_dense_replace": 1,
+    "moe_k": 2,
+    "num_experts_per_token": 2,
+    "num_expert_group": 1,
+    "num_shared_experts": 1,
+    "moe_num_shared_experts": 1,
+    "shared_intermediate_size": 32,
+    "expert_ffn_hidden_size": 32,
+    "zero_expert_num": 4,
+    # linear attention and state-space layers
+    "linear_head_dim": 8,
+    "linear_num_heads": 4,
+    "linear_key_head_dim": 8,
+    "linear_value_head_dim": 8,
+    "linear_num_key_heads": 4,
+    "linear_num_value_heads": 4,
+    "mamba_n_heads": 8,
+    "mamba_d_head": 8,
+    "mamba_d_state": 16,
+    "mamba_dt_rank": 8,
+    "state_size": 16,
+    "time_step_rank": 8,
+    "lru_width": 32,
+    "swa_num_attention_heads": 4,
+    "swa_head_dim": 8,
+    # per-layer and hashed embeddings
+    "vocab_size_per_layer_input": 1024,
+    "hidden_size_per_layer_input": 8,
+    "encoder_hash_byte_group_vocab": 1024,
     # multi-head latent attention (DeepSeek style)
     "kv_lora_rank": 16,
     "q_lora_rank": 16,
@@ -165,6 +197,7 @@ SHRINK_LISTS: dict[str, Callable[[int, int], int]] = {
     "hidden_sizes": lambda i, v: 16 * 2**i,
     "embed_dims": lambda i, v: 16 * 2**i,
     "num_heads": lambda i, v: 2**i if i < 4 else 8,
+    "num_attention_heads": lambda i, v: 2**i if i < 4 else 8,
     "conv_dim": lambda i, v: 16,
     "tdnn_dim": lambda i, v: 16,
     "neck_hidden_sizes": lambda i, v: 16 * 2**i,
@@ -174,6 +207,10 @@ SHRINK_LISTS: dict[str, Callable[[int, int], int]] = {
 KEEP = frozenset(
     {"image_size", "patch_size", "num_channels", "num_mel_bins", "max_source_positions"}
 )
+
+#: Size keys whose None default means "derive from the other sizes" in a way that breaks once
+#: they are shrunk (head_dim = hidden // heads is then recomputed by some configs, not others).
+DERIVED_WHEN_NONE = frozenset({"head_dim", "num_key_value_heads"})
 
 #: Keys that count layers: per-layer lists of the original length are cut to the new length.
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
@@ -186,34 +223,57 @@ def _original_layers(values: dict[str, Any]) -> int | None:
     return None
 
 
-def shrink(values: dict[str, Any]) -> dict[str, Any]:
+def _cut_layers(value: list[Any], after: int) -> list[Any]:
+    """The first ``after`` entries of a per-layer list, but keeping one layer of every kind
+    (a hybrid's first layers may all be linear attention: keep a full-attention one too)."""
+    cut = list(value[:after])
+    if all(isinstance(v, str) for v in value):
+        missing = [v for v in dict.fromkeys(value) if v not in cut]
+        for slot, kind in zip(range(after - 1, 0, -1), missing, strict=False):
+            cut[slot] = kind
+    return cut
+
+
+def shrink(values: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Overrides that make one (sub-)config tiny: ``values`` is its ``to_dict()``."""
     out: dict[str, Any] = {}
     hierarchical = isinstance(values.get("depths"), list)
     for key, value in values.items():
-        if key in KEEP or isinstance(value, bool):
+        if key in KEEP or key in keep or isinstance(value, bool):
             continue
         if hierarchical and key in ("num_layers", "hidden_size", "num_heads"):
             continue  # derived from the per-stage lists (Swin: num_layers = len(depths))
         if key in SHRINK and isinstance(value, int) and value > SHRINK[key]:
             out[key] = SHRINK[key]
+        elif key in SHRINK and value is None and key in DERIVED_WHEN_NONE:
+            out[key] = SHRINK[key]  # "derive from hidden_size" would derive from the old ratio
         elif key in SHRINK_LISTS and isinstance(value, list) and value:
             if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 out[key] = [min(v, SHRINK_LISTS[key](i, v)) for i, v in enumerate(value)]
-    if hierarchical and isinstance(values.get("num_heads"), list):
+    if hierarchical and isinstance(values.get("num_heads"), list) and "num_heads" not in keep:
         out["num_heads"] = [
             SHRINK_LISTS["num_heads"](i, 0) for i in range(len(values["num_heads"]))
         ]
     before = _original_layers(values)
     after = _original_layers(values | out)
+    indices = values.get("out_indices")
+    if before and after and isinstance(indices, list) and indices and max(indices) > after:
+        after = min(before, max(i for i in indices if isinstance(i, int)))
+        for key in LAYER_KEYS:  # a backbone keeps the layers its out_indices name
+            if key in out:
+                out[key] = after
     if before and after and before >= 4 and after < before:
         for key, value in values.items():
             if key not in out and isinstance(value, list) and len(value) == before:
-                out[key] = value[:after]  # layer_types, per-layer windows, ...
-    if isinstance(values.get("num_key_value_heads"), int):
+                out[key] = _cut_layers(value, after)  # layer_types, per-layer windows, ...
+            elif key not in out and isinstance(value, dict) and value and key.startswith("per_"):
+                out[key] = {k: v for k, v in value.items() if str(k).isdigit() and int(k) < after}
+    kv = values.get("num_key_value_heads", 0)
+    if "num_key_value_heads" in values and (kv is None or isinstance(kv, int)):
         heads = out.get("num_attention_heads", values.get("num_attention_heads"))
-        if isinstance(heads, int) and heads % out.get("num_key_value_heads", 1):
-            out["num_key_value_heads"] = heads
+        if isinstance(heads, int):
+            if kv == values.get("num_attention_heads") or heads % out.get("num_key_value_heads", 1):
+                out["num_key_value_heads"] = heads  # multi-head (or MLA) attention stays so
     return out
 
 
@@ -224,12 +284,50 @@ class Quirk:
     reason: str
     config: dict[str, Any] = field(default_factory=dict)  # merged last into the overrides
     sub_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sub-config key
-    tokenizer: str | None = None  # a recipes builder: "ctc", "whisper", "wordpiece", ...
+    tokenizer: str | None = None  # a tokenizer class in TOKENIZER_BUILDERS
+    image_processor: str | None = None  # a transformers image processor class (PIL backend)
+    keep: tuple[str, ...] = ()  # size keys left at their default
     unsupported: str | None = None  # a known limit: the type fails at once with this reason
 
 
 #: Per-type exceptions to the generic shrinking, one line of reason each.
-EXCEPTIONS: dict[str, Quirk] = {}
+EXCEPTIONS: dict[str, Quirk] = {
+    "mamba2": Quirk(
+        "heads x head_dim must equal expand x hidden_size (2 x 32)", config={"num_heads": 8}
+    ),
+    "jamba": Quirk(
+        "attention every 8th layer from the 4th: none in 2 layers; one in 2",
+        config={"attn_layer_period": 2, "attn_layer_offset": 1},
+    ),
+    "recurrent_gemma": Quirk(
+        "block_types cycles recurrent, recurrent, attention: no attention in 2 layers",
+        config={"block_types": ["recurrent", "attention"]},
+    ),
+    "lfm2_moe": Quirk(
+        "layer_types has no default; one conv and one attention layer, the first dense",
+        config={"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+    ),
+    "dots1": Quirk(
+        "the MoE sizes default to None",
+        config={"n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1},
+    ),
+    "efficientnet": Quirk(
+        "hidden_dim is the last conv's width, derived from the scaling coefficients",
+        keep=("hidden_dim",),
+    ),
+    "bit": Quirk(
+        "group norm over 32 groups needs widths divisible by 32",
+        config={"hidden_sizes": [32, 64, 128, 256], "embedding_size": 32},
+    ),
+    "d_fine": Quirk(
+        "no image processor in transformers' mapping; hub checkpoints use RT-DETR's",
+        image_processor="RTDetrImageProcessor",
+    ),
+    "rt_detr_v2": Quirk(
+        "no image processor in transformers' mapping; hub checkpoints use RT-DETR's",
+        image_processor="RTDetrImageProcessor",
+    ),
+}
 
 
 def _sub_config_keys(config: Any) -> list[str]:
@@ -251,12 +349,15 @@ def tiny_config(
     """``AutoConfig.for_model(model_type)`` made tiny: generic shrinking + exceptions."""
     default = transformers.AutoConfig.for_model(model_type)
     values = {k: v for k, v in default.to_dict().items() if k not in _sub_config_keys(default)}
-    overrides = shrink(values)
     quirk = EXCEPTIONS.get(model_type, Quirk(""))
+    keep = frozenset(quirk.keep)
+    overrides = shrink(values, keep)
     for key in _sub_config_keys(default):
         sub = getattr(default, key)
         sub_values = sub.to_dict()
-        sub_values.update(shrink(sub_values))
+        if sub_values.get("model_type") == "timm_backbone":  # timm is not a dependency
+            sub_values = _resnet_backbone(sub_values.get("out_indices") or [4])
+        sub_values.update(shrink(sub_values, keep))
         if vocab_size is not None and key in _text_keys(default) and "vocab_size" in sub_values:
             sub_values["vocab_size"] = vocab_size
             sub_values.update(_special_ids(sub_values))
@@ -273,6 +374,18 @@ def tiny_config(
     overrides["id2label"] = id2label
     overrides["label2id"] = {label: i for i, label in id2label.items()}
     return transformers.AutoConfig.for_model(model_type, **overrides)
+
+
+def _resnet_backbone(out_indices: list[int]) -> dict[str, Any]:
+    """A tiny transformers ResNet in place of a timm backbone, giving the same feature levels."""
+    return {
+        "model_type": "resnet",
+        "embedding_size": 8,
+        "hidden_sizes": [8, 16, 32, 64],
+        "depths": [1, 1, 1, 1],
+        "layer_type": "basic",
+        "out_features": [f"stage{i}" for i in out_indices],
+    }
 
 
 def _special_ids(values: dict[str, Any]) -> dict[str, Any]:
@@ -347,18 +460,34 @@ def build_tokenizer(model_type: str, family: str, scratch: Path) -> Any:
     return builder(scratch) if builder else generic_tokenizer(family)
 
 
-def build_image_processor(model_type: str) -> Any:
-    entry = _mapped(image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type)
+#: The image processor of a vision type that transformers maps to none (its hub checkpoints
+#: name one in preprocessor_config.json): plain resize + normalise, as ViT's.
+FALLBACK_IMAGE_PROCESSOR = "ViTImageProcessor"
+
+
+def build_image_processor(model_type: str, family: str) -> Any:
+    quirk = EXCEPTIONS.get(model_type, Quirk(""))
+    entry = quirk.image_processor or _mapped(
+        image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type
+    )
+    if entry is None and family == "vision":
+        entry = FALLBACK_IMAGE_PROCESSOR
     if entry is None:
         return None
     if isinstance(entry, dict):
         name = entry.get("pil") or entry.get("torchvision")
     else:
         name = entry if isinstance(entry, str) else next(n for n in entry if n)
+    if not name.endswith("Pil") and hasattr(transformers, f"{name}Pil"):
+        name = f"{name}Pil"  # the PIL backend: torchvision is not a dependency
     try:
         return getattr(transformers, name)()
     except ImportError as exc:
         raise StageError("processor", f"{name} needs {_first_line(exc)}") from None
+
+
+#: The processor of a speech type that transformers maps to none: feature extractor + tokenizer.
+FALLBACK_SPEECH_PROCESSOR = "Wav2Vec2Processor"
 
 
 def build_feature_extractor(model_type: str) -> Any:
@@ -380,10 +509,12 @@ def build_processors(
     text = family in ("encoder", "decoder", "encoder-decoder", "vision-text", "speech")
     text = text or "processor" in kinds or "tokenizer" in kinds
     tokenizer = build_tokenizer(model_type, family, scratch) if text else None
-    image = build_image_processor(model_type) if family not in ("speech", "audio") else None
+    image = build_image_processor(model_type, family) if family not in ("speech", "audio") else None
     audio = build_feature_extractor(model_type) if family in ("speech", "audio") else None
     if family in ("vision-text", "multimodal-generation", "speech") or "processor" in kinds:
         name = _mapped(processing_auto.PROCESSOR_MAPPING_NAMES, model_type)
+        if name is None and family == "speech" and audio is not None and tokenizer is not None:
+            name = FALLBACK_SPEECH_PROCESSOR
         if name:
             cls = getattr(transformers, name)
             parts = {"tokenizer": tokenizer, "image_processor": image, "feature_extractor": audio}
@@ -404,10 +535,20 @@ def build_processors(
 # --------------------------------------------------------------------------------------------
 
 
+#: A tiny model has well under this many parameters; more means a size key was not shrunk.
+MAX_PARAMETERS = 20_000_000
+
+
 def _save_model(cls_name: str, config: Any, directory: Path) -> None:
     cls = getattr(transformers, cls_name)
     config = copy.deepcopy(config)
     config.architectures = [cls_name]
+    with torch.device("meta"):  # count first: never allocate a full-size model by mistake
+        count = sum(p.numel() for p in cls(config).parameters())
+    if count > MAX_PARAMETERS:
+        raise StageError(
+            "model", f"{count / 1e6:.0f}M parameters after shrinking (limit {MAX_PARAMETERS:,})"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = cls(config)
@@ -482,6 +623,8 @@ def build(
             target = root / plan.name
             _copy_processing(base, target)
             _save_model(plan.model_class, config, target)
+        except StageError:
+            raise
         except Exception as exc:
             raise StageError("model", f"{plan.model_class}: {_first_line(exc)}") from None
         paths[plan.name] = target
