@@ -150,10 +150,7 @@ def _one(
 ) -> str:
     from .render import render, write
 
-    # TODO(issue 11): pass ``regenerate`` to render(meta, regenerate=...) once the declarations
-    # commit adds the keyword, so the header's "Regenerate with" line names ``output``.
-    del regenerate
-    skill = render(meta)
+    skill = render(meta, regenerate=regenerate)  # the header's "Regenerate with" line
     target = output / skill.filename
     if check:
         current = target.read_text(encoding="utf-8") if target.exists() else None
@@ -185,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     meta = metadata_mod.read(
         args.source, model_type=args.model_type, from_cache_only=args.from_cache
     )
-    regenerate = regenerate_command(args, output)
+    # the header names the folder written to; the committed skillset keeps its own command
+    regenerate = None if output.resolve() == SKILLSET else regenerate_command(args, output)
     print(_one(meta, output, force=args.force, check=args.check, regenerate=regenerate))
     if not args.check:
         model = shlex.quote(args.source) if args.source else f"<{meta.model_type} checkpoint>"

@@ -61,11 +61,12 @@ def serve(args: argparse.Namespace) -> int:
     host = app.state.host
     for model in host.catalog.models.values():
         log.info(
-            "serving %s (%s: %s) from %s",
+            "serving %s (%s: %s) from %s%s",
             model.name,
-            model.skill.described,
+            model.skill.name,
             ", ".join(model.tasks),
             model.location,
+            model.skill.note,
         )
     if host.catalog.on_demand is not None:
         log.warning(

@@ -14,6 +14,7 @@ and where. A model_type the generator cannot serve is an error naming docs/cover
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,22 @@ def _metadata(location: str, config: dict[str, Any], source: str) -> Any:
 
     ckpt = checkpoints.resolve(location)
     if ckpt.is_local and "gguf_file" not in ckpt.kwargs:
-        return metadata.from_directory(ckpt.location, source=source)
+        kind = "directory" if source == location else "cache"  # a hub id's cached snapshot
+        return metadata.from_directory(ckpt.location, source=source, source_kind=kind)
     # a GGUF file (its header, read by the catalog) or a hub id (config.json from the hub)
     kind = "directory" if ckpt.is_local else "hub"
     return metadata.from_config(config, source=source, source_kind=kind, location=location)
+
+
+def _regenerate(meta: Any) -> str:
+    """The header's "Regenerate with" line: generate-skill into this cache folder (a GGUF file
+    or a directory with several is named by its model_type)."""
+    source = meta.source
+    if meta.source_kind == "directory" and not (Path(source) / "config.json").is_file():
+        what = f"--model-type {meta.model_type}"
+    else:
+        what = shlex.quote(source)
+    return f"generate-skill {what} --output {shlex.quote(str(directory()))} --force"
 
 
 def skill_for(
@@ -69,9 +82,7 @@ def skill_for(
             return existing
         try:
             meta = _metadata(location, config, source or location)
-            # TODO(issue 11): pass regenerate=... (the generate-skill command for this folder)
-            # once render() takes it.
-            skill = render_mod.render(meta)
+            skill = render_mod.render(meta, regenerate=_regenerate(meta))
             path, state = render_mod.write(skill, directory(), force=True)
         except HFSkillsError as exc:
             raise SkillGenerationError(

@@ -121,11 +121,12 @@ class ModelLoader:
             if model is not None and self.catalog.get(name) is None:
                 self.catalog.add(model)
                 log.info(
-                    "serving %s on demand (%s: %s) from %s",
+                    "serving %s on demand (%s: %s) from %s%s",
                     model.name,
-                    model.skill.described,
+                    model.skill.name,
                     ", ".join(model.tasks),
                     model.location,
+                    model.skill.note,
                 )
         except HFSkillsError as exc:
             raise UnknownModel(exc.message, param="model") from None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from hfskills.generator.cli import main
+from hfskills.generator.cli import main, parser
 
 from .test_render import COMMITTED, SKILLSET
 
@@ -49,8 +51,11 @@ def test_model_type_into_a_temp_folder_reproduces_the_committed_file(tmp_path, c
     for model_type in ("bert", "llama", "whisper", "xlm-roberta"):
         assert main(["--model-type", model_type, "--output", str(tmp_path)]) == 0
     capsys.readouterr()
+    here = f"--output {tmp_path.resolve()} --force"  # "Regenerate with" names the folder
     for path in tmp_path.glob("hf_*.py"):
-        assert path.read_bytes() == (SKILLSET / path.name).read_bytes()
+        text = path.read_text()
+        assert here in text
+        assert text.replace(here, "--output skillset --force") == (SKILLSET / path.name).read_text()
 
 
 def test_check_detects_drift_and_force_repairs_it(tmp_path, capsys) -> None:
@@ -101,3 +106,74 @@ def test_usage_error_exits_2() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([])
     assert exit_info.value.code == 2
+
+
+# -- where a skill is written, and hub ids that cannot be reached ------------------------------
+
+
+def _skillset_files() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in SKILLSET.iterdir() if p.is_file()}
+
+
+def test_without_output_a_skill_goes_to_skills_in_the_current_folder(
+    tmp_path, monkeypatch, capsys, config_dir
+) -> None:
+    """Never into the installed/committed skillset (which would then fail scripts/test)."""
+    before = _skillset_files()
+    checkpoint = config_dir({"model_type": "bert", "architectures": ["BertModel"]})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main([str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    written = (work / "skills" / "hf_bert.py").read_text()
+    assert f"`generate-skill {checkpoint} --output {work / 'skills'} --force`" in written
+    assert out.splitlines()[0].startswith("skills/hf_bert.py: written (bert, from directory")
+    assert f"next: hfskills serve {checkpoint} --skills-dir skills" in out
+    assert main(["--model-type", "ernie"]) == 0
+    out = capsys.readouterr().out
+    assert (work / "skills" / "hf_ernie.py").is_file()
+    assert "next: hfskills serve <ernie checkpoint> --skills-dir skills" in out
+    assert _skillset_files() == before
+    assert sorted(p.name for p in (work / "skills").iterdir()) == ["hf_bert.py", "hf_ernie.py"]
+
+
+def test_the_default_folder_is_refused_inside_the_skillset(monkeypatch, capsys) -> None:
+    monkeypatch.chdir(SKILLSET)
+    assert main(["--model-type", "ernie"]) == 1
+    assert "inside the installed skillset" in capsys.readouterr().err
+    assert not (SKILLSET / "skills").exists()
+
+
+def test_help_says_where_skills_are_written() -> None:
+    text = " ".join(parser().format_help().split())
+    assert "default: ./skills under the current folder" in text
+    assert "hfskills serve ./my-bert-checkpoint --skills-dir skills" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+        ({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}, "the hub is unreachable"),
+    ],
+)
+def test_an_uncached_hub_id_fails_fast_with_one_line(tmp_path, env, why) -> None:
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path), **env}
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "hfskills.generator.cli", "acme/not-cached"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("generate-skill: error: 'acme/not-cached' is not in the local")
+    assert why in lines[0] and "generate-skill ./my-model" in lines[0]
+    assert elapsed < 15, f"took {elapsed:.1f} s"  # was 26-51 s of retries; ~1-2 s here
+    assert not (tmp_path / "skills").exists()

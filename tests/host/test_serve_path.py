@@ -194,10 +194,10 @@ def test_serve_a_directory_of_an_uncommitted_type_with_a_catalog(
     _, stderr = process.communicate(timeout=30)
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     messages = [line.get("message", "") for line in lines]
-    assert any(
-        m.startswith(f"serving {name} ({module}, generated on the fly at {cache / 'skills'}")
-        for m in messages
-    ), messages
+    assert (
+        f"serving {name} ({module}: text_embedding) from {uncommitted}; skill generated on the "
+        f"fly at {cache / 'skills' / module}.py"
+    ) in messages, messages
     assert any(m.startswith(f"generated skill {module}") for m in messages), messages
 
 
