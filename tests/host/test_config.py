@@ -174,6 +174,26 @@ def test_hardware_selection_and_fallback(task_checkpoint, caplog) -> None:
     assert "qnn unavailable" in caplog.text and "falling back" in caplog.text
 
 
+def test_a_declared_unsupported_pair_is_never_tried(task_checkpoint, caplog) -> None:
+    """hf_t5 declares text2text generation unsupported on openvino and qnn (no graph export
+    generates): asked for them first, the host goes straight to the CPU without a load try."""
+    path = str(task_checkpoint("t5", "text2text_generation"))
+    settings = load_settings(
+        embedded_default=False,
+        models=[{"name": "t", "checkpoint": path, "hardware": ["openvino", "qnn", "cpu"]}],
+    )
+    model = catalog.build(settings, discover()).get("t")
+
+    def claims_all(name: str) -> hardware.HardwareInfo:  # fakes only the detection input
+        return hardware.HardwareInfo(name, True, "pretend present", (name,))
+
+    manager = HardwareManager(probe=claims_all)
+    assert [name for name, _ in manager.candidates(model, "text2text_generation")] == ["cpu"]
+    with caplog.at_level(logging.WARNING, logger="hfskills.host"):
+        endpoint = manager.load(model, "text2text_generation")
+    assert endpoint.hardware == "cpu" and "unavailable" not in caplog.text
+
+
 def test_default_order_prefers_openvino_only_for_decoder_generation(task_checkpoint) -> None:
     settings = load_settings(
         embedded_default=False,
