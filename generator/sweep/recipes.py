@@ -800,6 +800,70 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
 }
 
 
+def _owlvit_tokenizer(scratch: Path) -> Tok:
+    """CLIPTokenizer whose "<|startoftext|>" is not id 0: OWL-ViT reads a query whose first id is
+    0 as padding (``query_mask = input_ids[..., 0] > 0``) and masks its logits."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    specials = ["<|unused|>", "<|startoftext|>", "<|endoftext|>"]
+    specials += [f"{char}</w>" for char in alphabet]  # fixed ids, as in _clip_tokenizer
+    vocab, merges = _train_bpe(
+        [*WORDS, *CHARACTERS],
+        specials=specials,
+        alphabet=alphabet,
+        pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=False),
+        end_of_word_suffix="</w>",
+    )
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+
+
+# ---- dense vision and open-vocabulary detection (depth, segmentation, zero-shot boxes) ----
+_DPT = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "backbone_out_indices": [0, 1, 2, 3],
+    "neck_hidden_sizes": [8, 16, 32, 32],
+    "fusion_hidden_size": 16,
+    "head_in_index": -1,
+    "auxiliary_loss_weight": 0.4,
+}
+ARCHITECTURES.update(
+    {
+        "dpt": ArchitectureSpec(
+            "vision",
+            "DPTForDepthEstimation",
+            _DPT,
+            image_processor=_image_processor(
+                "DPTImageProcessor", size=_SQUARE, keep_aspect_ratio=False, ensure_multiple_of=1
+            ),
+        ),
+        "owlvit": ArchitectureSpec(
+            "multimodal",
+            "OwlViTForObjectDetection",
+            {
+                "projection_dim": 32,
+                "text_config": _BERT_LIKE | {"max_position_embeddings": 16},
+                "vision_config": _VIT,
+            },
+            _owlvit_tokenizer,
+            {
+                "bos_token_id": "<|startoftext|>",
+                "eos_token_id": "<|endoftext|>",
+                "pad_token_id": "<|endoftext|>",
+            },
+            text_config="text_config",
+            image_processor=_image_processor(
+                "OwlViTImageProcessor", size=_SQUARE, crop_size=_SQUARE
+            ),
+            processor="OwlViTProcessor",
+        ),
+    }
+)
+
+
 # --------------------------------------------------------------------------------------------
 # Builder
 # --------------------------------------------------------------------------------------------

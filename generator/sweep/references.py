@@ -260,10 +260,12 @@ def automatic_speech_recognition(handler: Any, path: Path, skill: type) -> None:
         got = handler(AUDIO)
     else:
         model = transformers.AutoModelForSpeechSeq2Seq.from_pretrained(path).eval()
-        feats = processor.feature_extractor(AUDIO, sampling_rate=rate, return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(**forward_inputs(model, feats), max_new_tokens=10)
-        expected = [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
+        expected = []
+        for wave in AUDIO:  # one clip at a time: no padding for the skill to match
+            feats = processor.feature_extractor([wave], sampling_rate=rate, return_tensors="pt")
+            with torch.no_grad():
+                ids = model.generate(**forward_inputs(model, feats), max_new_tokens=10)
+            expected += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
         got = handler(AUDIO, max_new_tokens=10)
     equal([r["text"] for r in got], expected, "transcripts")
 

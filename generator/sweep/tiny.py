@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ SHRINK: dict[str, int] = {
     "entity_vocab_size": 64,
     "embed_dim": 32,
     "projection_dim": 32,
+    "projection_size": 32,
+    "d_latents": 32,
+    "num_latents": 16,
     "word_embed_proj_dim": 32,
     "projection_hidden_size": 32,
     "text_hidden_size": 32,
@@ -174,6 +178,8 @@ SHRINK: dict[str, int] = {
     "qk_nope_head_dim": 8,
     "v_head_dim": 8,
     "qk_head_dim": 16,
+    "index_head_dim": 16,
+    "index_n_heads": 4,
     # positions
     "max_position_embeddings": MAX_POSITIONS,
     "n_positions": MAX_POSITIONS,
@@ -286,6 +292,7 @@ class Quirk:
     sub_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sub-config key
     tokenizer: str | None = None  # a tokenizer class in TOKENIZER_BUILDERS
     image_processor: str | None = None  # a transformers image processor class (PIL backend)
+    feature_extractor: str | None = None  # a transformers feature extractor class
     keep: tuple[str, ...] = ()  # size keys left at their default
     unsupported: str | None = None  # a known limit: the type fails at once with this reason
 
@@ -312,12 +319,44 @@ EXCEPTIONS: dict[str, Quirk] = {
         config={"n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1},
     ),
     "efficientnet": Quirk(
-        "hidden_dim is the last conv's width, derived from the scaling coefficients",
-        keep=("hidden_dim",),
+        "hidden_dim must equal the last conv's width, round_filters(1280 x width_coefficient)",
+        config={"width_coefficient": 0.25, "hidden_dim": 320, "depth_coefficient": 0.5},
     ),
     "bit": Quirk(
-        "group norm over 32 groups needs widths divisible by 32",
-        config={"hidden_sizes": [32, 64, 128, 256], "embedding_size": 32},
+        "group norm over 32 groups needs widths divisible by 32: 8 groups",
+        config={"num_groups": 8},
+    ),
+    "deepseek_v2": Quirk(
+        "num_experts_per_tok defaults to None while experts are routed",
+        config={"num_experts_per_tok": 2},
+    ),
+    "neomme": Quirk(
+        "a partial rotary factor of 0.25 must rotate a multiple of 4 dims", config={"head_dim": 16}
+    ),
+    "bamba": Quirk(
+        "attn_layer_indices defaults to None: every layer is Mamba, no attention layer",
+        config={"attn_layer_indices": [1]},
+    ),
+    "granitemoehybrid": Quirk(
+        "every default layer is Mamba (linear attention); one attention layer of 2",
+        config={"layer_types": ["mamba", "attention"]},
+    ),
+    "align": Quirk(
+        "its EfficientNet vision tower: hidden_dim must equal the scaled last conv width",
+        sub_configs={"vision_config": {"width_coefficient": 0.25, "hidden_dim": 320}},
+    ),
+    "gemma4_assistant": Quirk(
+        "transformers bug",
+        unsupported="transformers' default config fails its own validation "
+        "(hidden_size_per_layer_input must be 0, got 256)",
+    ),
+    "dots3_note_text": Quirk(
+        "the sliding-window head_dim must equal qk_nope_head_dim + qk_rope_head_dim (8 + 8)",
+        config={"head_dim": 16},
+    ),
+    "wav2vec2-bert": Quirk(
+        "no feature extractor in transformers' mapping; hub checkpoints use SeamlessM4T's",
+        feature_extractor="SeamlessM4TFeatureExtractor",
     ),
     "d_fine": Quirk(
         "no image processor in transformers' mapping; hub checkpoints use RT-DETR's",
@@ -339,17 +378,38 @@ def _text_keys(config: Any) -> list[str]:
     return [k for k in _sub_config_keys(config) if "text" in k or k in ("decoder", "llm_config")]
 
 
+def _image_size(processor: Any) -> int | None:
+    """The square side the image processor outputs, if it has one."""
+    if processor is None:
+        return None
+    crop = (
+        getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", 0) else None
+    )
+    size = crop or getattr(processor, "size", None)
+    if not isinstance(size, dict):
+        return None
+    if size.get("height") and size.get("height") == size.get("width"):
+        return int(size["height"])
+    return int(size["shortest_edge"]) if size.get("shortest_edge") and len(size) == 1 else None
+
+
 def tiny_config(
     model_type: str,
     *,
     num_labels: int = NUM_LABELS,
     vocab_size: int | None = None,
+    image_size: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Any:
     """``AutoConfig.for_model(model_type)`` made tiny: generic shrinking + exceptions."""
-    default = transformers.AutoConfig.for_model(model_type)
-    values = {k: v for k, v in default.to_dict().items() if k not in _sub_config_keys(default)}
     quirk = EXCEPTIONS.get(model_type, Quirk(""))
+    try:
+        default = transformers.AutoConfig.for_model(model_type)
+    except Exception:  # a default that its own validation refuses: the exception fixes it
+        if not quirk.config:
+            raise
+        default = transformers.AutoConfig.for_model(model_type, **quirk.config)
+    values = {k: v for k, v in default.to_dict().items() if k not in _sub_config_keys(default)}
     keep = frozenset(quirk.keep)
     overrides = shrink(values, keep)
     for key in _sub_config_keys(default):
@@ -361,16 +421,22 @@ def tiny_config(
         if vocab_size is not None and key in _text_keys(default) and "vocab_size" in sub_values:
             sub_values["vocab_size"] = vocab_size
             sub_values.update(_special_ids(sub_values))
+        if image_size and isinstance(sub_values.get("image_size"), int):
+            sub_values["image_size"] = image_size  # as the image processor resizes
         sub_values.update(quirk.sub_configs.get(key, {}))
         overrides[key] = sub_values
     if vocab_size is not None and ("vocab_size" in values or not _text_keys(default)):
         overrides["vocab_size"] = vocab_size
         overrides.update(_special_ids(values))
+    if image_size and isinstance(values.get("image_size"), int):
+        overrides["image_size"] = image_size
     if getattr(default, "use_timm_backbone", False):
         overrides.update(use_timm_backbone=False, use_pretrained_backbone=False)
     overrides.update(copy.deepcopy(quirk.config))
     overrides.update(extra or {})
     id2label = {i: f"LABEL_{chr(ord('A') + i)}" for i in range(num_labels)}
+    if "num_labels" in values:  # a config that stores num_labels apart from id2label (PVT)
+        overrides["num_labels"] = num_labels
     overrides["id2label"] = id2label
     overrides["label2id"] = {label: i for i, label in id2label.items()}
     return transformers.AutoConfig.for_model(model_type, **overrides)
@@ -461,17 +527,18 @@ def build_tokenizer(model_type: str, family: str, scratch: Path) -> Any:
 
 
 #: The image processor of a vision type that transformers maps to none (its hub checkpoints
-#: name one in preprocessor_config.json): plain resize + normalise, as ViT's.
-FALLBACK_IMAGE_PROCESSOR = "ViTImageProcessor"
+#: name one in preprocessor_config.json): ViT's resize + normalise for classification, DETR's
+#: for detection (it also post-processes boxes).
+FALLBACK_IMAGE_PROCESSOR = {False: "ViTImageProcessor", True: "DetrImageProcessor"}
 
 
-def build_image_processor(model_type: str, family: str) -> Any:
+def build_image_processor(model_type: str, family: str, detection: bool = False) -> Any:
     quirk = EXCEPTIONS.get(model_type, Quirk(""))
     entry = quirk.image_processor or _mapped(
         image_processing_auto.IMAGE_PROCESSOR_MAPPING_NAMES, model_type
     )
     if entry is None and family == "vision":
-        entry = FALLBACK_IMAGE_PROCESSOR
+        entry = FALLBACK_IMAGE_PROCESSOR[detection]
     if entry is None:
         return None
     if isinstance(entry, dict):
@@ -483,33 +550,70 @@ def build_image_processor(model_type: str, family: str) -> Any:
     try:
         return getattr(transformers, name)()
     except ImportError as exc:
-        raise StageError("processor", f"{name} needs {_first_line(exc)}") from None
+        raise StageError("processor", f"{name}: {first_line(exc)}") from None
 
 
+#: The feature extractor of an audio type that transformers maps to none (raw 16 kHz waveforms).
+FALLBACK_FEATURE_EXTRACTOR = "Wav2Vec2FeatureExtractor"
 #: The processor of a speech type that transformers maps to none: feature extractor + tokenizer.
 FALLBACK_SPEECH_PROCESSOR = "Wav2Vec2Processor"
 
 
+def _mel_bins(config: Any) -> int | None:
+    """num_mel_bins of the config or its audio sub-config, if it has one."""
+    for part in (config, *(getattr(config, k) for k in _sub_config_keys(config))):
+        if isinstance(getattr(part, "num_mel_bins", None), int):
+            return part.num_mel_bins
+    return None
+
+
 def build_feature_extractor(model_type: str) -> Any:
-    name = _mapped(feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES, model_type)
-    return getattr(transformers, name)() if name else None
+    quirk = EXCEPTIONS.get(model_type, Quirk(""))
+    name = quirk.feature_extractor or _mapped(
+        feature_extraction_auto.FEATURE_EXTRACTOR_MAPPING_NAMES, model_type
+    )
+    extractor = getattr(transformers, name or FALLBACK_FEATURE_EXTRACTOR)()
+    bins = _mel_bins(transformers.AutoConfig.for_model(model_type))
+    size = getattr(extractor, "feature_size", None)
+    if bins and isinstance(size, int) and size > 1 and size != bins:
+        try:  # the model's mel bins, as its hub checkpoints' extractor is configured
+            extractor = type(extractor)(feature_size=bins)
+        except TypeError:
+            pass
+    return extractor
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+def first_line(exc: BaseException) -> str:
+    """``Type: message`` on one line: the message's first line, and the next one when the
+    first only introduces it (ends with ':'), at most 300 characters."""
+    missing = re.search(r"requires the (\S+) library", str(exc)) or re.search(
+        r"requires (\S+) library", str(exc)
+    )
+    if isinstance(exc, ImportError) and missing:
+        return f"needs {missing.group(1)}, which is not installed (not a dependency of hfskills)"
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def build_processors(
     model_type: str, classification: Classification, directory: Path, scratch: Path
-) -> int | None:
-    """Save the processing files into ``directory``; return the tokenizer's length (or None)."""
+) -> tuple[int | None, int | None]:
+    """Save the processing files into ``directory``; return (the tokenizer's length, the
+    image processor's output side), either None where there is none."""
     kinds = {plan.task.processor for plan in classification.tasks}
     family = classification.family
     text = family in ("encoder", "decoder", "encoder-decoder", "vision-text", "speech")
     text = text or "processor" in kinds or "tokenizer" in kinds
     tokenizer = build_tokenizer(model_type, family, scratch) if text else None
-    image = build_image_processor(model_type, family) if family not in ("speech", "audio") else None
+    detection = "object_detection" in {plan.name for plan in classification.tasks}
+    image = None
+    if family not in ("speech", "audio"):
+        image = build_image_processor(model_type, family, detection)
     audio = build_feature_extractor(model_type) if family in ("speech", "audio") else None
     if family in ("vision-text", "multimodal-generation", "speech") or "processor" in kinds:
         name = _mapped(processing_auto.PROCESSOR_MAPPING_NAMES, model_type)
@@ -523,11 +627,11 @@ def build_processors(
             if missing:
                 raise StageError("processor", f"{name} needs {missing}, not built generically")
             cls(**kwargs).save_pretrained(directory)
-            return len(tokenizer) if tokenizer is not None else None
+            return (len(tokenizer) if tokenizer is not None else None), _image_size(image)
     for part in (tokenizer, image, audio):
         if part is not None:
             part.save_pretrained(directory)
-    return len(tokenizer) if tokenizer is not None else None
+    return (len(tokenizer) if tokenizer is not None else None), _image_size(image)
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,7 +640,7 @@ def build_processors(
 
 
 #: A tiny model has well under this many parameters; more means a size key was not shrunk.
-MAX_PARAMETERS = 20_000_000
+MAX_PARAMETERS = 50_000_000
 
 
 def _save_model(cls_name: str, config: Any, directory: Path) -> None:
@@ -604,29 +708,31 @@ def build(
     try:
         tiny_config(model_type)
     except Exception as exc:
-        raise StageError("config", _first_line(exc)) from None
+        raise StageError("config", first_line(exc)) from None
     stage("processor")
     base = root / "processing"
     base.mkdir(parents=True, exist_ok=True)
     scratch = root / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        vocab = build_processors(model_type, classification, base, scratch)
+        vocab, side = build_processors(model_type, classification, base, scratch)
     except StageError:
         raise
     except Exception as exc:
-        raise StageError("processor", _first_line(exc)) from None
+        raise StageError("processor", first_line(exc)) from None
     stage("model")
     for plan in classification.tasks:
         try:
-            config = tiny_config(model_type, num_labels=_labels_for(plan.name), vocab_size=vocab)
+            config = tiny_config(
+                model_type, num_labels=_labels_for(plan.name), vocab_size=vocab, image_size=side
+            )
             target = root / plan.name
             _copy_processing(base, target)
             _save_model(plan.model_class, config, target)
         except StageError:
             raise
         except Exception as exc:
-            raise StageError("model", f"{plan.model_class}: {_first_line(exc)}") from None
+            raise StageError("model", f"{plan.model_class}: {first_line(exc)}") from None
         paths[plan.name] = target
     return paths
 

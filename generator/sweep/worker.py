@@ -34,14 +34,6 @@ def _injected(model_type: str) -> str | None:
     return None
 
 
-def first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _where(exc: BaseException) -> str:
     """The innermost frame outside this package, for a reason's context."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -118,7 +110,7 @@ def verify(model_type: str, root: Path, stage: Callable[[str], None]) -> dict[st
     except tiny.StageError as exc:
         record.update(status="failed", stage=exc.stage, reason=exc.reason)
     except Exception as exc:
-        reason = first_line(exc)
+        reason = tiny.first_line(exc)
         if current.startswith(("verify", "load", "model", "processor", "config")):
             reason += _where(exc) if not type(exc).__name__ == "Mismatch" else ""
         record.update(status="failed", stage=current, reason=reason)
