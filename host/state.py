@@ -73,6 +73,8 @@ class Host:
         """task -> the model the root TGI/TEI routes use: configured, else the first with it."""
         chosen: dict[str, str] = {}
         for model in self.catalog.models.values():
+            if model.on_demand:  # a client's choice never becomes another client's default
+                continue
             for task in model.tasks:
                 chosen.setdefault(task, model.name)
         for task, name in self.settings.default_models.items():

@@ -353,6 +353,7 @@ def test_on_demand_models_load_paths_and_cached_hub_ids_under_the_budget(
         "acme/tiny-bert/text_embedding"
     ]  # the path's model was evicted under the 1-byte budget
     assert {path, "acme/tiny-bert", "bert"} <= {m.id for m in client.models.list().data}
+    assert set(server.host.defaults().values()) == {"bert"}  # never a root route's default
 
     for unknown in ("acme/not-cached", str(tmp_path / "nothing-here")):
         with pytest.raises(openai.NotFoundError) as caught:
