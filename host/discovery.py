@@ -44,7 +44,8 @@ class Registry:
     broken: dict[str, str]  # path -> why it was skipped
 
     def by_model_type(self, model_type: str) -> SkillInfo | None:
-        return next((s for s in self.skills.values() if s.model_type == model_type), None)
+        # a copy: on-demand models may add a generated skill from a worker thread meanwhile
+        return next((s for s in list(self.skills.values()) if s.model_type == model_type), None)
 
 
 def contract_errors(cls: type) -> list[str]:
@@ -81,13 +82,6 @@ def _load_file(path: Path, package: str | None, prefix: str = "hfskills_user_ski
     return cls
 
 
-def discover(extra_dirs: list[Path] | tuple[Path, ...] = ()) -> Registry:
-    skills: dict[str, SkillInfo] = {}
-    broken: dict[str, str] = {}
-    folders = [(Path(builtin.__file__).parent, builtin.__name__)]
-    folders += [(Path(d).expanduser(), None) for d in extra_dirs]
-    for folder, package in folders:
-        if not folder.is_dir():
 def load_skill(path: Path, *, generated: bool = False) -> SkillInfo:
     """Import one skill file and check it against the skill contract (a `TypeError` says what
     it lacks). Generated skills import under their own module prefix, so a ``--skills-dir``
@@ -100,6 +94,13 @@ def load_skill(path: Path, *, generated: bool = False) -> SkillInfo:
     return SkillInfo(path.stem, cls, path, generated=generated)
 
 
+def discover(extra_dirs: list[Path] | tuple[Path, ...] = ()) -> Registry:
+    skills: dict[str, SkillInfo] = {}
+    broken: dict[str, str] = {}
+    folders = [(Path(builtin.__file__).parent, builtin.__name__)]
+    folders += [(Path(d).expanduser(), None) for d in extra_dirs]
+    for folder, package in folders:
+        if not folder.is_dir():
             broken[str(folder)] = "not a directory"
             log.warning("skills dir %s is not a directory; skipped", folder)
             continue
