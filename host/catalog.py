@@ -205,7 +205,7 @@ def _default_tasks(
     for arch in architectures:
         if arch in by_class:
             return (by_class[arch],)
-    return (skill.cls.tasks[0],)
+    return (next(iter(skill.cls.tasks)),)
 
 
 @dataclass

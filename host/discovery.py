@@ -49,17 +49,24 @@ class Registry:
 
 
 def contract_errors(cls: type) -> list[str]:
-    """What ``cls`` lacks of the skill contract (empty when it conforms)."""
+    """What ``cls`` lacks of the skill contract (empty when it conforms): a non-empty
+    ``tasks`` (names, or a generated skill's name -> `Task` table), ``init_<hardware>`` for each
+    declared hardware, and ``create_<hardware>_<task>_endpoint_handler`` for each pair the skill
+    does not declare in ``unsupported``."""
     missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(cls, a)]
     if missing:
         return [f"missing attributes {missing}"]
     errors = []
-    if not isinstance(cls.tasks, tuple) or not cls.tasks:
-        errors.append("tasks must be a non-empty tuple")
+    if not isinstance(cls.tasks, tuple | dict) or not cls.tasks:
+        errors.append("tasks must be a non-empty tuple of names or dict of declarations")
+        return errors
+    unsupported = getattr(cls, "unsupported", {}) or {}
     for hw in cls.hardware:
         if not callable(getattr(cls, f"init_{hw}", None)):
             errors.append(f"no init_{hw}")
         for task in cls.tasks:
+            if (hw, task) in unsupported:
+                continue
             if not callable(getattr(cls, f"create_{hw}_{task}_endpoint_handler", None)):
                 errors.append(f"no create_{hw}_{task}_endpoint_handler")
     return errors
