@@ -683,14 +683,22 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
             "d_model": 32,
             "encoder_layers": 2,
             "decoder_layers": 2,
-            "encoder_attention_heads": 4,
+            # 8 heads and four backbone stages: DetrForSegmentation's mask head needs
+            # d_model + heads divisible by 8 and three feature maps below the last
+            "encoder_attention_heads": 8,
             "decoder_attention_heads": 4,
             "encoder_ffn_dim": 37,
             "decoder_ffn_dim": 37,
             "num_queries": 10,
             "use_timm_backbone": False,
             "use_pretrained_backbone": False,
-            "backbone_config": {"model_type": "resnet", **_RESNET, "out_features": ["stage2"]},
+            "backbone_config": {
+                "model_type": "resnet",
+                **_RESNET,
+                "hidden_sizes": [8, 8, 16, 16],
+                "depths": [1, 1, 1, 1],
+                "out_features": ["stage1", "stage2", "stage3", "stage4"],
+            },
         },
         image_processor=_image_processor(
             "DetrImageProcessor", size={"shortest_edge": 32, "longest_edge": 64}
@@ -816,6 +824,14 @@ def _owlvit_tokenizer(scratch: Path) -> Tok:
     return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
 
 
+def _vits_tokenizer(scratch: Path) -> Tok:
+    """VitsTokenizer over characters (no phonemizer), blanks between them as MMS-TTS has."""
+    tokens = ["<pad>", "<unk>", " ", *LETTERS, *DIGITS, ",", ".", "'"]
+    vocab_file = scratch / "vits_vocab.json"
+    vocab_file.write_text(json.dumps({token: i for i, token in enumerate(tokens)}))
+    return transformers.VitsTokenizer(vocab_file=str(vocab_file), phonemize=False, add_blank=True)
+
+
 # ---- dense vision and open-vocabulary detection (depth, segmentation, zero-shot boxes) ----
 _DPT = {
     "image_size": 32,
@@ -834,7 +850,7 @@ ARCHITECTURES.update(
     {
         "dpt": ArchitectureSpec(
             "vision",
-            "DPTForDepthEstimation",
+            "DPTModel",  # the base: its depth and segmentation heads share key names
             _DPT,
             image_processor=_image_processor(
                 "DPTImageProcessor", size=_SQUARE, keep_aspect_ratio=False, ensure_multiple_of=1
@@ -859,6 +875,33 @@ ARCHITECTURES.update(
                 "OwlViTImageProcessor", size=_SQUARE, crop_size=_SQUARE
             ),
             processor="OwlViTProcessor",
+        ),
+        # ---- text to speech ----------------------------------------------------------------
+        "vits": ArchitectureSpec(
+            "encoder",
+            "VitsModel",
+            {
+                "hidden_size": 16,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "ffn_dim": 32,
+                "window_size": 4,
+                "flow_size": 16,
+                "spectrogram_bins": 8,
+                "posterior_encoder_num_wavenet_layers": 2,
+                "depth_separable_num_layers": 2,
+                "duration_predictor_num_flows": 2,
+                "duration_predictor_filter_channels": 16,
+                "prior_encoder_num_flows": 2,
+                "upsample_initial_channel": 16,
+                "upsample_rates": [8, 2],
+                "upsample_kernel_sizes": [16, 4],
+                "resblock_kernel_sizes": [3, 7],
+                "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+                "sampling_rate": 16000,
+            },
+            _vits_tokenizer,
+            {"pad_token_id": "<pad>"},
         ),
     }
 )

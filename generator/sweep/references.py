@@ -222,13 +222,74 @@ def zero_shot_image_classification(handler: Any, path: Path, skill: type) -> Non
         )
 
 
+def _variant(skill: type, task: str) -> str:
+    tasks = getattr(skill, "tasks", {})
+    return getattr(tasks.get(task), "variant", "default") if isinstance(tasks, dict) else "default"
+
+
+def _png(data: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
 def image_embedding(handler: Any, path: Path, skill: type) -> None:
+    if _variant(skill, "image_embedding") == "pooled":  # a vision backbone's pooled features
+        pipe = transformers.pipeline("image-feature-extraction", model=str(path), device="cpu")
+        for image, vector in zip(IMAGES, handler(IMAGES), strict=True):
+            close(vector, torch.tensor(pipe(image, pool=True)).flatten(), "image embeddings")
+        return
     processor = transformers.AutoImageProcessor.from_pretrained(path)
     model = transformers.AutoModel.from_pretrained(path).eval()
     with torch.no_grad():
         out = model.get_image_features(**processor(images=IMAGES, return_tensors="pt"))
     expected = out if isinstance(out, torch.Tensor) else out.pooler_output
     close(handler(IMAGES), expected, "image embeddings")
+
+
+def zero_shot_object_detection(handler: Any, path: Path, skill: type) -> None:
+    pipe = transformers.pipeline("zero-shot-object-detection", model=str(path), device="cpu")
+    labels = ["cat", "dog"]
+    got = handler(IMAGES, candidate_labels=labels, threshold=0.0)
+    for image, result in zip(IMAGES, got, strict=True):
+        expected = pipe(image, candidate_labels=labels, threshold=0.0)
+        check(len(expected) > 0, "transformers' pipeline found no boxes at threshold 0")
+        equal(
+            [(r["label"], r["box"]) for r in result],
+            [(e["label"], e["box"]) for e in expected],
+            "labels and boxes",
+        )
+        close([r["score"] for r in result], [e["score"] for e in expected], "scores")
+
+
+def depth_estimation(handler: Any, path: Path, skill: type) -> None:
+    pipe = transformers.pipeline("depth-estimation", model=str(path), device="cpu")
+    for image, result in zip(IMAGES, handler(IMAGES), strict=True):
+        expected = pipe(image)
+        close(result["predicted_depth"], expected["predicted_depth"], "predicted depth")
+        picture = _png(result["depth"]).astype(int)
+        reference = np.asarray(expected["depth"]).astype(int)
+        equal(picture.shape, reference.shape, "depth image shape")
+        check(np.abs(picture - reference).max() <= 1, "depth image: pixels differ by more than 1")
+
+
+def image_segmentation(handler: Any, path: Path, skill: type) -> None:
+    """Segments as the image-segmentation pipeline returns them for the declared subtask,
+    thresholds 0 so that random weights still give segments."""
+    subtask = _variant(skill, "image_segmentation")
+    pipe = transformers.pipeline("image-segmentation", model=str(path), device="cpu")
+    zero = {"threshold": 0.0, "mask_threshold": 0.0, "overlap_mask_area_threshold": 0.0}
+    for image, result in zip(IMAGES, handler(IMAGES, **zero), strict=True):
+        expected = pipe(image, subtask=subtask, **zero)
+        check(len(expected) > 0, "transformers' pipeline found no segments")
+        equal([r["label"] for r in result], [e["label"] for e in expected], "labels")
+        if subtask != "semantic":
+            close([r["score"] for r in result], [e["score"] for e in expected], "scores")
+        for r, e in zip(result, expected, strict=True):
+            check(np.array_equal(_png(r["mask"]), np.asarray(e["mask"])), "masks differ")
 
 
 def image_to_text(handler: Any, path: Path, skill: type) -> None:
@@ -295,7 +356,83 @@ REFERENCES: dict[str, Reference] = {
     "object_detection": object_detection,
     "zero_shot_image_classification": zero_shot_image_classification,
     "image_embedding": image_embedding,
+    "zero_shot_object_detection": zero_shot_object_detection,
+    "depth_estimation": depth_estimation,
+    "image_segmentation": image_segmentation,
     "image_to_text": image_to_text,
     "automatic_speech_recognition": automatic_speech_recognition,
     "audio_classification": audio_classification,
 }
+
+
+# -- dense vision, open-vocabulary detection, backbone embeddings ----------------------------
+
+
+def _png(data: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def image_embedding_any(handler: Any, path: Path, skill: type) -> None:
+    """``default``: the joint model's get_image_features; ``pooled``: a vision backbone's
+    pooler_output, as the image-feature-extraction pipeline returns it with pool=True."""
+    if skill.tasks["image_embedding"].variant != "pooled":
+        image_embedding(handler, path, skill)
+        return
+    pipe = transformers.pipeline("image-feature-extraction", model=str(path), device="cpu")
+    expected = [np.asarray(pipe(image, pool=True)).reshape(-1) for image in IMAGES]
+    close(handler(IMAGES), expected, "pooled image embeddings")
+
+
+def zero_shot_object_detection(handler: Any, path: Path, skill: type) -> None:
+    pipe = transformers.pipeline("zero-shot-object-detection", model=str(path), device="cpu")
+    labels = ["cat", "dog"]
+    got = handler(IMAGES, candidate_labels=labels, threshold=0.0)
+    for image, result in zip(IMAGES, got, strict=True):
+        expected = pipe(image, candidate_labels=labels, threshold=0.0)
+        check(len(expected) > 0, "transformers' pipeline found no boxes at threshold 0")
+        equal(
+            [(r["label"], r["box"]) for r in result],
+            [(e["label"], e["box"]) for e in expected],
+            "labels and boxes",
+        )
+        close([r["score"] for r in result], [e["score"] for e in expected], "scores")
+
+
+def depth_estimation(handler: Any, path: Path, skill: type) -> None:
+    pipe = transformers.pipeline("depth-estimation", model=str(path), device="cpu")
+    for image, result in zip(IMAGES, handler(IMAGES), strict=True):
+        expected = pipe(image)
+        close(result["predicted_depth"], expected["predicted_depth"], "predicted depth")
+        picture = _png(result["depth"]).astype(int)
+        reference = np.asarray(expected["depth"]).astype(int)
+        check(picture.shape == reference.shape, f"depth image {picture.shape} != {reference.shape}")
+        close(picture, reference, "depth image", atol=1)
+
+
+def image_segmentation(handler: Any, path: Path, skill: type) -> None:
+    subtask = skill.tasks["image_segmentation"].variant
+    pipe = transformers.pipeline("image-segmentation", model=str(path), device="cpu")
+    zero = {"threshold": 0.0, "mask_threshold": 0.0, "overlap_mask_area_threshold": 0.0}
+    for image, result in zip(IMAGES, handler(IMAGES, **zero), strict=True):
+        expected = pipe(image, subtask=subtask, **zero)
+        check(len(expected) > 0, "transformers' pipeline found no segment")
+        equal([r["label"] for r in result], [e["label"] for e in expected], "labels")
+        if subtask != "semantic":
+            close([r["score"] for r in result], [e["score"] for e in expected], "scores")
+        for r, e in zip(result, expected, strict=True):
+            check(np.array_equal(_png(r["mask"]), np.asarray(e["mask"])), "masks differ")
+
+
+REFERENCES.update(
+    {
+        "image_embedding": image_embedding_any,
+        "zero_shot_object_detection": zero_shot_object_detection,
+        "depth_estimation": depth_estimation,
+        "image_segmentation": image_segmentation,
+    }
+)

@@ -84,6 +84,12 @@ SHRINK: dict[str, int] = {
     "embed_dim": 32,
     "projection_dim": 32,
     "projection_size": 32,
+    "reassemble_hidden_size": 32,
+    "encoder_hidden_dim": 32,
+    "embedding_dim": 32,
+    "attention_hidden_size": 64,
+    "num_blocks": 2,  # DPT-style necks read the backbone's width
+    "fusion_hidden_size": 16,
     "d_latents": 32,
     "num_latents": 16,
     "word_embed_proj_dim": 32,
@@ -144,6 +150,7 @@ SHRINK: dict[str, int] = {
     "topk_group": 1,
     "first_k_dense_replace": 1,
     "moe_k": 2,
+    "moe_top_k": 2,
     "num_experts_per_token": 2,
     "num_expert_group": 1,
     "num_shared_experts": 1,
@@ -206,6 +213,7 @@ SHRINK_LISTS: dict[str, Callable[[int, int], int]] = {
     "num_attention_heads": lambda i, v: 2**i if i < 4 else 8,
     "conv_dim": lambda i, v: 16,
     "tdnn_dim": lambda i, v: 16,
+    "decoder_in_channels": lambda i, v: 32,  # = encoder_hidden_dim (DETR-style decoders)
     "neck_hidden_sizes": lambda i, v: 16 * 2**i,
 }
 
@@ -297,6 +305,21 @@ class Quirk:
     unsupported: str | None = None  # a known limit: the type fails at once with this reason
 
 
+#: HGNetV2 (and the DETRs built on it): each stage's input is the previous stage's output.
+HGNET = {
+    "stem_channels": [3, 16, 16],
+    "stage_in_channels": [16, 16, 32, 64],
+    "stage_mid_channels": [8, 16, 16, 32],
+    "stage_out_channels": [16, 32, 64, 128],
+    "hidden_sizes": [16, 32, 64, 128],
+    "embedding_size": 16,
+}
+BEIT_LIKE = {
+    "num_hidden_layers": 4,
+    "out_indices": [1, 2, 3, 4],
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}
+
 #: Per-type exceptions to the generic shrinking, one line of reason each.
 EXCEPTIONS: dict[str, Quirk] = {
     "mamba2": Quirk(
@@ -358,9 +381,43 @@ EXCEPTIONS: dict[str, Quirk] = {
         "no feature extractor in transformers' mapping; hub checkpoints use SeamlessM4T's",
         feature_extractor="SeamlessM4TFeatureExtractor",
     ),
+    "beit": Quirk(
+        "its segmentation head reads 4 backbone layers (out_indices) and needs 4 layers",
+        config=BEIT_LIKE,
+    ),
+    "data2vec-vision": Quirk(
+        "its segmentation head reads 4 backbone layers (out_indices) and needs 4 layers",
+        config=BEIT_LIKE,
+    ),
     "d_fine": Quirk(
-        "no image processor in transformers' mapping; hub checkpoints use RT-DETR's",
+        "no image processor in transformers' mapping (hub checkpoints use RT-DETR's); the "
+        "HGNetV2 backbone's stage widths chain, and the encoder reads the last three",
         image_processor="RTDetrImageProcessor",
+        sub_configs={"backbone_config": HGNET},
+        config={"encoder_in_channels": [32, 64, 128]},
+    ),
+    "deimv2": Quirk(
+        "the HGNetV2 backbone's stage widths chain, and the encoder reads the last three",
+        sub_configs={"backbone_config": HGNET},
+        config={"encoder_in_channels": [32, 64, 128]},
+    ),
+    "hgnet_v2": Quirk("each stage's input width is the previous stage's output", config=HGNET),
+    "gemma3n_text": Quirk(
+        "15 of 35 layers share another's KV cache; none of 2 can",
+        config={"num_kv_shared_layers": 0},
+    ),
+    "dbrx": Quirk(
+        "the attention sub-config's rope_theta is not serialised by to_dict",
+        sub_configs={"attn_config": {"rope_theta": 10000.0}},
+    ),
+    "zamba": Quirk(
+        "attention every 6th layer from the 4th, with widths tied to 2 x hidden_size",
+        config={
+            "attention_head_dim": 16,
+            "attn_layer_period": 2,
+            "attn_layer_offset": 1,
+            "mamba_dt_rank": 8,
+        },
     ),
     "rt_detr_v2": Quirk(
         "no image processor in transformers' mapping; hub checkpoints use RT-DETR's",
@@ -386,6 +443,9 @@ def _image_size(processor: Any) -> int | None:
         getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", 0) else None
     )
     size = crop or getattr(processor, "size", None)
+    if size is not None and not isinstance(size, dict):  # transformers' SizeDict
+        names = ("height", "width", "shortest_edge", "longest_edge")
+        size = {k: getattr(size, k) for k in names if getattr(size, k, None)}
     if not isinstance(size, dict):
         return None
     if size.get("height") and size.get("height") == size.get("width"):
@@ -420,6 +480,8 @@ def tiny_config(
         sub_values.update(shrink(sub_values, keep))
         if vocab_size is not None and key in _text_keys(default) and "vocab_size" in sub_values:
             sub_values["vocab_size"] = vocab_size
+            if "vocab_size_per_layer_input" in sub_values:
+                sub_values["vocab_size_per_layer_input"] = vocab_size
             sub_values.update(_special_ids(sub_values))
         if image_size and isinstance(sub_values.get("image_size"), int):
             sub_values["image_size"] = image_size  # as the image processor resizes
@@ -427,6 +489,8 @@ def tiny_config(
         overrides[key] = sub_values
     if vocab_size is not None and ("vocab_size" in values or not _text_keys(default)):
         overrides["vocab_size"] = vocab_size
+        if "vocab_size_per_layer_input" in values:  # per-layer embeddings read the same ids
+            overrides["vocab_size_per_layer_input"] = vocab_size
         overrides.update(_special_ids(values))
     if image_size and isinstance(values.get("image_size"), int):
         overrides["image_size"] = image_size
