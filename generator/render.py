@@ -92,6 +92,14 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+#: image_segmentation's variant per source mapping: the default subtask of its heads.
+SEGMENTATION_SUBTASKS = {
+    "universal_segmentation": "panoptic",
+    "instance_segmentation": "instance",
+    "semantic_segmentation": "semantic",
+}
+
+
 def variants(classification: Classification) -> dict[str, str]:
     """Which implementation of each task this architecture needs (`runtime.tasks.FACTORIES`),
     decided as transformers' own pipelines decide it."""
@@ -106,6 +114,11 @@ def variants(classification: Classification) -> dict[str, str]:
             # transformers' zero-shot pipeline: SigLIP scores each pair with a sigmoid (and was
             # trained on texts padded to max_length); CLIP-like models use a softmax over labels
             variant = "sigmoid" if "siglip" in classification.model_type else "softmax"
+        elif plan.name == "image_embedding" and classification.family != "vision-text":
+            variant = "pooled"  # a vision backbone's pooler_output (image-feature-extraction)
+        elif plan.name == "image_segmentation":
+            # the subtask transformers' image-segmentation pipeline runs for this head's mapping
+            variant = SEGMENTATION_SUBTASKS[plan.variant]
         found[plan.name] = variant
     return found
 

@@ -10,6 +10,9 @@ image-classification head).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from dataclasses import dataclass
 
 from transformers.models.auto import (
@@ -99,9 +102,34 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "image_embedding",
-            ("MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",),
+            (
+                "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+                "MODEL_FOR_IMAGE_MAPPING_NAMES",
+            ),
             "image_processor",
-            "one vector per image in the shared image-text space",
+            "one vector per image: the image-text projection, or a vision backbone's pooled output",
+        ),
+        Task(
+            "zero_shot_object_detection",
+            ("MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES",),
+            "processor",
+            "[{label, score, box: {xmin, ymin, xmax, ymax}}] for caller-given candidate labels",
+        ),
+        Task(
+            "depth_estimation",
+            ("MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",),
+            "image_processor",
+            "{predicted_depth: [[float]] at the input's size, depth: PNG (base64)}",
+        ),
+        Task(
+            "image_segmentation",
+            (
+                "MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES",
+                "MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES",
+                "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+            ),
+            "image_processor",
+            "[{label, score, mask: PNG (base64)}]: panoptic, instance or semantic segments",
         ),
         Task(
             "automatic_speech_recognition",
@@ -120,6 +148,12 @@ TASKS: dict[str, Task] = {
             ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",),
             "processor",
             "{text, token_ids, finish_reason}: a caption generated for the image",
+        ),
+        Task(
+            "text_to_audio",
+            ("MODEL_FOR_TEXT_TO_WAVEFORM_MAPPING_NAMES",),
+            "tokenizer",
+            "{audio: WAV (base64, float32), sampling_rate}: speech or music generated from text",
         ),
     )
 }
@@ -143,8 +177,26 @@ FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         (
             "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
             "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+            "MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES",
+            "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
+            "MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES",
+            "MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES",
+            "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+            "MODEL_FOR_IMAGE_MAPPING_NAMES",  # plain vision backbones (embeddings)
         ),
-        ("image_classification", "object_detection"),
+        (
+            "image_classification",
+            "object_detection",
+            "zero_shot_object_detection",
+            "depth_estimation",
+            "image_segmentation",
+            "image_embedding",
+        ),
+    ),
+    (
+        "speech-synthesis",
+        ("MODEL_FOR_TEXT_TO_WAVEFORM_MAPPING_NAMES",),
+        ("text_to_audio",),
     ),
     (
         "encoder-decoder",
@@ -213,6 +265,54 @@ def _class_name(value: str | tuple[str, ...]) -> str:
     return value if isinstance(value, str) else value[0]
 
 
+#: Heads whose base model is no image embedder: detection queries and video clips always, dense
+#: heads (depth, segmentation, open-vocabulary detection) unless the type also classifies images.
+NOT_EMBEDDERS = (
+    "MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES",
+    "MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES",
+)
+DENSE_HEADS = (
+    "MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES",
+    "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES",
+    "MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES",
+    "MODEL_FOR_INSTANCE_SEGMENTATION_MAPPING_NAMES",
+    "MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES",
+)
+
+
+def declares_pooler(class_name: str) -> bool:
+    """Whether the transformers class's ``forward`` returns an output with ``pooler_output``
+    (what the image-feature-extraction pipeline's ``pool=True`` returns)."""
+    import transformers
+    from transformers.utils import ModelOutput
+
+    cls = getattr(transformers, class_name, None)
+    if cls is None:
+        return False
+    try:
+        returned = typing.get_type_hints(cls.forward).get("return")
+    except Exception:  # unresolvable annotations: read the raw one
+        returned = inspect.signature(cls.forward).return_annotation
+    pending, seen = [returned], []
+    while pending:
+        hint = pending.pop()
+        if isinstance(hint, type) and issubclass(hint, ModelOutput):
+            seen.append(hint)
+        pending.extend(typing.get_args(hint))
+    return any("pooler_output" in {f.name for f in dataclasses.fields(o)} for o in seen)
+
+
+def embeds_images(found: tuple[str, ...], class_name: str) -> bool:
+    """A vision backbone whose pooled output is a sensible image embedding (see NOT_EMBEDDERS)."""
+    if any(m in found for m in NOT_EMBEDDERS):
+        return False
+    if "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES" not in found and any(
+        m in found for m in DENSE_HEADS
+    ):
+        return False
+    return declares_pooler(class_name)
+
+
 def classify(model_type: str) -> Classification:
     """Family and served tasks of ``model_type``, or `GeneratorError` saying what was looked at."""
     if model_type not in known_model_types():
@@ -237,6 +337,10 @@ def classify(model_type: str) -> Classification:
                 continue
             if family == "vision-text":  # one joint model: get_text/image_features, logits
                 source = "MODEL_MAPPING_NAMES"
+            elif task_name == "image_embedding" and not embeds_images(
+                found, _class_name(mapping(source)[model_type])
+            ):
+                continue
             plans.append(TaskPlan(task, _class_name(mapping(source)[model_type]), source))
         if plans:
             kinds = tuple(k for k, names in PROCESSOR_MAPPINGS.items() if model_type in names)

@@ -428,11 +428,31 @@ def image_segmentation(handler: Any, path: Path, skill: type) -> None:
             check(np.array_equal(_png(r["mask"]), np.asarray(e["mask"])), "masks differ")
 
 
+def text_to_audio(handler: Any, path: Path, skill: type) -> None:
+    """The text-to-audio pipeline's waveform under the same seed, read back from the WAV."""
+    import base64
+    import io
+
+    import soundfile
+
+    pipe = transformers.pipeline("text-to-audio", model=str(path), device="cpu")
+    texts = TEXTS[:2]
+    got = handler(texts, seed=3)
+    torch.manual_seed(3)
+    for result, text in zip(got, texts, strict=True):
+        expected = pipe(text)
+        audio, rate = soundfile.read(io.BytesIO(base64.b64decode(result["audio"])), dtype="float32")
+        equal(rate, expected["sampling_rate"], "sampling rate")
+        check(audio.size > 0, "no audio")
+        close(audio.T if audio.ndim > 1 else audio, expected["audio"], "waveform")
+
+
 REFERENCES.update(
     {
         "image_embedding": image_embedding_any,
         "zero_shot_object_detection": zero_shot_object_detection,
         "depth_estimation": depth_estimation,
         "image_segmentation": image_segmentation,
+        "text_to_audio": text_to_audio,
     }
 )

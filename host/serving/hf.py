@@ -8,6 +8,7 @@ sends one event per token, the last with ``generated_text`` and ``details``, and
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,15 @@ async def _text_generation(t: Target, p: hf.InferenceRequest) -> Response:
     return FastJSONResponse([await tgi_generate(t.service, t.name, body, t.ctx)])
 
 
+async def _text_to_audio(t: Target, p: hf.InferenceRequest) -> Response:
+    """One text: the WAV file itself (``audio/wav``, what `InferenceClient.text_to_speech`
+    returns as bytes); a list: ``[{audio: base64 WAV, sampling_rate}]``."""
+    results = await t.run(p.inputs, parameters(p))
+    if isinstance(p.inputs, list):
+        return FastJSONResponse(results)
+    return Response(base64.b64decode(results[0]["audio"]), media_type="audio/wav")
+
+
 TASKS: dict[str, Callable[[Target, hf.InferenceRequest], Awaitable[Response]]] = {
     "text_embedding": _feature_extraction,
     "image_embedding": _feature_extraction,
@@ -103,11 +113,15 @@ TASKS: dict[str, Callable[[Target, hf.InferenceRequest], Awaitable[Response]]] =
     "image_classification": _per_input,
     "object_detection": _per_input,
     "zero_shot_image_classification": _per_input,
+    "zero_shot_object_detection": _per_input,  # [{label, score, box}]
+    "depth_estimation": _per_input,  # {predicted_depth, depth: base64 PNG}
+    "image_segmentation": _per_input,  # [{label, score, mask: base64 PNG}]
     "audio_classification": _per_input,
     "automatic_speech_recognition": _per_input,
     "text_generation": _text_generation,
     "text2text_generation": _generated,
     "image_to_text": _generated,
+    "text_to_audio": _text_to_audio,
 }
 
 

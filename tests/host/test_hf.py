@@ -7,6 +7,7 @@ tested in tests/skillset); here the point is the HTTP path and the response shap
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -14,6 +15,7 @@ import huggingface_hub
 import numpy as np
 import pytest
 import soundfile
+from PIL import Image
 
 from tests.checkpoints import tiny_audio, tiny_image
 from tests.conftest import skill_class
@@ -256,3 +258,106 @@ def test_get_endpoint_info_through_the_client(server) -> None:
         model=f"{server.base}/models/tiny-llama", provider="hf-inference"
     )
     assert client.get_endpoint_info()["model_id"] == "tiny-llama"
+
+
+# -- dense vision, open-vocabulary detection, backbone embeddings ------------------------------
+
+DENSE = {  # served name -> (model_type, task)
+    "tiny-owlvit": ("owlvit", "zero_shot_object_detection"),
+    "tiny-dpt-depth": ("dpt", "depth_estimation"),
+    "tiny-dpt-seg": ("dpt", "image_segmentation"),
+    "tiny-detr-seg": ("detr", "image_segmentation"),
+    "tiny-vit-embed": ("vit", "image_embedding"),
+    "tiny-vits": ("vits", "text_to_audio"),
+}
+
+
+@pytest.fixture(scope="module")
+def dense(serve, task_checkpoint):
+    """A server for the dense tasks, and the same skills in-process for expected values."""
+    models = [entry(name, task_checkpoint(*spec)) for name, spec in DENSE.items()]
+    server = serve(models=models, embedded_default=False)
+    handlers = {}
+    for name, (model_type, task) in DENSE.items():
+        skill = skill_class(model_type)()
+        handlers[name] = skill.handler(skill.init_cpu(str(task_checkpoint(model_type, task)), task))
+    return server, handlers
+
+
+def test_zero_shot_object_detection_route(dense) -> None:
+    server, local = dense
+    labels = ["cat", "dog"]
+    expected = local["tiny-owlvit"]([tiny_image(48)], candidate_labels=labels, threshold=0.0)[0]
+    body = {
+        "inputs": base64.b64encode(png()).decode(),
+        "parameters": {"candidate_labels": labels, "threshold": 0.0},
+    }
+    with server.client() as http:
+        done = http.post("/models/tiny-owlvit", json=body)
+        assert done.status_code == 200, done.text
+        assert done.json() == expected and len(expected) > 0
+        named = http.post("/models/tiny-owlvit/pipeline/zero-shot-object-detection", json=body)
+        assert named.json() == expected
+        missing = http.post("/models/tiny-owlvit", json={"inputs": body["inputs"]})
+        assert missing.status_code in (400, 422)
+
+
+def test_depth_estimation_route(dense) -> None:
+    server, local = dense
+    expected = local["tiny-dpt-depth"]([tiny_image(48)])[0]
+    with server.client() as http:
+        done = http.post("/models/tiny-dpt-depth", content=png())  # raw bytes
+        assert done.status_code == 200, done.text
+        got = done.json()
+    assert set(got) == {"predicted_depth", "depth"}
+    assert np.allclose(got["predicted_depth"], expected["predicted_depth"], atol=1e-5)
+    assert np.asarray(got["predicted_depth"]).shape == (48, 48)
+    picture = Image.open(io.BytesIO(base64.b64decode(got["depth"])))
+    assert (picture.mode, picture.size) == ("L", (48, 48))
+
+
+def test_image_segmentation_through_the_client(dense, hf) -> None:
+    server, local = dense
+    semantic = huggingface_hub.InferenceClient(model=f"{server.base}/models/tiny-dpt-seg")
+    got = semantic.image_segmentation(png())
+    expected = local["tiny-dpt-seg"]([tiny_image(48)])[0]
+    assert len(got) == len(expected) > 0
+    assert [(g.label, g.score) for g in got] == [(e["label"], e["score"]) for e in expected]
+    for g, e in zip(got, expected, strict=True):
+        reference = Image.open(io.BytesIO(base64.b64decode(e["mask"])))
+        assert g.mask.size == (48, 48)
+        assert np.array_equal(np.asarray(g.mask), np.asarray(reference))
+    # panoptic segments of random weights at thresholds 0 sit on ties that another process's
+    # summation order may break differently: the shape is what this test checks
+    panoptic = huggingface_hub.InferenceClient(model=f"{server.base}/models/tiny-detr-seg")
+    zero = {"threshold": 0.0, "mask_threshold": 0.0, "overlap_mask_area_threshold": 0.0}
+    segments = panoptic.image_segmentation(png(), **zero)
+    assert segments and all(s.mask.size == (48, 48) and 0 <= s.score <= 1 for s in segments)
+    assert {s.label for s in segments} <= {"LABEL_A", "LABEL_B", "LABEL_C"}
+
+
+def test_backbone_image_embedding_route(dense) -> None:
+    server, local = dense
+    expected = local["tiny-vit-embed"]([tiny_image(48)])
+    with server.client() as http:
+        done = http.post("/models/tiny-vit-embed/pipeline/image-feature-extraction", content=png())
+        assert done.status_code == 200, done.text
+    assert np.allclose(done.json(), expected, atol=1e-5)
+
+
+def test_text_to_speech_answers_wav_bytes(dense) -> None:
+    server, local = dense
+    expected = local["tiny-vits"](["hello world"], seed=3)[0]
+    body = {"inputs": "hello world", "parameters": {"seed": 3}}
+    with server.client() as http:
+        done = http.post("/models/tiny-vits", json=body)
+        assert done.status_code == 200, done.text
+        assert done.headers["content-type"] == "audio/wav"
+        assert done.content == base64.b64decode(expected["audio"])
+        named = http.post("/models/tiny-vits/pipeline/text-to-speech", json=body)
+        assert named.content == done.content
+        batch = http.post("/models/tiny-vits", json={"inputs": ["hello", "world"]}).json()
+        assert [item["sampling_rate"] for item in batch] == [16000, 16000]
+    client = huggingface_hub.InferenceClient(model=f"{server.base}/models/tiny-vits", timeout=120)
+    audio, rate = soundfile.read(io.BytesIO(client.text_to_speech("hello world")))
+    assert rate == 16000 and audio.ndim == 1 and audio.size > 0

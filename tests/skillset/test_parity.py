@@ -37,6 +37,10 @@ def with_task(task: str) -> list[str]:
     return [t for t in recipe_types() if task in skill_class(t).tasks]
 
 
+def with_variant(task: str, *variants: str) -> list[str]:
+    return [t for t in with_task(task) if skill_class(t).tasks[task].variant in variants]
+
+
 def skill_handler(task_checkpoint: Any, model_type: str, task: str) -> tuple[Any, Any]:
     path = task_checkpoint(model_type, task)
     skill = skill_class(model_type)()
@@ -282,7 +286,7 @@ def test_zero_shot_image_classification(task_checkpoint: Any, model_type: str) -
         )
 
 
-@pytest.mark.parametrize("model_type", with_task("image_embedding"))
+@pytest.mark.parametrize("model_type", with_variant("image_embedding", "default"))
 def test_image_embedding(task_checkpoint: Any, model_type: str) -> None:
     handler, path = skill_handler(task_checkpoint, model_type, "image_embedding")
     processor = transformers.AutoImageProcessor.from_pretrained(path)
@@ -360,3 +364,125 @@ def test_every_committed_task_has_a_parity_test() -> None:
         for task in skill_class(model_type).tasks:
             assert task in tested, f"{model_type}:{task} has no parity test"
     assert HARDWARE[0] == "cpu"
+
+
+# -- dense vision, open-vocabulary detection, backbone embeddings ------------------------------
+
+
+def _png(data: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+@pytest.mark.parametrize("model_type", with_variant("image_embedding", "pooled"))
+def test_image_embedding_pooled(task_checkpoint: Any, model_type: str) -> None:
+    """A vision backbone's embedding is what transformers' image-feature-extraction pipeline
+    returns with pool=True (pooler_output), flattened."""
+    handler, path = skill_handler(task_checkpoint, model_type, "image_embedding")
+    pipe = transformers.pipeline("image-feature-extraction", model=str(path), device="cpu")
+    got = handler(IMAGES)
+    for image, vector in zip(IMAGES, got, strict=True):
+        expected = torch.tensor(pipe(image, pool=True)).flatten()
+        assert torch.allclose(torch.tensor(vector), expected, atol=ATOL)
+    assert handler(IMAGES, normalize=True)[0] == pytest.approx(
+        torch.nn.functional.normalize(torch.tensor(got[0]), dim=0).tolist(), abs=ATOL
+    )
+
+
+@pytest.mark.parametrize("model_type", with_task("zero_shot_object_detection"))
+def test_zero_shot_object_detection(task_checkpoint: Any, model_type: str) -> None:
+    handler, path = skill_handler(task_checkpoint, model_type, "zero_shot_object_detection")
+    pipe = transformers.pipeline("zero-shot-object-detection", model=str(path), device="cpu")
+    labels = ["cat", "dog"]
+    got = handler(IMAGES, candidate_labels=labels, threshold=0.0)
+    for image, result in zip(IMAGES, got, strict=True):
+        expected = pipe(image, candidate_labels=labels, threshold=0.0)
+        assert len(result) == len(expected) > 0
+        assert [(r["label"], r["box"]) for r in result] == [
+            (e["label"], e["box"]) for e in expected
+        ]
+        assert np.allclose([r["score"] for r in result], [e["score"] for e in expected], atol=ATOL)
+    top = handler(IMAGES[:1], candidate_labels=labels, top_k=3)[0]
+    assert top == pipe(IMAGES[0], candidate_labels=labels, top_k=3)
+
+
+@pytest.mark.parametrize("model_type", with_task("depth_estimation"))
+def test_depth_estimation(task_checkpoint: Any, model_type: str) -> None:
+    handler, path = skill_handler(task_checkpoint, model_type, "depth_estimation")
+    pipe = transformers.pipeline("depth-estimation", model=str(path), device="cpu")
+    for image, result in zip(IMAGES, handler(IMAGES), strict=True):
+        expected = pipe(image)
+        depth = torch.tensor(result["predicted_depth"])
+        assert depth.shape == (image.height, image.width) == expected["predicted_depth"].shape
+        assert torch.allclose(depth, expected["predicted_depth"], atol=ATOL)
+        picture = _png(result["depth"]).astype(int)
+        assert picture.shape == (image.height, image.width)
+        assert np.abs(picture - np.asarray(expected["depth"]).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("model_type", with_task("image_segmentation"))
+def test_image_segmentation(task_checkpoint: Any, model_type: str) -> None:
+    """Segments as transformers' image-segmentation pipeline returns them for the declared
+    subtask (thresholds 0 so that random weights still give segments), and semantic ones."""
+    handler, path = skill_handler(task_checkpoint, model_type, "image_segmentation")
+    subtask = skill_class(model_type).tasks["image_segmentation"].variant
+    pipe = transformers.pipeline("image-segmentation", model=str(path), device="cpu")
+    zero = {"threshold": 0.0, "mask_threshold": 0.0, "overlap_mask_area_threshold": 0.0}
+    for image, result in zip(IMAGES, handler(IMAGES, **zero), strict=True):
+        expected = pipe(image, subtask=subtask, **zero)
+        assert len(result) == len(expected) > 0
+        assert [r["label"] for r in result] == [e["label"] for e in expected]
+        if subtask == "semantic":
+            assert all(r["score"] is None for r in result)
+        else:
+            assert np.allclose(
+                [r["score"] for r in result], [e["score"] for e in expected], atol=ATOL
+            )
+        for r, e in zip(result, expected, strict=True):
+            assert np.array_equal(_png(r["mask"]), np.asarray(e["mask"]))
+    semantic_too = hasattr(pipe.image_processor, "post_process_semantic_segmentation")
+    if subtask != "semantic" and semantic_too:
+        semantic = handler(IMAGES, subtask="semantic")
+        for image, result in zip(IMAGES, semantic, strict=True):
+            expected = pipe(image, subtask="semantic")
+            assert [r["label"] for r in result] == [e["label"] for e in expected]
+            for r, e in zip(result, expected, strict=True):
+                assert np.array_equal(_png(r["mask"]), np.asarray(e["mask"]))
+
+
+# -- text to audio -----------------------------------------------------------------------------
+
+
+def _wav(data: str) -> tuple[np.ndarray, int]:
+    import base64
+    import io
+
+    import soundfile
+
+    audio, rate = soundfile.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
+    return audio, rate
+
+
+@pytest.mark.parametrize("model_type", with_task("text_to_audio"))
+def test_text_to_audio(task_checkpoint: Any, model_type: str) -> None:
+    """The waveform of transformers' text-to-audio pipeline under the same seed (VITS samples
+    noise), read back from the skill's float32 WAV; a seed makes the call reproducible."""
+    handler, path = skill_handler(task_checkpoint, model_type, "text_to_audio")
+    pipe = transformers.pipeline("text-to-audio", model=str(path), device="cpu")
+    texts = ["hello world", "the capital of france is paris"]
+    got = handler(texts, seed=3)
+    torch.manual_seed(3)
+    expected = [pipe(text) for text in texts]
+    for result, reference in zip(got, expected, strict=True):
+        audio, rate = _wav(result["audio"])
+        assert rate == result["sampling_rate"] == reference["sampling_rate"]
+        assert audio.shape == reference["audio"].shape and audio.size > 0
+        assert np.allclose(audio, reference["audio"], atol=ATOL)
+    assert handler(texts[:1], seed=3) == got[:1]
+    state = torch.random.get_rng_state()
+    handler(texts[:1], seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is untouched

@@ -4,7 +4,8 @@ A factory takes the loaded `Endpoint` and the skill's `Task` declaration (its va
 between implementations where architectures really differ) and returns the handler:
 ``handler(inputs: list, **params) -> list`` with one result per input, often a `Staged`
 (prepare -> forward -> finish). Modules, one per task family: `text` (encoders), `generate`
-(decoders, encoder-decoders, captioning), `vision`, `audio`.
+(decoders, encoder-decoders, captioning), `vision`, `dense` (depth, segmentation), `audio`,
+`speech_out` (text to audio).
 
 `unsupported_on` says which (hardware, task) pairs cannot work and why; the generator writes
 its answers into each skill's ``unsupported`` table, so the host never tries them.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from .. import generation
 from ..endpoint import Endpoint, Handler
 from ..skill import Task
-from . import audio, generate, text, vision
+from . import audio, dense, generate, speech_out, text, vision
 
 Factory = Callable[[Endpoint, Task], Handler]
 
@@ -32,14 +33,18 @@ FACTORIES: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "text2text_generation": (generate.text2text_generation, ("default",)),
     "image_to_text": (generate.image_to_text, ("default",)),
     "image_classification": (vision.image_classification, ("default",)),
-    "image_embedding": (vision.image_embedding, ("default",)),
+    "image_embedding": (vision.image_embedding, ("default", "pooled")),
     "object_detection": (vision.object_detection, ("default",)),
+    "zero_shot_object_detection": (vision.zero_shot_object_detection, ("default",)),
+    "depth_estimation": (dense.depth_estimation, ("default",)),
+    "image_segmentation": (dense.image_segmentation, dense.SUBTASKS),
     "zero_shot_image_classification": (
         vision.zero_shot_image_classification,
         tuple(vision.ZERO_SHOT),
     ),
     "automatic_speech_recognition": (audio.automatic_speech_recognition, ("ctc", "seq2seq")),
     "audio_classification": (audio.audio_classification, ("default",)),
+    "text_to_audio": (speech_out.text_to_audio, ("default",)),
 }
 
 #: Tasks a graph export (OpenVINO IR, ONNX) covers: one forward pass, or a features method.
@@ -56,6 +61,8 @@ EXPORTABLE = {
     "automatic_speech_recognition",
     "audio_classification",
 }
+#: Variants of exportable tasks that the export does not cover (it exports `get_image_features`).
+NOT_EXPORTED = {("image_embedding", "pooled")}
 
 
 def build(endpoint: Endpoint, task: Task) -> Handler:
@@ -79,6 +86,6 @@ def unsupported_on(hardware: str, name: str, task: Task, family: str) -> str | N
         return None  # OpenVINO GenAI's continuous batching
     if generates(name, task):
         return "generation has no graph export"  # exports cover one forward pass; use torch
-    if name not in EXPORTABLE:
+    if name not in EXPORTABLE or (name, task.variant) in NOT_EXPORTED:
         return "this task has no graph export"
     return None
