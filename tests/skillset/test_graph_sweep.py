@@ -2,8 +2,12 @@
 provider, the code path `init_qnn` uses), against the same skill's ``init_cpu`` output.
 
 Tolerance: 1e-4 on scores and vectors; labels, tokens, texts and boxes identical. Tasks that
-generate (seq2seq, captioning, Whisper transcription) are not exported: they must refuse with
-`HardwareUnavailable`, so the host falls back to torch.
+generate (seq2seq, captioning, Whisper transcription) are not exported: skills declare those
+pairs unsupported, so `init_openvino`/`init_qnn` refuse with `UnsupportedTask` before loading,
+and the export itself refuses with `HardwareUnavailable` when called directly.
+
+The skills covered are those with a tiny-checkpoint recipe (tests/checkpoints.py); the coverage
+sweep (scripts/coverage) verifies the CPU path of every committed skill.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import pytest
 
 import hfskills.skillset
 from hfskills.skillset.runtime import backends, export
-from hfskills.skillset.runtime.errors import HardwareUnavailable
-from tests.checkpoints import tiny_audio, tiny_image
+from hfskills.skillset.runtime.errors import HardwareUnavailable, UnsupportedTask
+from tests.checkpoints import ARCHITECTURES, tiny_audio, tiny_image
 from tests.skillset.test_openvino_ir import assert_close
 
 TEXTS = ["hello world", "the capital of france is paris", "a b c"]
@@ -30,7 +34,9 @@ def skills() -> list[type]:
     for info in pkgutil.iter_modules(hfskills.skillset.__path__):
         if info.name.startswith("hf_"):
             module = importlib.import_module(f"hfskills.skillset.{info.name}")
-            found.append(getattr(module, info.name))
+            cls = getattr(module, info.name)
+            if cls.model_type in ARCHITECTURES:
+                found.append(cls)
     return sorted(found, key=lambda cls: cls.model_type)
 
 
@@ -96,5 +102,9 @@ def test_generation_tasks_refuse_and_fall_back(task_checkpoint, runtime, model_t
     pytest.importorskip("openvino" if runtime == "openvino" else "onnxruntime")
     from tests.conftest import skill_class
 
-    with pytest.raises(HardwareUnavailable, match="generation"):
-        load(runtime, skill_class(model_type)(), str(task_checkpoint(model_type, task)), task)
+    skill, path = skill_class(model_type)(), str(task_checkpoint(model_type, task))
+    expected = UnsupportedTask if runtime == "openvino" else HardwareUnavailable
+    with pytest.raises(expected, match="generation"):
+        load(runtime, skill, path, task)
+    with pytest.raises(UnsupportedTask, match="generation has no graph export"):
+        skill.init_qnn(path, task)
