@@ -174,6 +174,7 @@ SHRINK: dict[str, int] = {
     "lru_width": 32,
     "swa_num_attention_heads": 4,
     "swa_head_dim": 8,
+    "swa_num_key_value_heads": 2,
     # per-layer and hashed embeddings
     "vocab_size_per_layer_input": 1024,
     "hidden_size_per_layer_input": 8,
@@ -248,8 +249,11 @@ def _cut_layers(value: list[Any], after: int) -> list[Any]:
     return cut
 
 
-def shrink(values: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Overrides that make one (sub-)config tiny: ``values`` is its ``to_dict()``."""
+def shrink(
+    values: dict[str, Any], keep: frozenset[str] = frozenset(), layers: int | None = None
+) -> dict[str, Any]:
+    """Overrides that make one (sub-)config tiny: ``values`` is its ``to_dict()``; ``layers``
+    replaces the generic layer count (an exception that needs more layers)."""
     out: dict[str, Any] = {}
     hierarchical = isinstance(values.get("depths"), list)
     for key, value in values.items():
@@ -269,6 +273,8 @@ def shrink(values: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[s
             SHRINK_LISTS["num_heads"](i, 0) for i in range(len(values["num_heads"]))
         ]
     before = _original_layers(values)
+    if layers is not None:
+        out.update({key: layers for key in LAYER_KEYS if key in out})
     after = _original_layers(values | out)
     indices = values.get("out_indices")
     if before and after and isinstance(indices, list) and indices and max(indices) > after:
@@ -301,6 +307,7 @@ class Quirk:
     tokenizer: str | None = None  # a tokenizer class in TOKENIZER_BUILDERS
     image_processor: str | None = None  # a transformers image processor class (PIL backend)
     feature_extractor: str | None = None  # a transformers feature extractor class
+    processor: str | None = None  # a transformers processor class
     keep: tuple[str, ...] = ()  # size keys left at their default
     unsupported: str | None = None  # a known limit: the type fails at once with this reason
 
@@ -408,16 +415,34 @@ EXCEPTIONS: dict[str, Quirk] = {
     ),
     "dbrx": Quirk(
         "the attention sub-config's rope_theta is not serialised by to_dict",
-        sub_configs={"attn_config": {"rope_theta": 10000.0}},
+        sub_configs={"attn_config": {"rope_theta": 10000.0, "clip_qkv": 8.0}},
     ),
-    "zamba": Quirk(
-        "attention every 6th layer from the 4th, with widths tied to 2 x hidden_size",
+    "vision-encoder-decoder": Quirk(
+        "transformers maps no processor: hub captioners (TrOCR) pair ViT's with a tokenizer",
+        image_processor="ViTImageProcessor",
+        processor="TrOCRProcessor",
+    ),
+    "fun_asr_nano": Quirk(
+        "the adaptor's width must be a quarter of the text model's hidden size (32 // 4)",
+        sub_configs={"adaptor_config": {"intermediate_size": 8}},
+    ),
+    "qwen4_exp_text": Quirk(
+        "the sparse-attention indexer's sizes default to None",
         config={
-            "attention_head_dim": 16,
-            "attn_layer_period": 2,
-            "attn_layer_offset": 1,
-            "mamba_dt_rank": 8,
+            "indexer_n_heads": 4,
+            "indexer_kv_heads": 1,
+            "indexer_head_dim": 8,
+            "indexer_budget": 64,
+            "indexer_compress_ratio": 4,
         },
+    ),
+    "cohere_compass_text": Quirk(
+        "rope_parameters defaults to {} but is read per layer type",
+        config={"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+    ),
+    "xmod": Quirk(
+        "an X-MOD forward needs a language adapter: the default language is the first one",
+        config={"default_language": "en_XX"},
     ),
     "rt_detr_v2": Quirk(
         "no image processor in transformers' mapping; hub checkpoints use RT-DETR's",
@@ -432,7 +457,11 @@ def _sub_config_keys(config: Any) -> list[str]:
 
 
 def _text_keys(config: Any) -> list[str]:
-    return [k for k in _sub_config_keys(config) if "text" in k or k in ("decoder", "llm_config")]
+    return [
+        k
+        for k in _sub_config_keys(config)
+        if "text" in k or k in ("decoder", "decoder_config", "llm_config")
+    ]
 
 
 def _image_size(processor: Any) -> int | None:
@@ -459,6 +488,7 @@ def tiny_config(
     num_labels: int = NUM_LABELS,
     vocab_size: int | None = None,
     image_size: int | None = None,
+    token_ids: dict[str, int] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Any:
     """``AutoConfig.for_model(model_type)`` made tiny: generic shrinking + exceptions."""
@@ -471,29 +501,34 @@ def tiny_config(
         default = transformers.AutoConfig.for_model(model_type, **quirk.config)
     values = {k: v for k, v in default.to_dict().items() if k not in _sub_config_keys(default)}
     keep = frozenset(quirk.keep)
-    overrides = shrink(values, keep)
+    overrides = shrink(values, keep, quirk.config.get("num_hidden_layers"))
     for key in _sub_config_keys(default):
         sub = getattr(default, key)
         sub_values = sub.to_dict()
         if sub_values.get("model_type") == "timm_backbone":  # timm is not a dependency
             sub_values = _resnet_backbone(sub_values.get("out_indices") or [4])
         sub_values.update(shrink(sub_values, keep))
+        _shrink_nested(sub_values, keep)
         if vocab_size is not None and key in _text_keys(default) and "vocab_size" in sub_values:
             sub_values["vocab_size"] = vocab_size
-            if "vocab_size_per_layer_input" in sub_values:
-                sub_values["vocab_size_per_layer_input"] = vocab_size
+            for alias in VOCAB_ALIASES:
+                if alias in sub_values:
+                    sub_values[alias] = vocab_size
             sub_values.update(_special_ids(sub_values))
+        sub_values.update({k: v for k, v in (token_ids or {}).items() if k in sub_values})
         if image_size and isinstance(sub_values.get("image_size"), int):
             sub_values["image_size"] = image_size  # as the image processor resizes
         sub_values.update(quirk.sub_configs.get(key, {}))
         overrides[key] = sub_values
     if vocab_size is not None and ("vocab_size" in values or not _text_keys(default)):
         overrides["vocab_size"] = vocab_size
-        if "vocab_size_per_layer_input" in values:  # per-layer embeddings read the same ids
-            overrides["vocab_size_per_layer_input"] = vocab_size
+        for key in VOCAB_ALIASES:
+            if key in values:
+                overrides[key] = vocab_size
         overrides.update(_special_ids(values))
     if image_size and isinstance(values.get("image_size"), int):
         overrides["image_size"] = image_size
+    overrides.update({k: v for k, v in (token_ids or {}).items() if k in values})
     if getattr(default, "use_timm_backbone", False):
         overrides.update(use_timm_backbone=False, use_pretrained_backbone=False)
     overrides.update(copy.deepcopy(quirk.config))
@@ -504,6 +539,21 @@ def tiny_config(
     overrides["id2label"] = id2label
     overrides["label2id"] = {label: i for i, label in id2label.items()}
     return transformers.AutoConfig.for_model(model_type, **overrides)
+
+
+def _shrink_nested(values: dict[str, Any], keep: frozenset[str]) -> None:
+    """Shrink the sub-configs of a sub-config in place (an audio tower's encoder, a VQ model)."""
+    for key, value in list(values.items()):
+        if isinstance(value, dict) and isinstance(value.get("model_type"), str):
+            if value["model_type"] == "timm_backbone":
+                values[key] = value = _resnet_backbone(value.get("out_indices") or [4])
+            value.update(shrink(value, keep))
+            _shrink_nested(value, keep)
+
+
+#: Keys that must follow vocab_size: per-layer embeddings read the same ids, and a padded
+#: vocabulary's real size.
+VOCAB_ALIASES = ("vocab_size_per_layer_input", "unpadded_vocab_size")
 
 
 def _resnet_backbone(out_indices: list[int]) -> dict[str, Any]:
@@ -528,6 +578,35 @@ def _special_ids(values: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Processors
 # --------------------------------------------------------------------------------------------
+
+
+#: Media placeholder tokens that multimodal processors read from their tokenizer (attribute ->
+#: token), and the config keys that hold each one's id.
+MEDIA_TOKENS = {
+    "image_token": "<image>",
+    "boi_token": "<boi>",
+    "eoi_token": "<eoi>",
+    "video_token": "<video>",
+    "audio_token": "<audio>",
+    "start_image_token": "<start_of_image>",
+    "end_image_token": "<end_of_image>",
+}
+MEDIA_ID_KEYS = {
+    f"{name.removesuffix('_token')}_token_{suffix}": name
+    for name in MEDIA_TOKENS
+    for suffix in ("id", "index")
+}
+MEDIA_FAMILIES = ("multimodal-generation", "speech")
+
+
+def media_ids(tokenizer: Any) -> dict[str, int]:
+    """Config key -> id for every media token the tokenizer has (empty for plain text)."""
+    out = {}
+    for key, name in MEDIA_ID_KEYS.items():
+        token = getattr(tokenizer, name, None) if tokenizer is not None else None
+        if isinstance(token, str) and token in MEDIA_TOKENS.values():
+            out[key] = tokenizer.convert_tokens_to_ids(token)
+    return out
 
 
 def generic_tokenizer(family: str) -> Any:
@@ -565,6 +644,7 @@ def generic_tokenizer(family: str) -> Any:
         cls_token="<s>",
         sep_token="</s>",
         model_max_length=recipes.MAX_POSITIONS,
+        **({"extra_special_tokens": MEDIA_TOKENS} if family in MEDIA_FAMILIES else {}),
     )
     if family == "decoder":
         tokenizer.chat_template = recipes.CHAT_TEMPLATE
@@ -666,9 +746,9 @@ def first_line(exc: BaseException) -> str:
 
 def build_processors(
     model_type: str, classification: Classification, directory: Path, scratch: Path
-) -> tuple[int | None, int | None]:
-    """Save the processing files into ``directory``; return (the tokenizer's length, the
-    image processor's output side), either None where there is none."""
+) -> tuple[int | None, int | None, dict[str, int]]:
+    """Save the processing files into ``directory``; return the tokenizer's length, the image
+    processor's output side (None where there is none) and the media tokens' config ids."""
     kinds = {plan.task.processor for plan in classification.tasks}
     family = classification.family
     text = family in ("encoder", "decoder", "encoder-decoder", "vision-text", "speech")
@@ -680,7 +760,8 @@ def build_processors(
         image = build_image_processor(model_type, family, detection)
     audio = build_feature_extractor(model_type) if family in ("speech", "audio") else None
     if family in ("vision-text", "multimodal-generation", "speech") or "processor" in kinds:
-        name = _mapped(processing_auto.PROCESSOR_MAPPING_NAMES, model_type)
+        quirk = EXCEPTIONS.get(model_type, Quirk(""))
+        name = quirk.processor or _mapped(processing_auto.PROCESSOR_MAPPING_NAMES, model_type)
         if name is None and family == "speech" and audio is not None and tokenizer is not None:
             name = FALLBACK_SPEECH_PROCESSOR
         if name:
@@ -691,11 +772,11 @@ def build_processors(
             if missing:
                 raise StageError("processor", f"{name} needs {missing}, not built generically")
             cls(**kwargs).save_pretrained(directory)
-            return (len(tokenizer) if tokenizer is not None else None), _image_size(image)
+            return (len(tokenizer) if tokenizer else None), _image_size(image), media_ids(tokenizer)
     for part in (tokenizer, image, audio):
         if part is not None:
             part.save_pretrained(directory)
-    return (len(tokenizer) if tokenizer is not None else None), _image_size(image)
+    return (len(tokenizer) if tokenizer else None), _image_size(image), media_ids(tokenizer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -779,7 +860,7 @@ def build(
     scratch = root / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        vocab, side = build_processors(model_type, classification, base, scratch)
+        vocab, side, ids = build_processors(model_type, classification, base, scratch)
     except StageError:
         raise
     except Exception as exc:
@@ -788,7 +869,11 @@ def build(
     for plan in classification.tasks:
         try:
             config = tiny_config(
-                model_type, num_labels=_labels_for(plan.name), vocab_size=vocab, image_size=side
+                model_type,
+                num_labels=_labels_for(plan.name),
+                vocab_size=vocab,
+                image_size=side,
+                token_ids=ids,
             )
             target = root / plan.name
             _copy_processing(base, target)
