@@ -182,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
     meta = metadata_mod.read(
         args.source, model_type=args.model_type, from_cache_only=args.from_cache
     )
+    from .sweep import explain  # the coverage sweep's verdict on a type that failed it
+
+    if (why := explain(meta.model_type)) is not None:
+        print(f"generate-skill: warning: {why}", file=sys.stderr)
     # the header names the folder written to; the committed skillset keeps its own command
     regenerate = None if output.resolve() == SKILLSET else regenerate_command(args, output)
     print(_one(meta, output, force=args.force, check=args.check, regenerate=regenerate))

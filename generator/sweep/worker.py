@@ -60,7 +60,7 @@ def verify(model_type: str, root: Path, stage: Callable[[str], None]) -> dict[st
     from hfskills.generator.taxonomy import classify
 
     from . import tiny
-    from .references import REFERENCES
+    from .references import REFERENCES, Mismatch
 
     current = "classify"
     record: dict[str, Any] = {"model_type": model_type}
@@ -109,10 +109,10 @@ def verify(model_type: str, root: Path, stage: Callable[[str], None]) -> dict[st
         record.update(status="verified", stage="", reason="")
     except tiny.StageError as exc:
         record.update(status="failed", stage=exc.stage, reason=exc.reason)
+    except Mismatch as exc:  # the skill ran, and its output differs from transformers'
+        record.update(status="failed", stage=current, reason=str(exc))
     except Exception as exc:
-        reason = tiny.first_line(exc)
-        if current.startswith(("verify", "load", "model", "processor", "config")):
-            reason += _where(exc) if not type(exc).__name__ == "Mismatch" else ""
+        reason = tiny.first_line(exc) + _where(exc)
         record.update(status="failed", stage=current, reason=reason)
     finally:
         shutil.rmtree(root, ignore_errors=True)
