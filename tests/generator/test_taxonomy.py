@@ -66,7 +66,7 @@ def test_known_tasks_per_model() -> None:
     assert [p.name for p in classify("distilbert").tasks][:2] == ["text_embedding", "fill_mask"]
     assert [p.name for p in classify("opt").tasks] == ["text_generation", "text_classification"]
     assert [p.name for p in classify("marian").tasks] == ["text2text_generation"]
-    assert [p.name for p in classify("detr").tasks] == ["object_detection"]
+    assert [p.name for p in classify("detr").tasks] == ["object_detection", "image_segmentation"]
     whisper = {p.name: p for p in classify("whisper").tasks}
     wav2vec2 = {p.name: p for p in classify("wav2vec2").tasks}
     assert whisper["automatic_speech_recognition"].variant == "speech_seq_2_seq"
@@ -99,3 +99,23 @@ def test_model_type_without_a_served_task_names_what_was_looked_at() -> None:
         classify("time_series_transformer")
     assert "MODEL_FOR_MASKED_LM_MAPPING_NAMES" in err.value.message
     assert "MODEL_MAPPING_NAMES" in err.value.message
+
+
+def test_dense_vision_open_detection_backbones_and_speech_synthesis() -> None:
+    """The tasks widened from transformers' heads: each type gets the heads it has, and only
+    vision backbones whose base output is pooled embed images."""
+    tasks = {t: [(p.name, p.model_class) for p in classify(t).tasks] for t in ("dpt", "owlvit")}
+    assert tasks["dpt"] == [
+        ("depth_estimation", "DPTForDepthEstimation"),
+        ("image_segmentation", "DPTForSemanticSegmentation"),
+    ]
+    assert tasks["owlvit"] == [("zero_shot_object_detection", "OwlViTForObjectDetection")]
+    assert {p.name: p.model_class for p in classify("vit").tasks}["image_embedding"] == "ViTModel"
+    assert "image_embedding" not in {p.name for p in classify("segformer").tasks}  # no pooler
+    assert "image_embedding" not in {p.name for p in classify("yolos").tasks}  # a detector
+    assert [p.name for p in classify("dinov2").tasks] == ["image_classification", "image_embedding"]
+    universal = classify("mask2former")
+    assert (universal.family, universal.tasks[0].variant) == ("vision", "universal_segmentation")
+    vits = classify("vits")
+    assert (vits.family, [p.name for p in vits.tasks]) == ("speech-synthesis", ["text_to_audio"])
+    assert classify("seamless_m4t").family == "speech"  # more specific families still win

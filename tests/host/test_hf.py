@@ -361,3 +361,19 @@ def test_text_to_speech_answers_wav_bytes(dense) -> None:
     client = huggingface_hub.InferenceClient(model=f"{server.base}/models/tiny-vits", timeout=120)
     audio, rate = soundfile.read(io.BytesIO(client.text_to_speech("hello world")))
     assert rate == 16000 and audio.ndim == 1 and audio.size > 0
+
+
+def test_dense_parameters_are_checked(dense) -> None:
+    server, _ = dense
+    image = base64.b64encode(png()).decode()
+    with server.client() as http:
+        wrong = http.post(
+            "/models/tiny-dpt-seg", json={"inputs": image, "parameters": {"subtask": "bogus"}}
+        )
+        assert wrong.status_code == 400 and wrong.json()["error"]
+        panoptic = http.post(  # DPT's processor has no panoptic post-processing
+            "/models/tiny-dpt-seg", json={"inputs": image, "parameters": {"subtask": "panoptic"}}
+        )
+        assert panoptic.status_code == 400
+        seed = http.post("/models/tiny-vits", json={"inputs": "hi", "parameters": {"seed": -1}})
+        assert seed.status_code == 400

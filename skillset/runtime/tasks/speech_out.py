@@ -22,7 +22,7 @@ import torch
 
 from .. import media, torch_backend
 from ..endpoint import Endpoint, Handler
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ModelLoadError
 from ..skill import Task
 
 #: Models whose generate takes the pipeline's generation parameters itself (no dict output).
@@ -102,7 +102,7 @@ def text_to_audio(endpoint: Endpoint, task: Task) -> Handler:
     model, processor = endpoint.model, endpoint.processor
     rate = sampling_rate(model, processor)
     if rate is None:
-        raise InvalidInput("the checkpoint names no sampling rate for its audio")
+        raise ModelLoadError("the checkpoint names no sampling rate for its audio")
     model_type = model.config.model_type
 
     def run(text: str) -> np.ndarray:
