@@ -343,6 +343,31 @@ def audio_classification(handler: Any, path: Path, skill: type) -> None:
         close([r["score"] for r in result], probs[order].tolist(), "scores", atol=AUDIO_ATOL)
 
 
+def _wav(data: str) -> tuple[np.ndarray, int]:
+    import base64
+    import io
+
+    import soundfile
+
+    audio, rate = soundfile.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
+    return audio, rate
+
+
+def text_to_audio(handler: Any, path: Path, skill: type) -> None:
+    """The text-to-audio pipeline's waveform under the same seed (VITS samples noise), read
+    back from the skill's WAV."""
+    pipe = transformers.pipeline("text-to-audio", model=str(path), device="cpu")
+    texts = ["hello world", "the capital of france is paris"]
+    got = handler(texts, seed=3)
+    torch.manual_seed(3)
+    expected = [pipe(text) for text in texts]
+    for result, reference in zip(got, expected, strict=True):
+        audio, rate = _wav(result["audio"])
+        equal(rate, reference["sampling_rate"], "sampling rate")
+        check(audio.size > 0, "empty audio")
+        close(audio, np.asarray(reference["audio"]).reshape(audio.shape), "waveform")
+
+
 #: task -> reference check; a task with no entry here cannot be verified.
 REFERENCES: dict[str, Reference] = {
     "text_embedding": text_embedding,
@@ -362,6 +387,7 @@ REFERENCES: dict[str, Reference] = {
     "image_to_text": image_to_text,
     "automatic_speech_recognition": automatic_speech_recognition,
     "audio_classification": audio_classification,
+    "text_to_audio": text_to_audio,
 }
 
 
