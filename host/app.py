@@ -29,10 +29,11 @@ from hfskills.skillset.runtime.errors import HFSkillsError
 
 from . import errors
 from .config import Settings
+from .control.gate import DeprecationNotices
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, hf, openai
+from .routes import admin, hf, openai, registry
 from .state import Host
 
 
@@ -47,8 +48,9 @@ def build_app(settings: Settings) -> Starlette:
         host.startup_complete = True  # /ready may answer 200 from now on
         yield
         host.executor.shutdown(wait=False, cancel_futures=True)
+        host.control.close()
 
-    routes = [*openai.routes, *hf.routes, *admin.routes]
+    routes = [*openai.routes, *hf.routes, *admin.routes, *registry.routes]
     app = Starlette(
         routes=[*routes, openapi_route(routes, list(host.catalog.names))],
         lifespan=lifespan,
@@ -61,5 +63,6 @@ def build_app(settings: Settings) -> Starlette:
         },
     )
     app.state.host = host
+    app.add_middleware(DeprecationNotices, gate=host.control.gate)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (HFSkillsError, FileNotFoundError) as exc:
         print(f"hfskills: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)  # 2: the database is unreachable (host/control)
     except ValidationError as exc:  # a bad setting in the TOML file, the environment or a flag
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"

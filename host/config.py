@@ -58,6 +58,13 @@ class ModelEntry(BaseModel):
     )
     pinned: bool = Field(False, description="never evicted from the cache")
     aliases: list[str] = Field(default_factory=list, description="other names for this model")
+    version: str = Field(
+        "1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+        description="the version this entry registers under in the model registry",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="init options (dtype...)")
     required: bool = Field(
         False,
@@ -153,6 +160,13 @@ class Settings(BaseSettings):
     max_batch_inputs: int = Field(256, ge=1, description="most inputs one request may carry")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="debug, info, warning, error or critical"
+    )
+    database_url: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9+_.-]+://",
+        description="the control plane's database (model registry, audit log), a SQLAlchemy URL "
+        "such as postgresql+psycopg://user:password@host/db (default: the SQLite file "
+        "$XDG_STATE_HOME/hfskills/control.db, else ~/.local/state/hfskills/control.db)",
     )
 
     @field_validator("log_level", mode="before")

@@ -1,9 +1,10 @@
 """Errors as each API family writes them, with the right status; never a traceback.
 
-Routes under ``/v1/`` answer OpenAI's ``{"error": {"message", "type", "param", "code"}}``;
-every other route answers as TGI and TEI do, ``{"error", "error_type"}``. `body` writes both,
-for a JSON response and for a stream's error event alike; every error has a code. 429 and 503
-carry ``Retry-After`` (`RETRY_AFTER_SECONDS`, the one place it is set).
+Routes under ``/v1/`` and ``/api/`` (the control plane) answer OpenAI's
+``{"error": {"message", "type", "param", "code"}}``; every other route answers as TGI and TEI
+do, ``{"error", "error_type"}``. `body` writes both, for a JSON response and for a stream's
+error event alike; every error has a code. 429 and 503 carry ``Retry-After``
+(`RETRY_AFTER_SECONDS`, the one place it is set).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ OPENAI_TYPES = {
     400: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     424: "server_error",
@@ -37,6 +39,7 @@ TGI_TYPES = {
     400: "validation",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     422: "validation",
     424: "generation",
@@ -50,6 +53,7 @@ CODES = {
     400: "invalid_request",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     422: "invalid_value",
     424: "inference_failed",
@@ -99,7 +103,7 @@ class APIError(Exception):
 
 
 def is_openai(path: str) -> bool:
-    return path.startswith("/v1/") or "/v1/chat/completions" in path
+    return path.startswith(("/v1/", "/api/")) or "/v1/chat/completions" in path
 
 
 def error_body(

@@ -32,6 +32,7 @@ from hfskills.skillset.runtime.errors import HFSkillsError, ModelLoadError, Unsu
 
 from . import workers
 from .catalog import Catalog, ServedModel
+from .control.gate import Gate
 from .metrics import Metrics
 
 log = logging.getLogger("hfskills.host")
@@ -83,6 +84,9 @@ class ModelLoader:
         self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
         self.admitting: dict[str, asyncio.Future[None]] = {}
         self.hits = self.misses = 0
+        #: The registry's gate (host/control/gate.py): refuses a retired model, notes a
+        #: deprecated one; one dict lookup per request.
+        self.gate: Gate | None = None
 
     def resolve(self, name: str, task: str | None = None) -> tuple[ServedModel, str]:
         """The model behind a name or alias, and the task (default: its first)."""
@@ -95,6 +99,8 @@ class ModelLoader:
                 f"model {name!r} does not exist; GET /v1/models lists the models{hint}",
                 param="model",
             )
+        if self.gate is not None:
+            self.gate.check(model.name)
         task = task or model.tasks[0]
         if task not in model.tasks:
             raise UnsupportedTask(

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import catalog as catalog_mod
-from . import workers
+from . import control, workers
 from .config import Settings
 from .discovery import discover
 from .hardware import HardwareManager
@@ -65,20 +65,27 @@ class Host:
         self.service = InferenceService(
             self.loader, self.metrics, self.scheduler, max_inputs=s.max_batch_inputs
         )
+        # the registry (host/control): catalog models register; retired ones are refused
+        self.control = control.start(s, self.catalog)
+        self.loader.gate = self.control.gate
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)
 
     def defaults(self) -> dict[str, str]:
-        """task -> the model the root TGI/TEI routes use: configured, else the first with it."""
+        """task -> the model the root TGI/TEI routes use: configured, else the first with it.
+        Never a retired model; a deprecated one only when configured (named explicitly)."""
         chosen: dict[str, str] = {}
+        status = self.control.gate.status  # the registry's snapshot (host/control/gate.py)
         for model in self.catalog.models.values():
             if model.on_demand:  # a client's choice never becomes another client's default
+                continue
+            if status(model.name) is not None:
                 continue
             for task in model.tasks:
                 chosen.setdefault(task, model.name)
         for task, name in self.settings.default_models.items():
             model = self.catalog.get(name)
-            if model is not None:
+            if model is not None and status(model.name) != "retired":
                 chosen[task] = model.name
         return chosen

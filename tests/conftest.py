@@ -19,6 +19,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # exports (OpenVINO IR, ONNX) go to a cache of this session's own, never to ~/.cache
 os.environ.setdefault("HFSKILLS_CACHE", tempfile.mkdtemp(prefix="hfskills-test-cache-"))
+# the registry's default SQLite file (host/control/db.py) too, never ~/.local/state
+os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="hfskills-test-state-"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import transformers

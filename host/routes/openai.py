@@ -20,9 +20,13 @@ from .common import context, host, model_json, parse
 @protocol(None, oa.ModelList)
 async def list_models(request: Request) -> Response:
     """List the served models (names and aliases)."""
-    catalog = host(request).catalog
+    catalog, gate = host(request).catalog, host(request).control.gate
     created = host(request).started
-    cards = [oa.ModelCard(id=name, created=created) for name in catalog.names]
+    cards = [
+        oa.ModelCard(id=name, created=created)
+        for name, model in catalog.names.items()
+        if not gate.retired(model)  # a retired model is not served (host/control/gate.py)
+    ]
     return model_json(oa.ModelList(data=cards))
 
 

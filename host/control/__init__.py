@@ -1,0 +1,64 @@
+"""The control plane, in the host's own process and persisted in a database: today the model
+registry (`registry`) with its audit log, and the `gate` the request path asks. Later parts
+(routes, costs, budgets, events, bench, switching) add their services here, their tables to
+``tables.py`` and their alembic revisions to ``migrations/versions``.
+
+`start` connects and migrates (``db.open_database``: `DatabaseUnavailable`, exit 2, when it
+cannot), registers the catalog's models and fills the gate's snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from . import db
+from .db import DatabaseUnavailable
+from .gate import Gate
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+    from ..config import Settings
+
+__all__ = ["ControlPlane", "DatabaseUnavailable", "start"]
+
+#: The version a catalog entry registers under when its ``[[models]]`` table gives none.
+DEFAULT_VERSION = "1"
+
+
+@dataclass
+class ControlPlane:
+    engine: Engine
+    registry: Registry
+
+    @property
+    def gate(self) -> Gate:
+        return self.registry.gate
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def start(settings: Settings, catalog: Catalog) -> ControlPlane:
+    """Open the database, register the catalog's models, and fill the gate."""
+    url = settings.database_url or db.default_url()
+    engine = db.open_database(url)
+    versions = {entry.name: entry.version for entry in settings.models}
+    served = {
+        name: (versions.get(name, DEFAULT_VERSION), list(model.tasks))
+        for name, model in catalog.models.items()
+    }
+    registry = Registry(engine, served)
+    try:
+        registry.sync_catalog()  # refreshes the gate when it commits
+        registry.refresh()
+    except Exception as error:
+        engine.dispose()
+        reason = getattr(error, "message", str(error))
+        raise DatabaseUnavailable(
+            f"database {db.safe(url)} could not register the catalog: {reason}"
+        ) from None
+    return ControlPlane(engine, registry)

@@ -1,0 +1,377 @@
+"""The model registry: which models and versions exist, in which state, what they cost and
+score; every change audited in the same transaction.
+
+`Registry` is the service the routes call (in a thread: it is synchronous SQLAlchemy). Writes
+are serialised in this process and followed by a refresh of the `Gate` snapshot, which is all
+the request path reads. At start the catalog's models register themselves (`sync_catalog`):
+provider ``local``, status ``active``, the tasks they serve; an existing registration keeps its
+status, tags, cost and quality, and the catalog updates its tasks only while no operator has set
+them over HTTP (``operator_fields``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from hfskills.skillset.runtime.errors import HFSkillsError
+
+from ..protocol.registry import (
+    AuditEntryOut,
+    Cost,
+    ModelPatch,
+    RegisteredModelOut,
+    Registration,
+)
+from . import db
+from .gate import Gate
+from .tables import AuditEntry, RegisteredModel, now
+
+log = logging.getLogger("hfskills.host")
+
+#: Who changed the registry when no user is known (auth arrives with issue 13).
+ANONYMOUS = "anonymous"
+CATALOG = "catalog"
+COST_FIELDS = tuple(Cost.model_fields)
+#: Most audit rows one request may read.
+MAX_AUDIT = 1000
+
+
+class NotRegistered(HFSkillsError):
+    code = "model_not_found"
+    status = 404
+
+
+class Invalid(HFSkillsError):
+    code = "invalid_value"
+    status = 400
+
+
+class Conflict(HFSkillsError):
+    code = "conflict"
+    status = 409
+
+
+class RegistryUnavailable(HFSkillsError):
+    code = "registry_unavailable"
+    status = 503
+
+
+class Registry:
+    def __init__(self, engine: Engine, served: dict[str, tuple[str, list[str]]]) -> None:
+        """``served``: this host's catalog, model name -> (the version it serves, its tasks)."""
+        self.engine, self.sessions = engine, db.sessions(engine)
+        self.served = {name: version for name, (version, _) in served.items()}
+        self.served_tasks = {name: list(tasks) for name, (_, tasks) in served.items()}
+        self.gate = Gate()
+        self._write = threading.Lock()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def list(
+        self, status: str | None = None, task: str | None = None, provider: str | None = None
+    ) -> list[RegisteredModelOut]:
+        query = select(RegisteredModel).order_by(RegisteredModel.model_id, RegisteredModel.id)
+        if status is not None:
+            query = query.where(RegisteredModel.status == status)
+        if provider is not None:
+            query = query.where(RegisteredModel.provider == provider)
+        with self._session() as session:  # read inside: the session's end expires the rows
+            rows = session.scalars(query).all()
+            return [self.out(r) for r in rows if task is None or task in r.task_types]
+
+    def get(self, model_id: str, version: str | None = None) -> RegisteredModelOut:
+        with self._session() as session:
+            return self.out(self._row(session, model_id, version))
+
+    def audit(self, limit: int = 100, model_id: str | None = None) -> list[AuditEntryOut]:
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(min(limit, MAX_AUDIT))
+        if model_id is not None:
+            query = query.where(AuditEntry.model_id == model_id)
+        with self._session() as session:
+            rows = session.scalars(query).all()
+            return [AuditEntryOut.model_validate(r, from_attributes=True) for r in rows]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def register(self, body: Registration, actor: str) -> tuple[RegisteredModelOut, bool]:
+        """Register ``body.model_id`` at ``body.version``, or update the fields the body gives;
+        (the record, True when it was created)."""
+        given = set(body.model_fields_set) - {"model_id", "version"}
+        values = _values(body, given)
+        with self._writing() as session:
+            row = session.scalars(_one(body.model_id, body.version)).first()
+            created = row is None
+            before = None if created else _record(row)
+            if row is None:
+                at = now()
+                row = RegisteredModel(
+                    model_id=body.model_id,
+                    version=body.version,
+                    source="api",
+                    operator_fields=[],
+                    created_at=at,
+                    updated_at=at,
+                )
+                values = _values(body, set(Registration.model_fields), full=True)
+                if "task_types" not in given and self.served.get(body.model_id) == body.version:
+                    values["task_types"] = self.served_tasks[body.model_id]  # the catalog's
+                session.add(row)
+            for key, value in values.items():
+                if getattr(row, key, None) != value:
+                    setattr(row, key, value)
+            fields = set(row.operator_fields or ()) | given
+            if fields != set(row.operator_fields or ()):
+                row.operator_fields = sorted(fields)
+            self._check(row)
+            session.flush()
+            after = _record(row)
+            if before != after:
+                action = "register" if created else "update"
+                session.add(_audit(actor, action, row, before, after))
+            return self.out(row), created
+
+    def patch(
+        self, model_id: str, version: str | None, body: ModelPatch, actor: str
+    ) -> RegisteredModelOut:
+        given = set(body.model_fields_set)
+        with self._writing() as session:
+            row = self._row(session, model_id, version)
+            before = _record(row)
+            if "status" in given:
+                row.status = body.status  # type: ignore[assignment]  # not None: validated
+            if body.tags is not None:
+                row.tags = body.tags
+            if body.cost is not None:
+                for key in body.cost.model_fields_set:
+                    setattr(row, key, getattr(body.cost, key))
+            if body.quality is not None:
+                merged = {**row.quality, **body.quality}
+                row.quality = {k: v for k, v in merged.items() if v is not None}
+            if set(row.operator_fields) | given != set(row.operator_fields):
+                row.operator_fields = sorted(set(row.operator_fields) | given)
+            session.flush()
+            after = _record(row)
+            if before != after:
+                session.add(_audit(actor, "patch", row, before, after))
+            return self.out(row)
+
+    def delete(self, model_id: str, version: str | None, actor: str) -> RegisteredModelOut:
+        with self._writing() as session:
+            row = self._row(session, model_id, version)
+            out = self.out(row)
+            session.add(_audit(actor, "delete", row, _record(row), None))
+            session.execute(delete(RegisteredModel).where(RegisteredModel.id == row.id))
+            return out
+
+    def sync_catalog(self) -> None:
+        """Register each catalog model that is not registered; update the tasks of one that is,
+        unless an operator set them over HTTP."""
+        with self._writing() as session:
+            for name, version in self.served.items():
+                tasks = self.served_tasks[name]
+                row = session.scalars(_one(name, version)).first()
+                if row is None:
+                    at = now()
+                    row = RegisteredModel(
+                        created_at=at,
+                        updated_at=at,
+                        model_id=name,
+                        version=version,
+                        provider="local",
+                        task_types=list(tasks),
+                        status="active",
+                        tags=[],
+                        quality={},
+                        source="catalog",
+                        operator_fields=[],
+                    )
+                    session.add(row)
+                    session.flush()
+                    session.add(_audit(CATALOG, "catalog.register", row, None, _record(row)))
+                    continue
+                if row.provider != "local":
+                    log.warning(
+                        "registry: %s version %s is registered with provider %s; this host "
+                        "serves it from its catalog",
+                        name,
+                        version,
+                        row.provider,
+                    )
+                if "task_types" not in row.operator_fields and row.task_types != list(tasks):
+                    before = _record(row)
+                    row.task_types = list(tasks)
+                    session.flush()
+                    session.add(_audit(CATALOG, "catalog.update", row, before, _record(row)))
+
+    def refresh(self) -> None:
+        """Rebuild the gate's snapshot from the database (after every write, and at start)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(RegisteredModel.model_id, RegisteredModel.version, RegisteredModel.status)
+            ).all()
+        statuses = {(m, v): s for m, v, s in rows}
+        self.gate.update(
+            {
+                name: (version, statuses[(name, version)])
+                for name, version in self.served.items()
+                if (name, version) in statuses
+            }
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def out(self, row: RegisteredModel) -> RegisteredModelOut:
+        return RegisteredModelOut(
+            **_record(row, json=False),
+            served=self.served.get(row.model_id) == row.version,
+        )
+
+    def _check(self, row: RegisteredModel) -> None:
+        """The registration that results from a write is consistent."""
+        if row.provider == "openai" and not (row.base_url and row.task_types):
+            raise Invalid(
+                "provider openai needs base_url (the remote endpoint) and task_types (the tasks "
+                "it serves)",
+                param="base_url" if not row.base_url else "task_types",
+            )
+        if row.provider == "local" and (row.base_url or row.api_key_env):
+            raise Invalid(
+                "base_url and api_key_env are for provider openai only",
+                param="base_url" if row.base_url else "api_key_env",
+            )
+        if self.served.get(row.model_id) == row.version and row.provider != "local":
+            raise Conflict(
+                f"model {row.model_id!r} version {row.version} is served by this host's catalog "
+                "as a local model; register the remote endpoint under another model_id or version",
+                param="provider",
+            )
+
+    def _row(self, session: Session, model_id: str, version: str | None) -> RegisteredModel:
+        query = select(RegisteredModel).where(RegisteredModel.model_id == model_id)
+        if version is not None:
+            query = query.where(RegisteredModel.version == version)
+        row = session.scalars(query.order_by(RegisteredModel.id.desc()).limit(1)).first()
+        if row is None:
+            which = f"model {model_id!r}" + (f" version {version!r}" if version else "")
+            raise NotRegistered(
+                f"{which} is not registered; GET /api/models lists the registered models",
+                param="model_id",
+            )
+        return row
+
+    def _session(self) -> _Guarded:
+        return _Guarded(self, write=False)
+
+    def _writing(self) -> _Guarded:
+        return _Guarded(self, write=True)
+
+
+class _Guarded:
+    """A session (a transaction when writing: committed at the end, rolled back on error, and
+    the gate refreshed after a commit); database failures become clear HTTP errors."""
+
+    def __init__(self, registry: Registry, *, write: bool) -> None:
+        self.registry, self.write = registry, write
+        self.session: Session | None = None
+
+    def __enter__(self) -> Session:
+        if self.write:
+            self.registry._write.acquire()
+        self.session = self.registry.sessions()
+        self.session.begin()
+        return self.session
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        assert self.session is not None
+        try:
+            if error is None and self.write:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        except sa_exc.SQLAlchemyError as commit_error:
+            error = commit_error
+            self.session.rollback()
+        finally:
+            self.session.close()
+            if self.write:
+                self.registry._write.release()
+        if error is None and self.write:
+            self.registry.refresh()
+        if isinstance(error, sa_exc.IntegrityError):
+            raise Conflict(
+                "the registration changed concurrently (another writer); retry the request"
+            ) from None
+        if isinstance(error, sa_exc.DataError):
+            raise HFSkillsError(
+                f"the database refused a value: {str(error.orig).strip().splitlines()[0]}",
+                code="invalid_value",
+                status=400,
+            ) from None
+        if isinstance(error, sa_exc.SQLAlchemyError):
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise RegistryUnavailable(f"the registry database failed: {reason}") from None
+
+
+def _one(model_id: str, version: str) -> Any:
+    return select(RegisteredModel).where(
+        RegisteredModel.model_id == model_id, RegisteredModel.version == version
+    )
+
+
+def _values(body: Registration, fields: set[str], *, full: bool = False) -> dict[str, Any]:
+    """The columns that the registration's ``fields`` set. ``cost`` is three columns: a new
+    registration (``full``) sets all three, an update those the body gives."""
+    values: dict[str, Any] = {}
+    for field in fields - {"model_id", "version"}:
+        if field == "cost":
+            keys = COST_FIELDS if full else body.cost.model_fields_set
+            values.update({key: getattr(body.cost, key) for key in keys})
+        else:
+            values[field] = getattr(body, field)
+    return values
+
+
+def _record(row: RegisteredModel, *, json: bool = True) -> dict[str, Any]:
+    """A registration as the API shows it (JSON-ready for the audit log when ``json``)."""
+    record = {
+        "model_id": row.model_id,
+        "version": row.version,
+        "provider": row.provider,
+        "base_url": row.base_url,
+        "api_key_env": row.api_key_env,
+        "task_types": list(row.task_types),
+        "status": row.status,
+        "tags": list(row.tags),
+        "cost": {key: getattr(row, key) for key in COST_FIELDS},
+        "quality": dict(row.quality),
+        "source": row.source,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    if json:  # as the API writes them: 2026-11-29T17:10:04.813987Z
+        for key in ("created_at", "updated_at"):
+            record[key] = record[key].isoformat().replace("+00:00", "Z")
+    return record
+
+
+def _audit(
+    actor: str,
+    action: str,
+    row: RegisteredModel,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> AuditEntry:
+    return AuditEntry(
+        actor=actor,
+        action=action,
+        model_id=row.model_id,
+        version=row.version,
+        before=before,
+        after=after,
+    )

@@ -1,0 +1,99 @@
+"""The control plane's tables, as SQLAlchemy 2 typed ORM classes.
+
+This revision holds the registry: `RegisteredModel` (``registered_models``) and `AuditEntry`
+(``audit_log``). Later revisions add their own tables beside them (routes, cost events, budgets,
+events) on the same `Base`; every change to these classes comes with an alembic revision in
+``migrations/versions`` (tests/control checks that the two match).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+#: Constraint names spelled the same on every backend, so migrations can name them.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware on every backend (SQLite keeps
+    no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RegisteredModel(Base):
+    """One version of one model: where it runs, its state, and what it costs and scores."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(64))
+    #: ``local`` (a catalog checkpoint served by a skill) or ``openai`` (a remote endpoint).
+    provider: Mapped[str] = mapped_column(String(16))
+    base_url: Mapped[str | None] = mapped_column(String(2048))
+    #: The NAME of the environment variable that holds a remote endpoint's key, never the key.
+    api_key_env: Mapped[str | None] = mapped_column(String(128))
+    task_types: Mapped[list[str]] = mapped_column(JSON)
+    #: ``active``, ``testing``, ``deprecated`` or ``retired``.
+    status: Mapped[str] = mapped_column(String(16))
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    hardware_hourly_usd: Mapped[float | None] = mapped_column(Float)
+    prompt_usd_per_1k: Mapped[float | None] = mapped_column(Float)
+    completion_usd_per_1k: Mapped[float | None] = mapped_column(Float)
+    #: metric name -> score in [0, 1].
+    quality: Mapped[dict[str, float]] = mapped_column(JSON)
+    #: ``catalog`` (registered by the TOML catalog at start) or ``api`` (over HTTP).
+    source: Mapped[str] = mapped_column(String(16))
+    #: Fields an operator set over HTTP: the catalog's start-up sync leaves them alone.
+    operator_fields: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
+
+
+class AuditEntry(Base):
+    """One change to the registry: who, what, and the record before and after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_model_id_version", "model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    actor: Mapped[str] = mapped_column(String(256))
+    #: ``register``, ``update``, ``patch``, ``delete``, ``catalog.register``, ``catalog.update``.
+    action: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
