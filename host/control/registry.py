@@ -73,7 +73,7 @@ class Registry:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def list(
+    def list_models(
         self, status: str | None = None, task: str | None = None, provider: str | None = None
     ) -> list[RegisteredModelOut]:
         query = select(RegisteredModel).order_by(RegisteredModel.model_id, RegisteredModel.id)

@@ -68,7 +68,7 @@ async def list_models(request: Request) -> Response:
     status = _choice(request, "status", reg.STATUSES)
     provider = _choice(request, "provider", reg.PROVIDERS)
     task = request.query_params.get("task")
-    models = await call(registry(request).list, status, task, provider)
+    models = await call(registry(request).list_models, status, task, provider)
     return _json(reg.ModelListOut(data=models))
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 
 from hfskills.host.app import build_app
 from hfskills.host.config import load_settings
-from hfskills.host.control import DatabaseUnavailable
+from hfskills.host.control import DatabaseUnavailable, db
 from tests.host.conftest import Server, entry, start
 
 from .conftest import BACKENDS
@@ -306,6 +306,27 @@ def test_the_request_path_never_queries_the_database(server, http) -> None:
         http.patch("/api/models/gen", json={"status": "active"})
 
 
+def test_losing_the_database_never_fails_inference(server, http) -> None:
+    """The registry's routes answer 503 (Retry-After) while its database is gone; inference
+    keeps being served from the gate's snapshot."""
+    registry = server.host.control.registry
+    kept = registry.sessions
+    gone = create_engine(f"postgresql+psycopg://x@127.0.0.1:{_closed_port()}/x")
+    registry.sessions = db.sessions(gone)
+    try:
+        for response in (
+            http.get("/api/models"),
+            http.patch("/api/models/embed", json={"status": "retired"}),
+        ):
+            error = openai_error(response, 503)
+            assert error["code"] == "registry_unavailable" and response.headers["retry-after"]
+        assert http.post("/v1/embeddings", json={"model": "embed", "input": "x"}).is_success
+    finally:
+        registry.sessions = kept
+        gone.dispose()
+    assert http.get("/api/models/embed").json()["status"] == "active"
+
+
 def test_a_restart_keeps_what_operators_changed(setup, http) -> None:
     _, url, models = setup
     changes = {"status": "testing", "tags": ["blue"], "quality": {"recall": 0.9}}
@@ -348,7 +369,7 @@ def test_the_default_database_is_a_file_in_the_state_directory(
     app = build_app(load_settings(models=models, embedded_default=False))
     try:
         assert (tmp_path / "hfskills" / "control.db").is_file()
-        assert [m.model_id for m in app.state.host.control.registry.list()] == ["embed"]
+        assert [m.model_id for m in app.state.host.control.registry.list_models()] == ["embed"]
     finally:
         app.state.host.control.close()
         app.state.host.executor.shutdown(wait=False)
