@@ -395,14 +395,15 @@ def write_docs(data: dict[str, Any], path: Path = DOCS) -> None:
         f"| **all** | **{total['verified']}** | **{total['failed']}** | "
         f"**{total['verified'] + total['failed']}** |"
     )
-    reasons = Counter(
-        (r["stage"], _reason_kind(r["reason"])) for r in served if r["status"] == "failed"
-    )
-    if reasons:
-        lines += ["", "## Failures by stage and reason", "", "| stage | reason | types |"]
-        lines.append("| --- | --- | ---: |")
-        for (stage, kind), n in reasons.most_common():
-            lines.append(f"| {stage} | {_cell(kind)} | {n} |")
+    failed = [r for r in served if r["status"] == "failed"]
+    by_cause: dict[str, list[str]] = {}
+    for r in failed:
+        by_cause.setdefault(cause(r), []).append(r["model_type"])
+    if by_cause:
+        lines += ["", "## Failures by cause", "", "| cause | types | model_types |"]
+        lines.append("| --- | ---: | --- |")
+        for text, names in sorted(by_cause.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"| {_cell(text)} | {len(names)} | {', '.join(names)} |")
     lines += [
         "",
         "## Every model_type with a served task",
@@ -426,10 +427,72 @@ def write_docs(data: dict[str, Any], path: Path = DOCS) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason without its specifics, for grouping: the text before the first ':' detail."""
-    kind = reason.split(" (at ")[0]
-    return kind if len(kind) <= 120 else kind[:117] + "..."
+#: Known causes of failure, (stage prefix, pattern in the reason, explanation), first match wins.
+CAUSES: tuple[tuple[str, str, str], ...] = (
+    (
+        "",
+        r"needs (\S+), which is not installed",
+        "needs an optional library hfskills does not "
+        "install (torchvision, torchaudio, timm, natten, ...)",
+    ),
+    ("processor", r"video_processor", "its processor needs a video processor (torchvision)"),
+    (
+        "processor",
+        r"",
+        "its processor cannot be built offline from defaults (special tokens, "
+        "sub-tokenizers, audio tokenizers)",
+    ),
+    (
+        "verify:image_to_text",
+        r"has no attribute tokenizer",
+        "transformers maps no processor for "
+        "it: AutoProcessor gives a bare tokenizer, and image_to_text needs image processor + "
+        "tokenizer",
+    ),
+    (
+        "verify:image_to_text",
+        r"",
+        "a chat VLM: its processor or model needs a text prompt with "
+        "image tokens, and image_to_text sends images alone (captioning)",
+    ),
+    (
+        "verify:automatic_speech_recognition",
+        r"Unable to convert output",
+        "the seq2seq ASR handler batches clips of different lengths without padding",
+    ),
+    (
+        "verify:image_embedding",
+        r"No pooled output",
+        "the skill claims pooled image embeddings; "
+        "transformers' image-feature-extraction pipeline gets no pooled output for it",
+    ),
+    (
+        "verify",
+        r"max abs difference|!=",
+        "the skill's output differs from transformers' (models "
+        "whose output changes with padding in a batch: Fourier, approximate or pooled attention)",
+    ),
+    (
+        "config",
+        r"",
+        "the generic tiny config breaks one of its config's validation rules, or "
+        "transformers' own default does",
+    ),
+    ("model", r"parameters after shrinking", "still too large after the generic shrinking"),
+    ("model", r"", "the tiny config builds no model (a size rule the shrinking breaks)"),
+    ("", r"timeout|crash|memory", "a timeout, crash or memory limit in its worker"),
+    ("generate", r"", "the generator refuses it"),
+)
+
+
+def cause(record: dict[str, Any]) -> str:
+    """The known cause of a failure (CAUSES), or its stage's generic one."""
+    import re
+
+    for stage, pattern, text in CAUSES:
+        if record["stage"].startswith(stage) and re.search(pattern, record["reason"]):
+            return text
+    return f"{record['stage'].split(':')[0]}: another error in transformers or the skill"
 
 
 def commit(records: list[dict[str, Any]], directory: Path) -> int:

@@ -321,6 +321,7 @@ HGNET = {
     "hidden_sizes": [16, 32, 64, 128],
     "embedding_size": 16,
 }
+MUSICGEN_DECODER = {"vocab_size": 2048, "pad_token_id": 2048, "bos_token_id": 2048}
 BEIT_LIKE = {
     "num_hidden_layers": 4,
     "out_indices": [1, 2, 3, 4],
@@ -439,6 +440,40 @@ EXCEPTIONS: dict[str, Quirk] = {
     "cohere_compass_text": Quirk(
         "rope_parameters defaults to {} but is read per layer type",
         config={"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+    ),
+    "musicgen": Quirk(
+        "its decoder predicts EnCodec codes (2048, pad = bos = 2048), not the text tokenizer's ids",
+        sub_configs={
+            "decoder": MUSICGEN_DECODER,
+            "audio_encoder": {"codebook_size": 2048, "codebook_dim": 32},
+        },
+    ),
+    "musicgen_melody": Quirk(
+        "its decoder predicts EnCodec codes (2048, pad = bos = 2048), not the text tokenizer's ids",
+        sub_configs={
+            "decoder": MUSICGEN_DECODER,
+            "audio_encoder": {"codebook_size": 2048, "codebook_dim": 32},
+        },
+    ),
+    "gemma4_unified_assistant": Quirk(
+        "a draft model",
+        unsupported="a draft (assistant) model: every layer reads the target model's KV cache "
+        "(num_kv_shared_layers = num_hidden_layers), so it cannot generate alone",
+    ),
+    "textnet": Quirk(
+        "kernel sizes are listed per block of each stage, and the stem feeds the first stage",
+        keep=("depths",),
+        config={"hidden_sizes": [16, 16, 32, 64, 128], "stem_out_channels": 16},
+    ),
+    "reformer": Quirk(
+        "axial position embeddings: dims sum to hidden_size, the shape multiplies to positions",
+        config={
+            "axial_pos_embds_dim": [16, 16],
+            "axial_pos_shape": [16, 32],
+            "attention_head_size": 8,
+            "feed_forward_size": 64,
+            "attn_layers": ["local", "lsh"],
+        },
     ),
     "xmod": Quirk(
         "an X-MOD forward needs a language adapter: the default language is the first one",
