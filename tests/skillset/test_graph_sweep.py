@@ -29,6 +29,13 @@ IMAGES = [tiny_image(48, seed=0), tiny_image(40, seed=1).resize((40, 60))]
 AUDIO = [tiny_audio(1.0, seed=0), tiny_audio(0.6, seed=1)]
 
 
+def test_graph_exports_are_declared_alike_on_openvino_and_qnn() -> None:
+    for cls in CLASSES:
+        for task in cls.tasks:
+            if task != "text_generation":  # decoders generate on OpenVINO GenAI
+                assert cls().supports("openvino", task) == cls().supports("qnn", task)
+
+
 def skills() -> list[type]:
     found = []
     for info in pkgutil.iter_modules(hfskills.skillset.__path__):
@@ -41,11 +48,12 @@ def skills() -> list[type]:
 
 
 CLASSES = skills()
+#: what the skills declare a graph export covers (init_openvino and init_qnn alike)
 SINGLE_PASS = [
     (cls.model_type, task)
     for cls in CLASSES
     for task in cls.tasks
-    if not export.needs_generation(cls, task)
+    if not export.needs_generation(cls, task) and cls().supports("qnn", task)
 ]
 #: generation on OpenVINO is GenAI's (decoders: test_genai.py); the rest must refuse
 GENERATING = [
