@@ -131,7 +131,7 @@ class Registry:
             self._check(row)
             session.flush()
             after = _record(row)
-            if before != after:
+            if _changed(before, after):
                 action = "register" if created else "update"
                 session.add(_audit(actor, action, row, before, after))
             return self.out(row), created
@@ -157,7 +157,7 @@ class Registry:
                 row.operator_fields = sorted(set(row.operator_fields) | given)
             session.flush()
             after = _record(row)
-            if before != after:
+            if _changed(before, after):
                 session.add(_audit(actor, "patch", row, before, after))
             return self.out(row)
 
@@ -358,6 +358,13 @@ def _record(row: RegisteredModel, *, json: bool = True) -> dict[str, Any]:
         for key in ("created_at", "updated_at"):
             record[key] = record[key].isoformat().replace("+00:00", "Z")
     return record
+
+
+def _changed(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+    """Whether a write changed what the API shows (a new ``updated_at`` alone is no change)."""
+    if before is None:
+        return True
+    return {**before, "updated_at": None} != {**after, "updated_at": None}
 
 
 def _audit(

@@ -106,6 +106,10 @@ def test_register_update_get_patch_delete_with_audit(http) -> None:
     assert updated.json()["cost"]["prompt_usd_per_1k"] == 0.5  # fields not given are kept
     same = http.post("/api/models", json={"model_id": "remote-gpt", "status": "testing"})
     assert same.status_code == 200  # no change: no audit row
+    rows = len(audit(http, "gen"))
+    owned = http.post("/api/models", json={"model_id": "gen", "version": "2026-11", "tags": []})
+    assert owned.status_code == 200  # the same tags, now the operator's: no audit row either
+    assert len(audit(http, "gen")) == rows
 
     assert http.post("/api/models", json={**REMOTE, "version": "2"}).status_code == 201
     assert http.get("/api/models/remote-gpt").json()["version"] == "2"  # the latest
