@@ -282,12 +282,16 @@ DENSE_HEADS = (
 
 def declares_pooler(class_name: str) -> bool:
     """Whether the transformers class's ``forward`` returns an output with ``pooler_output``
-    (what the image-feature-extraction pipeline's ``pool=True`` returns)."""
+    (what the image-feature-extraction pipeline's ``pool=True`` returns) and the class builds
+    its pooler by default (IJEPA's and data2vec-vision's ``add_pooling_layer`` is False)."""
     import transformers
     from transformers.utils import ModelOutput
 
     cls = getattr(transformers, class_name, None)
     if cls is None:
+        return False
+    pooling = inspect.signature(cls.__init__).parameters.get("add_pooling_layer")
+    if pooling is not None and pooling.default is False:  # built without its pooler by default
         return False
     try:
         returned = typing.get_type_hints(cls.forward).get("return")

@@ -463,10 +463,12 @@ def text_to_audio(handler: Any, path: Path, skill: type) -> None:
 
     pipe = transformers.pipeline("text-to-audio", model=str(path), device="cpu")
     texts = TEXTS[:2]
-    got = handler(texts, seed=3)
+    generative = getattr(transformers, skill.model_classes["text_to_audio"]).can_generate()
+    limits = {"max_new_tokens": 8} if generative else {}  # tiny models have few positions
+    got = handler(texts, seed=3, **limits)
     torch.manual_seed(3)
     for result, text in zip(got, texts, strict=True):
-        expected = pipe(text)
+        expected = pipe(text, **({"forward_params": limits} if limits else {}))
         audio, rate = soundfile.read(io.BytesIO(base64.b64decode(result["audio"])), dtype="float32")
         equal(rate, expected["sampling_rate"], "sampling rate")
         check(audio.size > 0, "no audio")

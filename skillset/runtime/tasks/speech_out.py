@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import media, torch_backend
+from .. import generation, media, torch_backend
 from ..endpoint import Endpoint, Handler
 from ..errors import InvalidInput, ModelLoadError
 from ..skill import Task
@@ -75,6 +75,18 @@ def _seed(value: Any) -> int | None:
     return value
 
 
+def _decodes_audio(processor: Any) -> bool:
+    """A multimodal processor turns generated audio codes into a waveform; a tokenizer does not
+    (the pipeline has no processor for MusicGen, whose ``sequences`` are already audio)."""
+    from transformers import PreTrainedTokenizerBase
+
+    return (
+        processor is not None
+        and hasattr(processor, "decode")
+        and not isinstance(processor, PreTrainedTokenizerBase)
+    )
+
+
 def _waveform(output: Any, processor: Any) -> np.ndarray:
     """The pipeline's postprocess: the audio out of whatever the model returned."""
     needs_decoding = False
@@ -88,7 +100,7 @@ def _waveform(output: Any, processor: Any) -> np.ndarray:
             output = output["sequences"]
     elif isinstance(output, tuple):
         output = output[0]
-    if needs_decoding and processor is not None and hasattr(processor, "decode"):
+    if needs_decoding and _decodes_audio(processor):
         output = processor.decode(output)
     if isinstance(output, list):
         output = output[0]
@@ -97,7 +109,8 @@ def _waveform(output: Any, processor: Any) -> np.ndarray:
 
 def text_to_audio(endpoint: Endpoint, task: Task) -> Handler:
     """Generate audio from texts: per text `{audio: base64 WAV (float32), sampling_rate}`.
-    Params: `seed` (default: none, so sampling models differ call to call).
+    Params: `seed` (default: none, so sampling models differ call to call), `max_new_tokens`
+    (generative models only; default: the checkpoint's generation config).
     """
     model, processor = endpoint.model, endpoint.processor
     rate = sampling_rate(model, processor)
@@ -105,22 +118,34 @@ def text_to_audio(endpoint: Endpoint, task: Task) -> Handler:
         raise ModelLoadError("the checkpoint names no sampling rate for its audio")
     model_type = model.config.model_type
 
-    def run(text: str) -> np.ndarray:
+    generative = model.can_generate()
+
+    def run(text: str, limits: dict[str, Any]) -> np.ndarray:
         batch = torch_backend.place(processor([text], return_tensors="pt"), endpoint)
         batch = torch_backend.accepted_inputs(model, dict(batch))
         with torch.inference_mode():
-            if model.can_generate():
+            if generative:
                 own = model_type in OWN_GENERATION
-                output = model.generate(
-                    **batch, **({} if own else {"return_dict_in_generate": True})
-                )
+                extra = {} if own else {"return_dict_in_generate": True}
+                output = model.generate(**batch, **limits, **extra)
             else:
                 output = model(**batch)[0]
         return _waveform(output, processor)
 
-    def handler(inputs: list[Any], *, seed: int | None = None) -> list[dict[str, Any]]:
+    def handler(
+        inputs: list[Any], *, seed: int | None = None, max_new_tokens: int | None = None
+    ) -> list[dict[str, Any]]:
         texts = media.texts(inputs)
         chosen = _seed(seed)
+        limits = {}
+        if max_new_tokens is not None:
+            if not generative:
+                raise InvalidInput(
+                    "max_new_tokens is for generative audio models (MusicGen, Bark...)",
+                    param="max_new_tokens",
+                )
+            parsed = generation.GenerationParams.parse({"max_new_tokens": max_new_tokens})
+            limits["max_new_tokens"] = parsed.max_new_tokens
         results = []
         device = torch.device(endpoint.device)
         devices = [device.index or 0] if device.type == "cuda" else []
@@ -128,7 +153,7 @@ def text_to_audio(endpoint: Endpoint, task: Task) -> Handler:
             if chosen is not None:
                 torch.manual_seed(chosen)
             for text in texts:
-                audio = run(text)
+                audio = run(text, limits)
                 results.append({"audio": wav_base64(audio, rate), "sampling_rate": rate})
         return results
 
