@@ -6,7 +6,9 @@ One warm request's whole path (docs/architecture.md tells it at length):
 1. `middleware.BodyLimit` refuses bodies over ``max_body_bytes`` (413).
 2. A route (``routes/``) parses its pydantic request model (``protocol/``) and hands it to the
    serving layer of its API family (``serving/``), which turns it into typed work: task, inputs,
-   generation params, and a `RequestContext` (priority, deadline, disconnect watch).
+   generation params, and a `RequestContext` (priority, deadline, disconnect watch, user).
+   A ``model`` that names a route becomes the target its router chooses (``control/routing.py``,
+   in memory), failing over to the next candidate when a target fails.
 3. `InferenceService` (``inference.py``) takes a slot from the `Scheduler` (priority queue,
    per-model and global limits, 429/503), holds the model from the `ModelLoader` (LRU cache,
    single-flight load on first use), and awaits the model's worker within the deadline.
@@ -29,11 +31,12 @@ from hfskills.skillset.runtime.errors import HFSkillsError
 
 from . import errors
 from .config import Settings
+from .control.answer import AnswerHeaders
 from .control.gate import DeprecationNotices
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, hf, openai, registry
+from .routes import admin, hf, openai, registry, routing
 from .state import Host
 
 
@@ -50,7 +53,7 @@ def build_app(settings: Settings) -> Starlette:
         host.executor.shutdown(wait=False, cancel_futures=True)
         host.control.close()
 
-    routes = [*openai.routes, *hf.routes, *admin.routes, *registry.routes]
+    routes = [*openai.routes, *hf.routes, *admin.routes, *registry.routes, *routing.routes]
     app = Starlette(
         routes=[*routes, openapi_route(routes, list(host.catalog.names))],
         lifespan=lifespan,
@@ -64,5 +67,6 @@ def build_app(settings: Settings) -> Starlette:
     )
     app.state.host = host
     app.add_middleware(DeprecationNotices, gate=host.control.gate)
+    app.add_middleware(AnswerHeaders, versions=host.control.registry.served)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

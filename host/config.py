@@ -20,6 +20,8 @@ from pydantic_settings import (
 
 from hfskills.skillset.runtime import hardware
 
+from .protocol.routes import RouteEntry
+
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
 
 #: The hardware names a catalog entry may prefer: the runtime's detection order, stated there.
@@ -169,6 +171,22 @@ class Settings(BaseSettings):
         "$XDG_STATE_HOME/hfskills/control.db, else ~/.local/state/hfskills/control.db)",
     )
 
+    routes: list[RouteEntry] = Field(
+        default_factory=list,
+        description="routes ([[routes]] tables: name, targets = [{model, weight}], fallbacks), "
+        "written to the control plane's database at start (docs/control-plane.md#routes)",
+    )
+    route_failures_before_cooldown: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="failures in a row (load error, 5xx, 424, timeout) after which a route "
+        "target cools down: routes skip it for route_cooldown_s",
+    )
+    route_cooldown_s: float = Field(
+        30.0, ge=0, le=86400, description="seconds a failing route target is skipped"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
@@ -178,6 +196,14 @@ class Settings(BaseSettings):
     def _per_model_below_global(self) -> Settings:
         if self.max_concurrency_per_model > self.max_concurrency:
             raise ValueError("max_concurrency_per_model must not exceed max_concurrency")
+        return self
+
+    @model_validator(mode="after")
+    def _route_names_unique(self) -> Settings:
+        names = [route.name for route in self.routes]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"route {repeated[0]!r} is defined twice in [[routes]]")
         return self
 
     @classmethod

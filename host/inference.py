@@ -9,6 +9,11 @@ or when its client goes away (a non-streaming request is watched for the disconn
 work cancelled at the next token; a stream stops when its consumer leaves). A model's own
 failure answers 424 with its first line. Each request writes one JSON log line and its metrics,
 with the status ``ok``, ``error``, ``timeout`` or ``cancelled``.
+
+A request whose model names a route (host/control/routing.py) runs on the target the router
+chooses from its in-memory snapshot; a target that fails (load error, 424, 5xx) is counted
+and the next candidate tried (`_routed`). Whoever answers is noted for the
+``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 from hfskills.skillset.runtime.generation import Event, TokenEvent
 
+from .control import answer
+from .control.routing import Plan, Router
 from .errors import APIError, ClientGone, DeadlineExceeded
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
@@ -44,6 +51,13 @@ class Outcome:
     loaded: Loaded
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: The route that chose the model, None when the request named the model.
+    route: str | None = None
+
+    def model_name(self, asked: str) -> str:
+        """What the response's ``model`` says: the name asked for, or, when a route chose,
+        the served model that answered."""
+        return self.loaded.model.name if self.route is not None else asked
 
 
 @dataclass
@@ -52,6 +66,13 @@ class Stream:
 
     loaded: Loaded
     events: AsyncIterator[Event]
+    route: str | None = None
+
+    def model_name(self, asked: str) -> str:
+        return self.loaded.model.name if self.route is not None else asked
+
+
+R = TypeVar("R", Outcome, Stream)
 
 
 class InferenceService:
@@ -60,6 +81,8 @@ class InferenceService:
     ) -> None:
         self.loader, self.metrics, self.scheduler = loader, metrics, scheduler
         self.max_inputs = max_inputs
+        #: The routes' in-memory snapshot and health (host/control/routing.py).
+        self.router: Router | None = None
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -70,7 +93,77 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Outcome:
-        """One request's inputs through the model; results in input order."""
+        """One request's inputs through the model (or the target its route chooses); results
+        in input order."""
+        plan = self.router.get(name) if self.router is not None else None
+        if plan is None:
+            return await self._run(name, task, inputs, params, ctx)
+        return await self._routed(plan, ctx, lambda t: self._run(t, task, inputs, params, ctx))
+
+    async def open_stream(
+        self,
+        name: str,
+        task: str | None,
+        prompt: Any,
+        params: Params,
+        ctx: RequestContext,
+    ) -> Stream:
+        """Admit, validate and start now (errors become a normal 4xx); stream tokens later.
+        A route fails over while the stream opens, never once tokens flow."""
+        plan = self.router.get(name) if self.router is not None else None
+        if plan is None:
+            return await self._open(name, task, prompt, params, ctx)
+        return await self._routed(plan, ctx, lambda t: self._open(t, task, prompt, params, ctx))
+
+    # -- how a request runs ---------------------------------------------------------------------
+    async def _routed(
+        self, plan: Plan, ctx: RequestContext, attempt: Callable[[str], Awaitable[R]]
+    ) -> R:
+        """The route's candidates in order (the user's arm, the fallbacks, the other arms)
+        until one answers. A target's failure is counted (cooldowns) and the next is tried; a
+        request's own error (4xx) answers at once, and a passed deadline ends the request."""
+        assert self.router is not None
+        failure: BaseException | None = None
+        for target in self.router.candidates(plan, ctx.user, ctx.draw):
+            try:
+                result = await attempt(target)
+            except DeadlineExceeded as error:
+                self.router.failed(target, error)
+                raise
+            except (HFSkillsError, APIError) as error:
+                if isinstance(error, ClientGone) or not (
+                    error.status >= 500 or error.status == 424
+                ):
+                    raise
+                self.router.failed(target, error)
+                log.warning(
+                    json.dumps(
+                        {
+                            "event": "route_failover",
+                            "route": plan.name,
+                            "target": target,
+                            "status": error.status,
+                            "error": error.message,
+                        }
+                    )
+                )
+                failure = error
+                continue
+            self.router.succeeded(target)
+            result.route = plan.name
+            answer.note(result.loaded.model.name, plan.name)
+            return result
+        assert failure is not None  # candidates() is never empty
+        raise failure
+
+    async def _run(
+        self,
+        name: str,
+        task: str | None,
+        inputs: list[Any],
+        params: Params,
+        ctx: RequestContext,
+    ) -> Outcome:
         start = time.perf_counter()
         hardware, status, tokens = "none", "error", 0
         label = self.metric_name(name)
@@ -86,6 +179,7 @@ class InferenceService:
                     hardware = loaded.endpoint.hardware
                     with self.metrics.request_running(label), _as_inference_errors(loaded):
                         rows = await loaded.worker.run(inputs, params, ctx.deadline)
+                    answer.note(loaded.model.name)
                     return _outcome(loaded, rows)
 
             outcome = await _bounded(work(), ctx)
@@ -103,7 +197,7 @@ class InferenceService:
         finally:
             self._record(label, task, hardware, len(inputs), tokens, start, status)
 
-    async def open_stream(
+    async def _open(
         self,
         name: str,
         task: str | None,
@@ -111,7 +205,6 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Stream:
-        """Admit, validate and start now (errors become a normal 4xx); stream tokens later."""
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
 
@@ -128,9 +221,9 @@ class InferenceService:
         except BaseException:
             await stack.aclose()
             raise
+        answer.note(loaded.model.name)
         return Stream(loaded, self._events(loaded, events, stack, arrived))
 
-    # -- how a request runs ---------------------------------------------------------------------
     def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
         model, _ = self.loader.resolve(name)
         return self.scheduler.slot(model.name, ctx, lambda: self.loader.is_loading(model.name))

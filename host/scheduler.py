@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hfskills.skillset.runtime.errors import HFSkillsError
@@ -42,12 +43,16 @@ class Busy(HFSkillsError):
 class RequestContext:
     """What a request brings to the core: its priority, its deadline (the event loop's clock;
     it bounds queueing and execution together), and an awaitable that completes when its
-    client goes away (None: never watched)."""
+    client goes away (None: never watched). ``user`` and ``draw`` place it on a route
+    (host/control/routing.py): a known user keeps their arm; an anonymous request uses its
+    own uniform ``draw``, one for all the runs it makes."""
 
     priority: str = "normal"
     timeout_s: float = 300.0
     deadline: float = float("inf")
     disconnected: Callable[[], Awaitable[Any]] | None = None
+    user: str | None = None
+    draw: float = field(default_factory=random.random)
 
     @classmethod
     def start(
@@ -55,10 +60,11 @@ class RequestContext:
         priority: str = "normal",
         timeout_s: float = 300.0,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
+        user: str | None = None,
     ) -> RequestContext:
         """A context whose deadline is ``timeout_s`` from now (call on the event loop)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        return cls(priority, timeout_s, deadline, disconnected)
+        return cls(priority, timeout_s, deadline, disconnected, user)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())

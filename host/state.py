@@ -65,9 +65,11 @@ class Host:
         self.service = InferenceService(
             self.loader, self.metrics, self.scheduler, max_inputs=s.max_batch_inputs
         )
-        # the registry (host/control): catalog models register; retired ones are refused
+        # the registry (host/control): catalog models register; retired ones are refused;
+        # the TOML file's routes are written
         self.control = control.start(s, self.catalog)
         self.loader.gate = self.control.gate
+        self.service.router = self.control.router  # routes: chosen from memory per request
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

@@ -1,10 +1,12 @@
 """The control plane, in the host's own process and persisted in a database: today the model
-registry (`registry`) with its audit log, and the `gate` the request path asks. Later parts
-(routes, costs, budgets, events, bench, switching) add their services here, their tables to
+registry (`registry`) with its audit log, the `gate` the request path asks, and the routes
+(`routes` the store, `routing` the in-memory choice). Later parts
+(strategies, costs, budgets, events, bench, switching) add their services here, their tables to
 ``tables.py`` and their alembic revisions to ``migrations/versions``.
 
 `start` connects and migrates (``db.open_database``: `DatabaseUnavailable`, exit 2, when it
-cannot), registers the catalog's models and fills the gate's snapshot.
+cannot), registers the catalog's models, writes the TOML file's routes, and fills the gate's
+and the router's snapshots.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from . import db
 from .db import DatabaseUnavailable
 from .gate import Gate
 from .registry import Registry
+from .routes import RouteStore
+from .routing import Router
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -33,6 +37,11 @@ DEFAULT_VERSION = "1"
 class ControlPlane:
     engine: Engine
     registry: Registry
+    routes: RouteStore
+
+    @property
+    def router(self) -> Router:
+        return self.routes.router
 
     @property
     def gate(self) -> Gate:
@@ -52,13 +61,19 @@ def start(settings: Settings, catalog: Catalog) -> ControlPlane:
         for name, model in catalog.models.items()
     }
     registry = Registry(engine, served)
+    router = Router(
+        registry.gate, settings.route_failures_before_cooldown, settings.route_cooldown_s
+    )
+    routes = RouteStore(registry, lambda name: catalog.names.get(name), router)
     try:
         registry.sync_catalog()  # refreshes the gate when it commits
         registry.refresh()
+        routes.sync_config(settings.routes)
+        routes.refresh()
     except Exception as error:
         engine.dispose()
         reason = getattr(error, "message", str(error))
         raise DatabaseUnavailable(
             f"database {db.safe(url)} could not register the catalog: {reason}"
         ) from None
-    return ControlPlane(engine, registry)
+    return ControlPlane(engine, registry, routes)

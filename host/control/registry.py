@@ -89,10 +89,14 @@ class Registry:
         with self._session() as session:
             return self.out(self._row(session, model_id, version))
 
-    def audit(self, limit: int = 100, model_id: str | None = None) -> list[AuditEntryOut]:
+    def audit(
+        self, limit: int = 100, model_id: str | None = None, kind: str | None = None
+    ) -> list[AuditEntryOut]:
         query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(min(limit, MAX_AUDIT))
         if model_id is not None:
             query = query.where(AuditEntry.model_id == model_id)
+        if kind is not None:
+            query = query.where(AuditEntry.kind == kind)
         with self._session() as session:
             rows = session.scalars(query).all()
             return [AuditEntryOut.model_validate(r, from_attributes=True) for r in rows]

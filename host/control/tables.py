@@ -1,9 +1,10 @@
 """The control plane's tables, as SQLAlchemy 2 typed ORM classes.
 
-This revision holds the registry: `RegisteredModel` (``registered_models``) and `AuditEntry`
-(``audit_log``). Later revisions add their own tables beside them (routes, cost events, budgets,
-events) on the same `Base`; every change to these classes comes with an alembic revision in
-``migrations/versions`` (tests/control checks that the two match).
+Revision 0001 holds the registry: `RegisteredModel` (``registered_models``) and `AuditEntry`
+(``audit_log``); 0002 the routes (`Route`, ``routes``) and the audit log's ``kind``. Later
+revisions add their own tables beside them (cost events, budgets, events) on the same `Base`;
+every change to these classes comes with an alembic revision in ``migrations/versions``
+(tests/control checks that the two match).
 """
 
 from __future__ import annotations
@@ -82,8 +83,26 @@ class RegisteredModel(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
 
+class Route(Base):
+    """A route: a name that requests may give as their ``model``, its weighted targets and its
+    ordered fallback chain (host/control/routing.py)."""
+
+    __tablename__ = "routes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    #: ``[{"model": "name" or "name@version", "weight": > 0}, ...]``, in the order given.
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: Model names tried in order when the chosen target fails.
+    fallbacks: Mapped[list[str]] = mapped_column(JSON)
+    #: ``config`` (a ``[[routes]]`` table of the TOML file, written at start) or ``api``.
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
+
+
 class AuditEntry(Base):
-    """One change to the registry: who, what, and the record before and after."""
+    """One change to the registry or the routes: who, what, and the record before and after."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_model_id_version", "model_id", "version"),)
@@ -91,7 +110,11 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     actor: Mapped[str] = mapped_column(String(256))
-    #: ``register``, ``update``, ``patch``, ``delete``, ``catalog.register``, ``catalog.update``.
+    #: ``model`` (a registration: ``model_id`` and ``version``) or ``route`` (``model_id`` is
+    #: the route's name, ``version`` empty).
+    kind: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
+    #: ``register``, ``update``, ``patch``, ``delete``, ``catalog.register``, ``catalog.update``;
+    #: for routes ``route.put``, ``route.delete``, ``config.put``.
     action: Mapped[str] = mapped_column(String(32))
     model_id: Mapped[str] = mapped_column(String(256))
     version: Mapped[str] = mapped_column(String(64))

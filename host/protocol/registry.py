@@ -155,6 +155,9 @@ class AuditEntryOut(BaseModel):
     id: int
     at: datetime
     actor: str
+    kind: Literal["model", "route"] = Field(
+        description="model: a registration (model_id, version); route: model_id is the route"
+    )
     action: str
     model_id: str
     version: str

@@ -53,9 +53,22 @@ async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
     return schema.model_validate({**defaults, **json_object(await request.body())})
 
 
-def context(request: Request) -> RequestContext:
+def user(request: Request, named: str | None = None) -> str | None:
+    """Who a route's assignment sticks to: the body's ``user`` (``named``), else the
+    ``X-User-Id`` header, else the API key the request carries; None: anonymous."""
+    if named:
+        return f"user:{named}"
+    header = request.headers.get("x-user-id", "").strip()
+    if header:
+        return f"user:{header}"
+    key = request.headers.get("authorization") or request.headers.get("api-key")
+    return f"key:{key.strip()}" if key and key.strip() else None
+
+
+def context(request: Request, named_user: str | None = None) -> RequestContext:
     """Priority and deadline from ``X-Priority`` and ``X-Request-Timeout`` (or the defaults),
-    and a watch on the client's connection (call it after the body has been read)."""
+    the user (`user`; ``named_user``: the body's ``user``), and a watch on the client's
+    connection (call it after the body has been read)."""
     priority = request.headers.get("x-priority", "normal").strip().lower()
     if priority not in PRIORITIES:
         raise APIError(400, f"X-Priority must be one of {list(PRIORITIES)}", param="X-Priority")
@@ -70,7 +83,9 @@ def context(request: Request) -> RequestContext:
             raise APIError(
                 400, "X-Request-Timeout must be seconds in (0, 3600]", param="X-Request-Timeout"
             )
-    return RequestContext.start(priority, timeout, disconnected=lambda: _disconnect(request))
+    return RequestContext.start(
+        priority, timeout, lambda: _disconnect(request), user(request, named_user)
+    )
 
 
 async def _disconnect(request: Request) -> None:

@@ -34,7 +34,9 @@ async def list_models(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     """Create embeddings."""
     body = await parse(request, oa.EmbeddingRequest)
-    return model_json(await serving.embeddings(host(request).service, body, context(request)))
+    return model_json(
+        await serving.embeddings(host(request).service, body, context(request, body.user))
+    )
 
 
 @protocol(oa.CompletionRequest, oa.CompletionResponse)
@@ -42,7 +44,7 @@ async def completions(request: Request) -> Response:
     """Create a text completion (stream: SSE)."""
     body = await parse(request, oa.CompletionRequest)
     answer = await serving.completions(
-        host(request).service, body, context(request), request.url.path
+        host(request).service, body, context(request, body.user), request.url.path
     )
     return model_json(answer)
 
@@ -52,7 +54,7 @@ async def chat_completions(request: Request) -> Response:
     """Create a chat completion (stream: SSE)."""
     body = await parse(request, oa.ChatCompletionRequest)
     answer = await serving.chat(
-        host(request).service, body, body.model, context(request), request.url.path
+        host(request).service, body, body.model, context(request, body.user), request.url.path
     )
     return model_json(answer)
 

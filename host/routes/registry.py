@@ -105,12 +105,14 @@ async def delete_model(request: Request) -> Response:
 
 @protocol(None, reg.AuditListOut)
 async def audit(request: Request) -> Response:
-    """The registry's changes, newest first (``?limit=``, ``?model_id=``)."""
+    """The registry's and the routes' changes, newest first (``?limit=``, ``?model_id=``,
+    ``?kind=model|route``)."""
     raw = request.query_params.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT:
         raise APIError(400, f"limit must be an integer in [1, {MAX_AUDIT}]", param="limit")
     model_id = request.query_params.get("model_id")
-    rows = await call(registry(request).audit, int(raw), model_id)
+    kind = _choice(request, "kind", ("model", "route"))
+    rows = await call(registry(request).audit, int(raw), model_id, kind)
     return _json(reg.AuditListOut(data=rows))
 
 

@@ -59,7 +59,7 @@ async def embeddings(
             "data": [
                 {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
             ],
-            "model": body.model,
+            "model": outcome.model_name(body.model),  # a route's choice: the model that answered
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
@@ -85,14 +85,15 @@ async def _choices(
     params: GenerationParams,
     n: int,
     ctx: RequestContext,
-) -> tuple[list[dict[str, Any]], Any]:
-    """``n`` results per prompt, prompt by prompt, and the model's tokenizer. With a seed,
+) -> tuple[list[dict[str, Any]], Any, str]:
+    """``n`` results per prompt, prompt by prompt, the model's tokenizer, and the name the
+    answer's ``model`` says (`Outcome.model_name`). With a seed,
     choice ``i`` samples with ``seed + i`` (as vLLM's choices differ), so the whole answer
     repeats for the same seed."""
     if params.seed is None or n == 1 or not params.sampling:
         inputs = [p for p in prompts for _ in range(n)]
         outcome = await service.run(model, "text_generation", inputs, params, ctx)
-        return outcome.results, outcome.loaded.endpoint.processor
+        return outcome.results, outcome.loaded.endpoint.processor, outcome.model_name(model)
     runs = await asyncio.gather(
         *(
             service.run(
@@ -106,7 +107,7 @@ async def _choices(
         )
     )
     results = [runs[i].results[p] for p in range(len(prompts)) for i in range(n)]
-    return results, runs[0].loaded.endpoint.processor
+    return results, runs[0].loaded.endpoint.processor, runs[0].model_name(model)
 
 
 def _text(prompt: str | list[int], tokenizer: Any) -> str:
@@ -127,7 +128,9 @@ async def completions(
                 body.model, "text_generation", prompts[0], params, ctx
             )
             return event_stream(_completion_events(stream, body, prompts[0], path))
-        results, tokenizer = await _choices(service, body.model, prompts, params, body.n, ctx)
+        results, tokenizer, answered = await _choices(
+            service, body.model, prompts, params, body.n, ctx
+        )
     choices = [
         oa.CompletionChoice(
             index=i,
@@ -139,7 +142,7 @@ async def completions(
     return oa.CompletionResponse(
         id=oa.new_id("cmpl"),
         created=oa.now(),
-        model=body.model,
+        model=answered,
         choices=choices,
         usage=_usage(results, body.n),
     )
@@ -158,8 +161,8 @@ async def chat(
             if body.n != 1:
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
-            return event_stream(_chat_events(stream, body, model, path))
-        results, _ = await _choices(service, model, [body.chat()], params, body.n, ctx)
+            return event_stream(_chat_events(stream, body, stream.model_name(model), path))
+        results, _, answered = await _choices(service, model, [body.chat()], params, body.n, ctx)
     choices = [
         oa.ChatChoice(
             index=i,
@@ -171,7 +174,7 @@ async def chat(
     return oa.ChatCompletionResponse(
         id=oa.new_id("chatcmpl"),
         created=oa.now(),
-        model=model,
+        model=answered,
         choices=choices,
         usage=_usage(results, body.n),
     )
@@ -221,7 +224,11 @@ async def _completion_events(
         items = [oa.CompletionChoice(index=0, text=text, finish_reason=finish)] if choices else []
         return sse(
             oa.CompletionResponse(
-                id=chunk_id, created=created, model=body.model, choices=items, usage=usage
+                id=chunk_id,
+                created=created,
+                model=stream.model_name(body.model),
+                choices=items,
+                usage=usage,
             ).model_dump(mode="json")
         )
 

@@ -1,0 +1,101 @@
+"""The routes API's request and response models (``/api/routes``) and the ``[[routes]]`` tables
+of the TOML file.
+
+A route is a name that a request may give as its ``model``. It maps to weighted targets (a
+served model's name or alias, optionally ``name@version``); weights are positive numbers,
+normalised to shares of 1 (``90`` and ``10`` are 90 % and 10 %, as are ``0.9`` and ``0.1``).
+``fallbacks`` are model names tried in order when the chosen target fails.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Names a route may not take: ``auto`` is for strategies (to come).
+RESERVED_ROUTES = frozenset({"auto"})
+#: Most targets, and most fallbacks, one route may have.
+MAX_TARGETS = 64
+
+RouteName = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$")
+]
+#: A served model's name or alias, optionally ``@version`` (the version this host serves).
+TargetName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=330,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*(@[A-Za-z0-9][A-Za-z0-9._+-]*)?$",
+    ),
+]
+Weight = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+
+
+class RouteTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: TargetName = Field(description="a served model's name or alias, or name@version")
+    weight: Weight = Field(description="a positive number; shares are weight / sum of weights")
+
+
+class RouteBody(BaseModel):
+    """``PUT /api/routes/{name}``: the route's whole definition (a PUT replaces it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[RouteTarget] = Field(min_length=1, max_length=MAX_TARGETS)
+    fallbacks: list[TargetName] = Field(
+        default_factory=list,
+        max_length=MAX_TARGETS,
+        description="model names tried in order when the chosen target fails",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct(cls, value: list[RouteTarget]) -> list[RouteTarget]:
+        names = [t.model for t in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"target {repeated[0]!r} is given twice; give it one weight")
+        return value
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class RouteEntry(RouteBody):
+    """A ``[[routes]]`` table of the TOML file: a name and the route's definition."""
+
+    name: RouteName
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_ROUTES:
+            raise ValueError(f"{value!r} is reserved")
+        return value
+
+
+class TargetOut(RouteTarget):
+    share: float = Field(description="the share of assignments it receives: weight / total")
+
+
+class RouteOut(BaseModel):
+    name: str
+    targets: list[TargetOut]
+    fallbacks: list[str]
+    source: Literal["config", "api"] = Field(
+        description="config: a [[routes]] table written at start; api: over HTTP"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class RouteListOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RouteOut]

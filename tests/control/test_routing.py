@@ -1,0 +1,368 @@
+"""Routes over real HTTP (uvicorn on 127.0.0.1, httpx and the openai SDK), on SQLite and on a
+real PostgreSQL: the TOML file's routes written at start, weighted split within binomial
+tolerance, sticky assignment per user (body ``user``, ``X-User-Id``, the API key), the canary's
+share, the answering model's headers and ``model`` field, failover from a broken primary to a
+working fallback with cooldowns, retired and deprecated targets skipped, PUT/GET/DELETE with
+audit rows, clear 4xx for bad routes, and no database query on the routed request path."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import event
+
+from hfskills.host.config import load_settings
+from hfskills.host.control.gate import Gate
+from hfskills.host.control.routing import Plan, Router, stable_draw
+from tests.host.conftest import Server, start
+
+from .conftest import BACKENDS
+
+#: Requests in a statistical check, and how many standard deviations it tolerates (a false
+#: failure about once in 150 000 runs).
+N = 400
+SIGMAS = 4.5
+COOLDOWN_S = 1.0
+
+TOML = """
+[[models]]
+name = "a"
+checkpoint = "{embedder}"
+aliases = ["a-alias"]
+
+[[models]]
+name = "b"
+checkpoint = "{embedder}"
+version = "2026-11"
+
+[[models]]
+name = "broken"
+checkpoint = "{broken}"
+
+[[models]]
+name = "gen"
+checkpoint = "{generator}"
+
+[[routes]]
+name = "embed"
+targets = [{{model = "a", weight = 90}}, {{model = "b@2026-11", weight = 10}}]
+
+[[routes]]
+name = "chat"
+targets = [{{model = "gen", weight = 1}}]
+"""
+
+
+def broken_copy(checkpoint: Path, where: Path) -> Path:
+    """A copy of ``checkpoint`` whose weights are garbage: the catalog serves it, loading
+    fails."""
+    target = where / "broken"
+    shutil.copytree(checkpoint, target)
+    for weights in target.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    return target
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request, fresh_database, task_checkpoint, tmp_path_factory) -> Any:
+    embedder = task_checkpoint("bert", "text_embedding")
+    root = tmp_path_factory.mktemp("routing")
+    config = root / "hfskills.toml"
+    config.write_text(
+        TOML.format(
+            embedder=embedder,
+            broken=broken_copy(embedder, root),
+            generator=task_checkpoint("llama", "text_generation"),
+        )
+    )
+    settings = load_settings(
+        config,
+        embedded_default=False,
+        database_url=fresh_database(request.param),
+        route_failures_before_cooldown=2,
+        route_cooldown_s=COOLDOWN_S,
+    )
+    server = start(settings)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Any:
+    with server.client() as client:
+        yield client
+
+
+def embed(http: httpx.Client, model: str, **headers: str) -> httpx.Response:
+    response = http.post("/v1/embeddings", json={"model": model, "input": "hi"}, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def answered(response: httpx.Response) -> str:
+    return response.headers["x-hfskills-model"]
+
+
+def put(http: httpx.Client, name: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return http.put(f"/api/routes/{name}", json=body, headers=headers)
+
+
+def route_audit(http: httpx.Client, name: str) -> list[dict[str, Any]]:
+    response = http.get("/api/audit", params={"kind": "route", "model_id": name})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def within(count: int, n: int, share: float) -> bool:
+    """``count`` of ``n`` draws is within SIGMAS standard deviations of ``share``."""
+    return abs(count - n * share) <= SIGMAS * math.sqrt(n * share * (1 - share))
+
+
+def test_the_config_files_routes_are_written_at_start(http) -> None:
+    routes = {r["name"]: r for r in http.get("/api/routes").json()["data"]}
+    assert set(routes) == {"embed", "chat"}
+    embed_route = routes["embed"]
+    assert embed_route["source"] == "config" and embed_route["fallbacks"] == []
+    assert [(t["model"], t["weight"], t["share"]) for t in embed_route["targets"]] == [
+        ("a", 90, 0.9),
+        ("b@2026-11", 10, 0.1),
+    ]
+    (row,) = route_audit(http, "embed")
+    assert row["kind"] == "route" and row["action"] == "config.put" and row["actor"] == "config"
+    assert row["before"] is None and row["after"]["targets"][0] == {"model": "a", "weight": 90}
+    assert row["version"] == ""
+
+
+def test_the_answer_names_the_model_and_version(server, http) -> None:
+    direct = embed(http, "a-alias")
+    assert answered(direct) == "a@1" and "x-hfskills-route" not in direct.headers
+    assert direct.json()["model"] == "a-alias"  # named: the name asked for
+    direct_b = embed(http, "b")
+    assert answered(direct_b) == "b@2026-11"
+
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="k", max_retries=0)
+    raw = client.embeddings.with_raw_response.create(model="embed", input="hi", user="carol")
+    chosen = raw.headers["x-hfskills-model"]
+    assert raw.headers["x-hfskills-route"] == "embed" and chosen in ("a@1", "b@2026-11")
+    assert raw.parse().model == chosen.split("@")[0]  # routed: the model that answered
+
+    chat = client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert (
+        chat.headers["x-hfskills-model"] == "gen@1" and chat.headers["x-hfskills-route"] == "chat"
+    )
+    assert chat.parse().model == "gen"
+    stream = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=2, stream=True
+    )
+    assert {chunk.model for chunk in stream} == {"gen"}
+
+
+def test_anonymous_requests_split_by_weight(http) -> None:
+    created = put(
+        http, "split", {"targets": [{"model": "a", "weight": 3}, {"model": "b", "weight": 1}]}
+    )
+    assert created.status_code == 201, created.text
+    counts = Counter(answered(embed(http, "split")) for _ in range(N))
+    assert set(counts) == {"a@1", "b@2026-11"}
+    assert within(counts["a@1"], N, 0.75), counts
+
+
+def test_the_canary_gets_its_share(http) -> None:
+    body = {"targets": [{"model": "a", "weight": 95}, {"model": "b", "weight": 5}]}
+    assert put(http, "canary", body).status_code == 201
+    counts = Counter(answered(embed(http, "canary")) for _ in range(N))
+    assert within(counts["b@2026-11"], N, 0.05), counts
+    # the canary's users: 5 % of 20 000 users by the stable hash (in-process, no HTTP)
+    router = Router(Gate())
+    plan = Plan.of("canary", [("a", 95.0), ("b", 5.0)], [])
+    users = 20_000
+    canary = sum(router.arm(plan, f"user:u{i}", 0.0) == "b" for i in range(users))
+    assert within(canary, users, 0.05), canary
+    assert 0 <= stable_draw("canary", "user:u1") < 1
+
+
+def test_assignment_is_sticky_per_user(server, http) -> None:
+    body = {"targets": [{"model": "a", "weight": 1}, {"model": "b", "weight": 1}]}
+    assert put(http, "half", body).status_code == 201
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="k", max_retries=0)
+    arms: dict[str, set[str]] = {}
+    for i in range(24):
+        for _ in range(4):
+            by_header = answered(embed(http, "half", **{"X-User-Id": f"h{i}"}))
+            by_key = answered(embed(http, "half", Authorization=f"Bearer key-{i}"))
+            raw = client.embeddings.with_raw_response.create(model="half", input="x", user=f"u{i}")
+            arms.setdefault(f"h{i}", set()).add(by_header)
+            arms.setdefault(f"k{i}", set()).add(by_key)
+            arms.setdefault(f"u{i}", set()).add(raw.headers["x-hfskills-model"])
+    assert all(len(arm) == 1 for arm in arms.values()), arms  # each keeps their arm
+    seen = Counter(next(iter(arm)) for arm in arms.values())
+    assert set(seen) == {"a@1", "b@2026-11"}  # 72 users on a 50/50 route: both arms
+
+
+def test_failover_from_a_broken_primary_and_cooldown(server, http) -> None:
+    failed_loads = server.host.metrics.loads.labels(model="broken", status="failed")
+    body = {"targets": [{"model": "broken", "weight": 1}], "fallbacks": ["a"]}
+    assert put(http, "safe", body).status_code == 201
+    before = failed_loads._value.get()
+
+    first = embed(http, "safe")  # broken fails to load; a answers
+    assert answered(first) == "a@1" and first.headers["x-hfskills-route"] == "safe"
+    assert first.json()["model"] == "a"
+    health = http.get("/api/routes").json()["health"]
+    assert health["broken"]["failures"] == 1 and health["broken"]["cooldown_s"] == 0
+
+    assert answered(embed(http, "safe")) == "a@1"  # the 2nd failure in a row: cooldown
+    cooling = http.get("/api/routes").json()["health"]["broken"]
+    assert cooling["failures"] == 0 and 0 < cooling["cooldown_s"] <= COOLDOWN_S
+    assert failed_loads._value.get() == before + 2
+    for _ in range(5):  # while it cools down, broken is not even tried
+        assert answered(embed(http, "safe")) == "a@1"
+    assert failed_loads._value.get() == before + 2
+
+    # a route with no working target: the target's own error, then route_unavailable
+    assert put(http, "doomed", {"targets": [{"model": "broken", "weight": 1}]}).status_code == 201
+    deadline = time.monotonic() + 10 * COOLDOWN_S
+    while "broken" in http.get("/api/routes").json()["health"]:  # bounded: the cooldown ends
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    gone = http.post("/v1/embeddings", json={"model": "doomed", "input": "hi"})
+    assert gone.status_code == 503 and gone.json()["error"]["code"] == "model_load_failed"
+    assert failed_loads._value.get() == before + 3  # tried again after its cooldown
+    http.post("/v1/embeddings", json={"model": "doomed", "input": "hi"})  # 2nd: cooldown
+    refused = http.post("/v1/embeddings", json={"model": "doomed", "input": "hi"})
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "route_unavailable" and "cooling down" in error["message"]
+    assert refused.headers["retry-after"]
+    assert answered(embed(http, "safe")) == "a@1"
+
+
+def test_retired_and_deprecated_targets_are_not_routed(http) -> None:
+    body = {"targets": [{"model": "a", "weight": 1}, {"model": "b", "weight": 1}]}
+    assert put(http, "pair", body).status_code == 201
+    for status in ("deprecated", "retired"):
+        patched = http.patch("/api/models/b", json={"status": status})
+        assert patched.status_code == 200, patched.text
+        assert {answered(embed(http, "pair")) for _ in range(30)} == {"a@1"}
+        refused = put(http, "onto-b", {"targets": [{"model": "b", "weight": 1}]})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "targets[0].model"
+        assert status in refused.json()["error"]["message"]
+    named = http.post("/v1/embeddings", json={"model": "b", "input": "hi"})
+    assert named.status_code == 404 and named.json()["error"]["code"] == "model_retired"
+    assert http.patch("/api/models/b", json={"status": "deprecated"}).status_code == 200
+    assert answered(embed(http, "b")) == "b@2026-11"  # deprecated: served when named
+    assert http.patch("/api/models/b", json={"status": "active"}).status_code == 200
+    assert {answered(embed(http, "pair")) for _ in range(40)} == {"a@1", "b@2026-11"}
+
+
+def test_put_get_delete_with_audit_rows(http) -> None:
+    body = {"targets": [{"model": "a", "weight": 2}], "fallbacks": ["b@2026-11"]}
+    created = put(http, "crud", body, **{"X-User-Id": "alice"})
+    assert created.status_code == 201, created.text
+    route = created.json()
+    assert route["source"] == "api" and route["targets"] == [
+        {"model": "a", "weight": 2, "share": 1}
+    ]
+    assert route["fallbacks"] == ["b@2026-11"] and route["created_at"].endswith("Z")
+    assert put(http, "crud", body).status_code == 200  # the same: no audit row
+    assert len(route_audit(http, "crud")) == 1
+
+    changed = {"targets": [{"model": "a", "weight": 1}, {"model": "b", "weight": 1}]}
+    replaced = put(http, "crud", changed, **{"X-User-Id": "bob"})
+    assert replaced.status_code == 200 and replaced.json()["fallbacks"] == []
+    assert http.get("/api/routes/crud").json() == replaced.json()
+    deleted = http.delete("/api/routes/crud", headers={"X-User-Id": "carol"})
+    assert deleted.status_code == 200 and deleted.json()["name"] == "crud"
+    assert http.get("/api/routes/crud").status_code == 404
+    gone = http.post("/v1/embeddings", json={"model": "crud", "input": "hi"})
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+
+    rows = route_audit(http, "crud")  # newest first
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        ("route.delete", "carol"),
+        ("route.put", "bob"),
+        ("route.put", "alice"),
+    ]
+    assert rows[0]["after"] is None and rows[0]["before"]["targets"] == changed["targets"]
+    assert rows[1]["before"]["fallbacks"] == ["b@2026-11"] and rows[1]["after"]["fallbacks"] == []
+    assert all(r["kind"] == "route" for r in rows)
+    models = http.get("/api/audit", params={"kind": "model"}).json()["data"]
+    assert models and all(r["kind"] == "model" for r in models)
+
+
+ONE = [{"model": "a", "weight": 1}]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "param"),
+    [
+        ("r", {"targets": [{"model": "a", "weight": 0}]}, 422, "targets[0].weight"),
+        ("r", {"targets": [{"model": "a", "weight": -5}]}, 422, "targets[0].weight"),
+        ("r", {"targets": [{"model": "a", "weight": "much"}]}, 422, "targets[0].weight"),
+        ("r", {"targets": [{"model": "a"}]}, 422, "targets[0].weight"),
+        ("r", {"targets": []}, 422, "targets"),
+        ("r", {}, 422, "targets"),
+        ("r", {"targets": ONE, "shadow": "b"}, 422, "shadow"),
+        ("r", {"targets": [*ONE, *ONE]}, 422, "targets"),
+        ("r", {"targets": [*ONE, {"model": "a-alias", "weight": 1}]}, 400, "targets"),
+        ("r", {"targets": [{"model": "nope", "weight": 1}]}, 400, "targets[0].model"),
+        ("r", {"targets": [{"model": "b@1", "weight": 1}]}, 400, "targets[0].model"),
+        ("r", {"targets": ONE, "fallbacks": ["nope"]}, 400, "fallbacks[0]"),
+        ("r", {"targets": [{"model": "a b", "weight": 1}]}, 422, "targets[0].model"),
+        ("a-alias", {"targets": ONE}, 409, "name"),
+        ("auto", {"targets": ONE}, 400, "name"),
+    ],
+)
+def test_bad_routes_get_a_clear_4xx(http, name, body, status, param) -> None:
+    rows = len(http.get("/api/audit", params={"kind": "route", "limit": 1000}).json()["data"])
+    response = put(http, name, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"] and "Traceback" not in response.text
+    assert http.get("/api/routes/r").status_code == 404
+    assert (
+        len(http.get("/api/audit", params={"kind": "route", "limit": 1000}).json()["data"]) == rows
+    )
+
+
+def test_malformed_and_unknown(http) -> None:
+    bad = http.put("/api/routes/r", content=b"{nope", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    missing = http.delete("/api/routes/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "route_not_found"
+
+
+def test_bad_config_routes_refuse_to_start(tmp_path) -> None:
+    with pytest.raises(ValidationError, match="weight"):
+        load_settings(routes=[{"name": "r", "targets": [{"model": "a", "weight": 0}]}])
+    twice = {"name": "r", "targets": [{"model": "a", "weight": 1}]}
+    with pytest.raises(ValidationError, match="defined twice"):
+        load_settings(routes=[twice, twice])
+
+
+def test_the_routed_path_never_queries_the_database(server, http) -> None:
+    embed(http, "split")
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = server.host.control.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(10):
+            embed(http, "split", **{"X-User-Id": "zed"})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == []
