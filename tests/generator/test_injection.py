@@ -97,12 +97,15 @@ def test_hostile_labels_and_keys_stay_data(config_dir, tmp_path, capsys) -> None
     assert code == 0, err
     text = (out / "hf_bert.py").read_text()
     assert "__import__" not in text and "{{" not in text and "49" not in text
-    # the only checkpoint-derived value in the file is the source path, as a string literal
+    # the only checkpoint-derived values in the file are the source path, as a string literal,
+    # and the "Regenerate with" command naming the folder written to (a checked plain string)
     reference = render(from_model_type("bert")).text
     differing = [
         a for a, b in zip(text.splitlines(), reference.splitlines(), strict=True) if a != b
     ]
-    assert len(differing) == 1 and differing[0].strip().startswith("source_checkpoint = ")
+    assert len(differing) == 2, differing
+    assert differing[0].startswith("`generate-skill ") and str(out) in differing[0]
+    assert differing[1].strip().startswith("source_checkpoint = ")
     module = _import(out / "hf_bert.py")
     assert module.hf_bert.model_type == "bert"
 
