@@ -469,8 +469,8 @@ CAUSES: tuple[tuple[str, str, str], ...] = (
     (
         "verify",
         r"max abs difference|!=",
-        "the skill's output differs from transformers' (models "
-        "whose output changes with padding in a batch: Fourier, approximate or pooled attention)",
+        "the skill's output differs from transformers' (scores beyond the tolerance, or other "
+        "tokens or labels): a parity failure to investigate",
     ),
     (
         "config",
