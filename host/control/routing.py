@@ -82,6 +82,9 @@ class Router:
     def get(self, name: str) -> Plan | None:
         return self._plans.get(name)
 
+    def names(self) -> list[str]:
+        return sorted(self._plans)
+
     def arm(self, plan: Plan, user: str | None, draw: float) -> str:
         """The target a user is assigned (stable per route and user); ``draw`` (uniform in
         [0, 1)) for an anonymous request."""

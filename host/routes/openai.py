@@ -19,7 +19,7 @@ from .common import context, host, model_json, parse
 
 @protocol(None, oa.ModelList)
 async def list_models(request: Request) -> Response:
-    """List the served models (names and aliases)."""
+    """List the served models (names and aliases) and the routes."""
     catalog, gate = host(request).catalog, host(request).control.gate
     created = host(request).started
     cards = [
@@ -27,6 +27,8 @@ async def list_models(request: Request) -> Response:
         for name, model in catalog.names.items()
         if not gate.retired(model)  # a retired model is not served (host/control/gate.py)
     ]
+    routes = host(request).control.router.names()  # routes answer too (control/routing.py)
+    cards += [oa.ModelCard(id=name, created=created) for name in routes]
     return model_json(oa.ModelList(data=cards))
 
 

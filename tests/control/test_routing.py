@@ -31,7 +31,7 @@ from .conftest import BACKENDS
 #: failure about once in 150 000 runs).
 N = 400
 SIGMAS = 4.5
-COOLDOWN_S = 1.0
+COOLDOWN_S = 3.0
 
 TOML = """
 [[models]]
@@ -140,6 +140,8 @@ def test_the_config_files_routes_are_written_at_start(http) -> None:
     assert row["kind"] == "route" and row["action"] == "config.put" and row["actor"] == "config"
     assert row["before"] is None and row["after"]["targets"][0] == {"model": "a", "weight": 90}
     assert row["version"] == ""
+    listed = [m["id"] for m in http.get("/v1/models").json()["data"]]
+    assert {"embed", "chat", "a", "a-alias", "gen"} <= set(listed)
 
 
 def test_the_answer_names_the_model_and_version(server, http) -> None:
