@@ -461,6 +461,11 @@ CAUSES: tuple[tuple[str, str, str], ...] = (
         "the seq2seq ASR handler batches clips of different lengths without padding",
     ),
     (
+        "verify:automatic_speech_recognition",
+        r"audio tokens do not match",
+        "an audio LLM: it needs a prompt with audio tokens, and the ASR handler sends audio alone",
+    ),
+    (
         "verify:image_embedding",
         r"No pooled output",
         "the skill claims pooled image embeddings; "

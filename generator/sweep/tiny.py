@@ -87,7 +87,6 @@ SHRINK: dict[str, int] = {
     "reassemble_hidden_size": 32,
     "encoder_hidden_dim": 32,
     "embedding_dim": 32,
-    "attention_hidden_size": 64,
     "num_blocks": 2,  # DPT-style necks read the backbone's width
     "fusion_hidden_size": 16,
     "d_latents": 32,
