@@ -99,3 +99,54 @@ class RouteOut(BaseModel):
 class RouteListOut(BaseModel):
     object: Literal["list"] = "list"
     data: list[RouteOut]
+
+
+# -- strategies: POST /api/models/select ---------------------------------------------------------
+
+StrategyName = Literal[
+    "quality-first", "cost-optimized", "balanced", "speed-first", "safety-critical"
+]
+TermWeight = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
+class SelectRequest(BaseModel):
+    """``POST /api/models/select``: the best active registered model for a task. Weights given
+    replace the strategy's (those not given count 0); at least one must be > 0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    strategy: StrategyName = "balanced"
+    quality_weight: TermWeight | None = None
+    cost_weight: TermWeight | None = None
+    latency_weight: TermWeight | None = None
+    safety_required: bool = Field(False, description="only models tagged safe")
+    max_cost_per_1k_tokens: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="leave out models dearer, or of unknown cost"
+    )
+
+
+class ScoredOut(BaseModel):
+    model_id: str
+    version: str
+    quality: float | None = Field(description="the mean of its quality metrics")
+    cost_per_1k_tokens: float | None = Field(
+        description="remote: the mean of its prompt and completion prices"
+    )
+    latency_ms: float | None = Field(description="its mean request latency on this host")
+    terms: dict[str, float | None] = Field(
+        description="quality, cost_efficiency, speed: normalised over the candidates"
+    )
+    score: float
+    measured: bool
+
+
+class SelectOut(BaseModel):
+    task_type: str
+    strategy: str = Field(description="the strategy's name, or custom when weights were given")
+    weights: dict[str, float]
+    selected: ScoredOut
+    reason: Literal["score", "explore"] = Field(
+        description="score: the best composite score; explore: a candidate with no measurement"
+    )
+    candidates: list[ScoredOut]

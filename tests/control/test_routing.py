@@ -368,3 +368,89 @@ def test_the_routed_path_never_queries_the_database(server, http) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert statements == []
+
+
+def remote(model_id: str, quality: float | None, price: float | None, *tags: str) -> dict:
+    body: dict[str, Any] = {
+        "model_id": model_id,
+        "provider": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "task_types": ["text_classification"],
+        "tags": list(tags),
+    }
+    if quality is not None:
+        body["quality"] = {"accuracy": quality}
+    if price is not None:
+        body["cost"] = {"prompt_usd_per_1k": price, "completion_usd_per_1k": price}
+    return body
+
+
+def select(http: httpx.Client, **body: Any) -> httpx.Response:
+    return http.post("/api/models/select", json={"task_type": "text_classification", **body})
+
+
+def test_strategies_pick_as_the_scores_say(http) -> None:
+    for body in (
+        remote("r-cheap", 0.6, 0.1),
+        remote("r-good", 0.9, 1.0, "safe"),
+        remote("r-mid", 0.8, 0.4, "safe"),
+    ):
+        assert http.post("/api/models", json=body).status_code == 201
+    picked = {}
+    for strategy in ("quality-first", "cost-optimized", "balanced", "safety-critical"):
+        response = select(http, strategy=strategy)
+        assert response.status_code == 200, response.text
+        picked[strategy] = response.json()["selected"]["model_id"]
+        assert response.json()["reason"] == "score"
+    assert picked == {
+        "quality-first": "r-good",
+        "cost-optimized": "r-cheap",
+        "balanced": "r-mid",  # 1/3 each: 0.333, 0.333, 0.444
+        "safety-critical": "r-good",
+    }
+    answer = select(http, strategy="balanced").json()
+    scores = {c["model_id"]: c for c in answer["candidates"]}
+    assert scores["r-mid"]["terms"] == pytest.approx(
+        {"quality": 2 / 3, "cost_efficiency": 2 / 3, "speed": None}
+    )
+    assert scores["r-mid"]["score"] == pytest.approx(4 / 9, abs=1e-6)
+    assert answer["candidates"][0]["model_id"] == "r-mid"  # best first
+
+    assert (
+        select(http, safety_required=True, strategy="cost-optimized").json()["selected"]["model_id"]
+        == "r-mid"
+    )
+    capped = select(http, max_cost_per_1k_tokens=0.5, quality_weight=1).json()
+    assert {c["model_id"] for c in capped["candidates"]} == {"r-cheap", "r-mid"}
+    assert capped["selected"]["model_id"] == "r-mid" and capped["weights"]["cost"] == 0
+    assert capped["strategy"] == "custom"
+
+    assert http.post("/api/models", json=remote("r-new", None, None)).status_code == 201
+    explored = select(http, strategy="quality-first").json()
+    assert explored["selected"]["model_id"] == "r-new" and explored["reason"] == "explore"
+    assert http.patch("/api/models/r-new", json={"status": "testing"}).status_code == 200
+    assert select(http).json()["selected"]["model_id"] != "r-new"  # active models only
+
+    embed(http, "a")  # a measurement: its latency on this host
+    embedders = http.post(
+        "/api/models/select", json={"task_type": "text_embedding", "strategy": "speed-first"}
+    ).json()
+    by_id = {c["model_id"]: c for c in embedders["candidates"]}
+    assert by_id["a"]["latency_ms"] > 0 and by_id["a"]["measured"]  # served: its latency here
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"strategy": "cheapest"}, 422, "strategy"),
+        ({"quality_weight": -1}, 422, "quality_weight"),
+        ({"quality_weight": 0, "cost_weight": 0}, 400, "quality_weight"),
+        ({"max_cost_per_1k_tokens": 0.0001}, 404, "task_type"),
+        ({"task_type": "no_such_task"}, 404, "task_type"),
+        ({"weights": {}}, 422, "weights"),
+    ],
+)
+def test_bad_selections_get_a_clear_4xx(http, body, status, param) -> None:
+    response = select(http, **body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
