@@ -100,6 +100,24 @@ SEGMENTATION_SUBTASKS = {
 }
 
 
+#: Architectures whose every position mixes with the padded ones, so a padded batch changes each
+#: input's answer: their text tasks batch inputs of one length only (variant "unpadded"). The
+#: coverage sweep found each (a batch differs from the same inputs one by one).
+UNPADDED = {
+    "fnet": "mixes tokens with a Fourier transform over the whole padded length (no mask)",
+    "nystromformer": "picks its landmarks from segments of the padded sequence",
+    "yoso": "hashes the padded positions into its attention buckets",
+    "convbert": "its span-based dynamic convolution reads the padded neighbours",
+}
+TEXT_TASKS = (
+    "text_embedding",
+    "fill_mask",
+    "text_classification",
+    "token_classification",
+    "question_answering",
+)
+
+
 def variants(classification: Classification) -> dict[str, str]:
     """Which implementation of each task this architecture needs (`runtime.tasks.FACTORIES`),
     decided as transformers' own pipelines decide it."""
@@ -109,7 +127,9 @@ def variants(classification: Classification) -> dict[str, str]:
         if plan.name == "automatic_speech_recognition":
             variant = "ctc" if plan.variant == "ctc" else "seq2seq"
         elif plan.name == "text_embedding" and classification.family == "vision-text":
-            variant = "joint"  # get_text_features of the joint model
+            # get_text_features of the joint model; SigLIP's texts padded to max_length, as
+            # trained (it pools the last position, so a shorter pad would change the vector)
+            variant = "joint_padded" if "siglip" in classification.model_type else "joint"
         elif plan.name == "zero_shot_image_classification":
             # transformers' zero-shot pipeline: SigLIP scores each pair with a sigmoid (and was
             # trained on texts padded to max_length); CLIP-like models use a softmax over labels
@@ -119,6 +139,8 @@ def variants(classification: Classification) -> dict[str, str]:
         elif plan.name == "image_segmentation":
             # the subtask transformers' image-segmentation pipeline runs for this head's mapping
             variant = SEGMENTATION_SUBTASKS[plan.variant]
+        elif plan.name in TEXT_TASKS and classification.model_type in UNPADDED:
+            variant = "unpadded"
         found[plan.name] = variant
     return found
 

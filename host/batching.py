@@ -35,7 +35,7 @@ from typing import Any
 from hfskills.skillset.runtime.engines import DONE, GenerationEngine, Sequence
 from hfskills.skillset.runtime.errors import HFSkillsError
 from hfskills.skillset.runtime.generation import Event, FinalEvent, GenerationParams
-from hfskills.skillset.runtime.staged import Prepared
+from hfskills.skillset.runtime.staged import Prepared, by_tokens
 
 from .errors import DeadlineExceeded
 
@@ -107,8 +107,11 @@ class DynamicBatcher:
         max_batch_tokens: int = 8192,
         max_wait_s: float = 0.005,
         forwards: int = 1,
+        same_length: bool = False,
     ) -> None:
         self.stages, self.max_batch, self.max_tokens = stages, max_batch, max_batch_tokens
+        #: batches hold inputs of one token count only (a `Staged` handler's ``same_length``)
+        self.same_length = same_length
         self.max_wait = max_wait_s
         self.forwards = forwards  # batches dispatched to forward at once (running or queued)
         self.arrivals: list[_Arrival] = []
@@ -129,9 +132,12 @@ class DynamicBatcher:
         split across batches."""
         key = json.dumps(params, sort_keys=True, default=str)
         items = await self._prepared(inputs, params, key)
+        groups = by_tokens(items) if self.same_length else [list(range(len(items)))]
+        order = [row for rows in groups for row in rows]
         parts = [
-            _Pending(items[i : i + self.max_batch], params, key)
-            for i in range(0, len(items), self.max_batch)
+            _Pending([items[row] for row in rows[i : i + self.max_batch]], params, key)
+            for rows in groups
+            for i in range(0, len(rows), self.max_batch)
         ]
         self.pending.extend(parts)
         self._wake.set()
@@ -143,7 +149,10 @@ class DynamicBatcher:
             for part in parts:  # a cancelled caller leaves the queue
                 if part in self.pending:
                     self.pending.remove(part)
-        return list(zip((row for chunk in done for row in chunk), items, strict=True))
+        results: list[Any] = [None] * len(items)
+        for row, result in zip(order, (r for chunk in done for r in chunk), strict=True):
+            results[row] = result
+        return list(zip(results, items, strict=True))
 
     # -- prepare: requests that arrive together are prepared in one call ------------------------
 
@@ -246,6 +255,8 @@ class DynamicBatcher:
         if not same:
             return []
         anchor = same[0]
+        if self.same_length:  # parts are of one length each (submit): join only that length
+            same = [p for p in same if p.length == anchor.length]
         ordered = sorted(same, key=lambda p: p.length)  # stable: equal lengths by arrival
         lo = hi = next(i for i, p in enumerate(ordered) if p is anchor)
         rows, longest, real = len(anchor.items), anchor.length, anchor.real

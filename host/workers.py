@@ -136,6 +136,7 @@ class BatchWorker:
             max_wait_s=policy.batch_wait_s,
             # one batch more than there are lanes: queued, it starts the moment a lane frees
             forwards=len(self.lanes.threads) + 1 if self.lanes else 1,
+            same_length=self.staged and handler.same_length,  # type: ignore[attr-defined]
         )
 
     async def run(self, inputs: list[Any], params: Params, deadline: float) -> list[Row]:

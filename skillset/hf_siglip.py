@@ -34,7 +34,7 @@ class hf_siglip(Skill):
     tasks = {
         "zero_shot_image_classification": Task("SiglipModel", "processor", "sigmoid"),
         "image_embedding": Task("SiglipModel", "image_processor"),
-        "text_embedding": Task("SiglipModel", "tokenizer", "joint"),
+        "text_embedding": Task("SiglipModel", "tokenizer", "joint_padded"),
     }
     #: The dtype the checkpoint loads in on each hardware.
     dtypes = {

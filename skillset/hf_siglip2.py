@@ -34,7 +34,7 @@ class hf_siglip2(Skill):
     tasks = {
         "zero_shot_image_classification": Task("Siglip2Model", "processor", "sigmoid"),
         "image_embedding": Task("Siglip2Model", "image_processor"),
-        "text_embedding": Task("Siglip2Model", "tokenizer", "joint"),
+        "text_embedding": Task("Siglip2Model", "tokenizer", "joint_padded"),
     }
     #: The dtype the checkpoint loads in on each hardware.
     dtypes = {

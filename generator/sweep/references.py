@@ -78,18 +78,30 @@ def _cut_at_eos(ids: list[int], eos: set[int]) -> list[int]:
 
 
 def text_embedding(handler: Any, path: Path, skill: type) -> None:
+    """Each text embedded alone (no padding): what one text's vector is, whatever the skill
+    batches it with."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.AutoModel.from_pretrained(path).eval()
-    batch = tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        if skill.family == "vision-text":
-            out = model.get_text_features(**forward_inputs(model, batch, "get_text_features"))
-            expected = out if isinstance(out, torch.Tensor) else out.pooler_output
-        else:
-            hidden = model(**forward_inputs(model, batch)).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-    close(handler(TEXTS), expected, "embeddings")
+    rows = []
+    # SigLIP was trained on texts padded to max_length (transformers' pipelines pad so), at
+    # most the text model's positions
+    padding = "max_length" if "siglip" in skill.model_type else False
+    config = getattr(model.config, "text_config", model.config)
+    limit = min(tokenizer.model_max_length, config.max_position_embeddings)
+    for text in TEXTS:
+        batch = tokenizer(
+            [text], padding=padding, max_length=limit, truncation=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            if skill.family == "vision-text":
+                out = model.get_text_features(**forward_inputs(model, batch, "get_text_features"))
+                rows.append(out if isinstance(out, torch.Tensor) else out.pooler_output)
+            else:
+                hidden = model(**forward_inputs(model, batch)).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                mean = (hidden * mask).sum(1) / mask.sum(1)
+                rows.append(torch.nn.functional.normalize(mean, dim=-1))
+    close(handler(TEXTS), torch.cat(rows), "embeddings")
 
 
 def fill_mask(handler: Any, path: Path, skill: type) -> None:

@@ -15,7 +15,10 @@ pre/core/post and LitServe's decode/predict/encode do:
   spans, decoding), one result per item of the batch, in order.
 
 Each stage takes only the keyword parameters its own signature names; the handler's signature
-(what a server checks requests against) is their union. prepare and finish may use the
+(what a server checks requests against) is their union. A handler made with ``same_length``
+must never see padding: its architecture mixes every position, padded ones too (FNet's Fourier
+transform, Nystromformer's landmarks), so a batch holds inputs of one token count only;
+calling it groups them so, and a server must form its batches so. prepare and finish may use the
 processor (tokenizer) and forward the model, so a server that overlaps them needs one lock for
 each, not one for both.
 """
@@ -55,8 +58,11 @@ class Prepared:
 class Staged:
     """A handler made of stages; calling it runs all three on one batch."""
 
-    def __init__(self, prepare: Prepare, forward: Forward, finish: Finish) -> None:
+    def __init__(
+        self, prepare: Prepare, forward: Forward, finish: Finish, *, same_length: bool = False
+    ) -> None:
         self.prepare, self.forward, self.finish = prepare, forward, finish
+        self.same_length = same_length
         self._names = {
             stage: _keywords(fn, skip)
             for stage, fn, skip in (
@@ -92,10 +98,26 @@ class Staged:
         if unknown:  # as a plain function would: an unexpected keyword is a TypeError
             raise TypeError(f"unexpected keyword argument(s): {sorted(unknown)}")
         batch = self.run_prepare(inputs, params)
-        return self.run_finish(batch, self.run_forward(batch, params), params)
+        if not self.same_length:
+            return self.run_finish(batch, self.run_forward(batch, params), params)
+        results: list[Any] = [None] * len(batch)
+        for rows in by_tokens(batch):
+            group = [batch[row] for row in rows]
+            done = self.run_finish(group, self.run_forward(group, params), params)
+            for row, result in zip(rows, done, strict=True):
+                results[row] = result
+        return results
 
     def __repr__(self) -> str:
         return f"Staged{self.__signature__}"
+
+
+def by_tokens(batch: list[Prepared]) -> list[list[int]]:
+    """The rows of ``batch`` grouped by token count, each group in order (for ``same_length``)."""
+    groups: dict[int, list[int]] = {}
+    for row, item in enumerate(batch):
+        groups.setdefault(item.tokens, []).append(row)
+    return list(groups.values())
 
 
 def concat(batch: list[Prepared]) -> dict[str, Any]:

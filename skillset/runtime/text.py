@@ -120,13 +120,13 @@ def prepare(
     return items
 
 
-def collate(tokenizer: Any, batch: list[Prepared]) -> dict[str, Any]:
+def collate(tokenizer: Any, batch: list[Prepared], length: int | None = None) -> dict[str, Any]:
     """Pad prepared text inputs into one batch of tensors, as the tokenizer pads (its pad id and
-    padding side). An input without ``token_type_ids`` (given as token ids) gets zeros, as the
-    model would use without them."""
+    padding side), to the longest input or to ``length``. An input without ``token_type_ids``
+    (given as token ids) gets zeros, as the model would use without them."""
     import torch
 
-    length = max(len(item.features["input_ids"]) for item in batch)
+    length = max([len(item.features["input_ids"]) for item in batch] + [length or 0])
     keys = list(dict.fromkeys(key for item in batch for key in item.features))
     left = getattr(tokenizer, "padding_side", "right") == "left"
     pads = {

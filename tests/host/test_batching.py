@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -348,3 +349,36 @@ def test_a_disconnected_stream_stops_generating(server) -> None:
     assert 3 <= generated < 100, generated
     engine = server.host.loader.cache[("gen", "text_generation")].worker.engine
     assert engine.running == []
+
+
+def test_a_same_length_batcher_joins_only_equal_lengths() -> None:
+    """The batcher of an ``unpadded`` handler (`Staged.same_length`) splits a request by token
+    count and joins requests only of one length, and answers in input order."""
+    from hfskills.host.batching import DynamicBatcher, Stages
+    from hfskills.skillset.runtime import Prepared
+
+    seen: list[list[int]] = []
+
+    async def prepare(inputs: list[Any], params: dict[str, Any]) -> list[Prepared]:
+        return [Prepared(x, len(x)) for x in inputs]
+
+    async def forward(items: list[Prepared], params: dict[str, Any]) -> list[str]:
+        seen.append([item.tokens for item in items])
+        return [item.features.upper() for item in items]
+
+    async def finish(items: list[Prepared], output: Any, params: dict[str, Any]) -> list[Any]:
+        return output
+
+    async def run() -> list[list[str]]:
+        batcher = DynamicBatcher(
+            Stages(prepare, forward, finish), max_wait_s=0.05, same_length=True
+        )
+        requests = [["ab", "cde", "f"], ["gh"], ["ijk", "l"]]
+        done = await asyncio.gather(*(batcher.submit(r, {}) for r in requests))
+        return [[result for result, _ in answer] for answer in done]
+
+    answers = asyncio.run(asyncio.wait_for(run(), 10))
+    assert answers == [["AB", "CDE", "F"], ["GH"], ["IJK", "L"]]
+    assert all(len(set(batch)) == 1 for batch in seen)
+    assert sorted(n for batch in seen for n in batch) == [1, 1, 2, 2, 3, 3]
+    assert len(seen) < 6  # equal lengths from different requests shared batches

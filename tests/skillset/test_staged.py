@@ -242,3 +242,42 @@ def test_fill_mask_names_the_input_without_a_mask(task_checkpoint: Any) -> None:
     mask = endpoint.processor.mask_token
     with pytest.raises(InvalidInput, match=r"inputs\[1\]"):
         handler.run_prepare([f"a {mask}", "no mask here"], {})
+
+
+def test_a_same_length_handler_never_pads() -> None:
+    """``same_length`` (the ``unpadded`` variant: FNet, Nystromformer, YOSO, ConvBERT): each
+    forward sees inputs of one token count only, and results come back in input order."""
+    seen: list[list[int]] = []
+
+    def prepare(inputs: list[str]) -> list[Prepared]:
+        return [Prepared(x, len(x)) for x in inputs]
+
+    def forward(batch: list[Prepared]) -> list[str]:
+        seen.append([item.tokens for item in batch])
+        return [item.features.upper() for item in batch]
+
+    def finish(batch: list[Prepared], output: list[str]) -> list[str]:
+        return output
+
+    inputs = ["ab", "cde", "xy", "f", "ghi"]
+    padded = Staged(prepare, forward, finish)
+    assert padded(inputs) == [x.upper() for x in inputs] and seen == [[2, 3, 2, 1, 3]]
+    seen.clear()
+    unpadded = Staged(prepare, forward, finish, same_length=True)
+    assert unpadded(inputs) == [x.upper() for x in inputs]
+    assert sorted(seen) == [[1], [2, 2], [3, 3]]
+
+
+def test_fnet_answers_alike_alone_and_in_a_batch(tmp_path: Any) -> None:
+    """FNet mixes every position by a Fourier transform (no attention mask): padded into a
+    batch, a text's answer changed. Its skill declares ``unpadded``, so it no longer does."""
+    from hfskills.generator.sweep import tiny
+    from hfskills.generator.taxonomy import classify
+
+    skill = skill_class("fnet")()
+    assert skill.tasks["text_classification"].variant == "unpadded"
+    path = tiny.build("fnet", classify("fnet"), tmp_path)["text_classification"]
+    handler = skill.handler(skill.init_cpu(str(path), "text_classification"))
+    texts = ["hello world", "the capital of france is paris", "a"]
+    alone = [handler([text])[0] for text in texts]
+    assert handler(texts) == alone

@@ -24,11 +24,11 @@ Factory = Callable[[Endpoint, Task], Handler]
 
 #: task name -> (factory, the variants it implements)
 FACTORIES: dict[str, tuple[Factory, tuple[str, ...]]] = {
-    "text_embedding": (text.text_embedding, ("default", "joint")),
-    "fill_mask": (text.fill_mask, ("default",)),
-    "text_classification": (text.text_classification, ("default",)),
-    "token_classification": (text.token_classification, ("default",)),
-    "question_answering": (text.question_answering, ("default",)),
+    "text_embedding": (text.text_embedding, ("default", "joint", "joint_padded", "unpadded")),
+    "fill_mask": (text.fill_mask, ("default", "unpadded")),
+    "text_classification": (text.text_classification, ("default", "unpadded")),
+    "token_classification": (text.token_classification, ("default", "unpadded")),
+    "question_answering": (text.question_answering, ("default", "unpadded")),
     "text_generation": (generate.text_generation, ("default",)),
     "text2text_generation": (generate.text2text_generation, ("default",)),
     "image_to_text": (generate.image_to_text, ("default",)),

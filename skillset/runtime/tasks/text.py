@@ -4,7 +4,10 @@ classification, extractive question answering.
 Each handler is `Staged`: prepare (tokenize, off the event loop) -> forward (one padded batch,
 a checked TorchScript trace on the CPU) -> finish (pooling, labels, spans). Architectures differ
 only by declared `Task.variant`: ``joint`` text embeddings come from a vision-text model's
-``get_text_features`` (CLIP, SigLIP) instead of pooling hidden states.
+``get_text_features`` (CLIP; ``joint_padded``: SigLIP, padded to max_length) instead of pooling
+hidden states; ``unpadded`` batches
+hold inputs of one length only (`Staged.same_length`), for architectures whose every position
+mixes with the padded ones (the generator's `UNPADDED` table says which and why).
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ def text_embedding(endpoint: Endpoint, task: Task) -> Handler:
     Variant ``joint``: the text tower of a vision-text model (`get_text_features`), the raw
     projection unless `normalize`.
     """
-    if task.variant == "joint":
-        return _joint_text_embedding(endpoint)
+    if task.variant in ("joint", "joint_padded"):
+        return _joint_text_embedding(endpoint, padded=task.variant == "joint_padded")
     pool = pooling.from_checkpoint(endpoint.settings["checkpoint"])
     prepare = _prepare_texts(endpoint, extra=pool.max_seq_length)
     hidden_states = staged.traced_on_cpu(endpoint, lambda output: output.last_hidden_state)
@@ -67,15 +70,23 @@ def text_embedding(endpoint: Endpoint, task: Task) -> Handler:
             vectors = pool.pool(hidden, mask, normalize=normalize, dimensions=dimensions)
         return vectors.float().cpu().tolist()
 
-    return Staged(prepare, forward, finish)
+    return _staged(task, prepare, forward, finish)
 
 
-def _joint_text_embedding(endpoint: Endpoint) -> Handler:
+def _staged(task: Task, prepare: Any, forward: Any, finish: Any) -> Staged:
+    return Staged(prepare, forward, finish, same_length=task.variant == "unpadded")
+
+
+def _joint_text_embedding(endpoint: Endpoint, *, padded: bool) -> Handler:
+    """``joint_padded``: texts padded to the model's length, as SigLIP was trained and as its
+    pooling (the last position) needs; so a text's vector never depends on its batch."""
     model, tokenizer = endpoint.model, endpoint.processor
-    prepare = _prepare_texts(endpoint, endpoint.config.text_config)
+    config = endpoint.config.text_config
+    prepare = _prepare_texts(endpoint, config)
+    length = text.max_length(tokenizer, config) if padded else None
 
     def forward(batch: list[Prepared]) -> Any:
-        features = text.collate(tokenizer, batch)
+        features = text.collate(tokenizer, batch, length)
         features = torch_backend.accepted_inputs(model, features, "get_text_features")
         with torch.inference_mode():
             return pooling.features(model.get_text_features(**features))
@@ -129,7 +140,7 @@ def fill_mask(endpoint: Endpoint, task: Task) -> Handler:
             results.append(candidates)
         return results
 
-    return Staged(prepare, forward, finish)
+    return _staged(task, prepare, forward, finish)
 
 
 def text_classification(endpoint: Endpoint, task: Task) -> Handler:
@@ -144,7 +155,7 @@ def text_classification(endpoint: Endpoint, task: Task) -> Handler:
         with torch.inference_mode():
             return logits_of(features)
 
-    return Staged(_prepare_texts(endpoint), forward, labels.finish_ranked(endpoint.config))
+    return _staged(task, _prepare_texts(endpoint), forward, labels.finish_ranked(endpoint.config))
 
 
 def token_classification(endpoint: Endpoint, task: Task) -> Handler:
@@ -200,7 +211,7 @@ def token_classification(endpoint: Endpoint, task: Task) -> Handler:
             )
         return results
 
-    return Staged(prepare, forward, finish)
+    return _staged(task, prepare, forward, finish)
 
 
 def question_answering(endpoint: Endpoint, task: Task) -> Handler:
@@ -254,4 +265,4 @@ def question_answering(endpoint: Endpoint, task: Task) -> Handler:
             )
         return results
 
-    return Staged(prepare, forward, finish)
+    return _staged(task, prepare, forward, finish)
