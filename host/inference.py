@@ -32,6 +32,7 @@ from hfskills.skillset.runtime.generation import Event, TokenEvent
 
 from .control import answer
 from .control.routing import Plan, Router
+from .control.strategies import AUTO, Auto
 from .errors import APIError, ClientGone, DeadlineExceeded
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
@@ -81,8 +82,10 @@ class InferenceService:
     ) -> None:
         self.loader, self.metrics, self.scheduler = loader, metrics, scheduler
         self.max_inputs = max_inputs
-        #: The routes' in-memory snapshot and health (host/control/routing.py).
+        #: The routes' in-memory snapshot and health (host/control/routing.py), and
+        #: ``model: "auto"``'s ranking (host/control/strategies.py).
         self.router: Router | None = None
+        self.auto: Auto | None = None
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -95,7 +98,7 @@ class InferenceService:
     ) -> Outcome:
         """One request's inputs through the model (or the target its route chooses); results
         in input order."""
-        plan = self.router.get(name) if self.router is not None else None
+        plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._run(name, task, inputs, params, ctx)
         return await self._routed(plan, ctx, lambda t: self._run(t, task, inputs, params, ctx))
@@ -110,12 +113,28 @@ class InferenceService:
     ) -> Stream:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later.
         A route fails over while the stream opens, never once tokens flow."""
-        plan = self.router.get(name) if self.router is not None else None
+        plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._open(name, task, prompt, params, ctx)
         return await self._routed(plan, ctx, lambda t: self._open(t, task, prompt, params, ctx))
 
     # -- how a request runs ---------------------------------------------------------------------
+    def _plan(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
+        """The route ``name`` names, ``auto``'s ranking, or None: a model (from memory)."""
+        if self.router is None:
+            return None
+        if name == AUTO and self.auto is not None and self.loader.catalog.get(name) is None:
+            plan = self.auto.plan(task, ctx.strategy)
+            if plan is None:
+                raise APIError(
+                    404,
+                    f"model 'auto': no active model here serves {task}",
+                    code="model_not_found",
+                    param="model",
+                )
+            return plan
+        return self.router.get(name)
+
     async def _routed(
         self, plan: Plan, ctx: RequestContext, attempt: Callable[[str], Awaitable[R]]
     ) -> R:
@@ -291,6 +310,8 @@ class InferenceService:
         status: str,
     ) -> None:
         latency = time.perf_counter() - start
+        if status == "ok" and self.auto is not None:
+            self.auto.observe(name, latency)  # speed, for model "auto"
         self.metrics.requests.labels(model=name, hardware=hardware, status=status).inc()
         self.metrics.duration.labels(model=name, hardware=hardware).observe(latency)
         if tokens:

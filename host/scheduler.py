@@ -53,6 +53,8 @@ class RequestContext:
     disconnected: Callable[[], Awaitable[Any]] | None = None
     user: str | None = None
     draw: float = field(default_factory=random.random)
+    #: ``model: "auto"``'s strategy (``X-HFSkills-Strategy``; None: balanced).
+    strategy: str | None = None
 
     @classmethod
     def start(
@@ -61,10 +63,11 @@ class RequestContext:
         timeout_s: float = 300.0,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
         user: str | None = None,
+        strategy: str | None = None,
     ) -> RequestContext:
         """A context whose deadline is ``timeout_s`` from now (call on the event loop)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        return cls(priority, timeout_s, deadline, disconnected, user)
+        return cls(priority, timeout_s, deadline, disconnected, user, strategy=strategy)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())

@@ -70,6 +70,7 @@ class Host:
         self.control = control.start(s, self.catalog)
         self.loader.gate = self.control.gate
         self.service.router = self.control.router  # routes: chosen from memory per request
+        self.service.auto = self.control.registry.auto  # model "auto": the strategy's choice
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

@@ -8,6 +8,8 @@ model is loaded) and, in one invocation, these sides, each ``--requests`` select
                  draw, the candidates (health and gate checks), then `resolve` of the target
   routed-user    the same for a known user: the blake2b stable hash of route and user
   canary-chain   a 95/5 canary route with a two-model fallback chain, known users
+  auto           model "auto": the balanced strategy's ranking of the served models for the
+                 task (scores computed per request), then the candidates and `resolve`
 Selections per second come from a timed loop; p50/p99 from timing each selection alone
 (perf_counter_ns, its own ~0.1 µs included). Targets: >= 10 000 selections/s routed, routing
 adds < 1 ms p99. Example: scripts/bench_routing.py --requests 200000
@@ -91,11 +93,19 @@ def main() -> int:
 
             return select
 
+        auto = host.control.registry.auto
+
+        def automatic(i: int) -> Any:
+            plan = auto.plan(host.catalog.models[model].tasks[0], "balanced")
+            assert plan is not None
+            return resolve(router.candidates(plan, None, draws[i % USERS])[0])
+
         sides = {
             "direct": direct,
             "routed-anon": routed("two", False),
             "routed-user": routed("two", True),
             "canary-chain": routed("canary", True),
+            "auto": automatic,
         }
         results = {name: measure(select, n) for name, select in sides.items()}
         host.control.close()

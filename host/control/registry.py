@@ -28,7 +28,7 @@ from ..protocol.registry import (
     RegisteredModelOut,
     Registration,
 )
-from . import db
+from . import db, strategies
 from .gate import Gate
 from .tables import AuditEntry, RegisteredModel, now
 
@@ -69,6 +69,8 @@ class Registry:
         self.served = {name: version for name, (version, _) in served.items()}
         self.served_tasks = {name: list(tasks) for name, (_, tasks) in served.items()}
         self.gate = Gate()
+        #: ``model: "auto"`` (strategies.py): active served models, from memory.
+        self.auto = strategies.Auto(self.served_tasks)
         self._write = threading.Lock()
 
     # -- reads -------------------------------------------------------------------------------
@@ -214,11 +216,21 @@ class Registry:
                     session.add(_audit(CATALOG, "catalog.update", row, before, _record(row)))
 
     def refresh(self) -> None:
-        """Rebuild the gate's snapshot from the database (after every write, and at start)."""
+        """Rebuild the gate's and `auto`'s snapshots from the database (after every write, and
+        at start)."""
         with self._session() as session:
-            rows = session.execute(
-                select(RegisteredModel.model_id, RegisteredModel.version, RegisteredModel.status)
-            ).all()
+            records = [
+                self.out(r)
+                for r in session.scalars(
+                    select(RegisteredModel).where(RegisteredModel.model_id.in_(list(self.served)))
+                )
+            ]
+        rows = [(r.model_id, r.version, r.status) for r in records]
+        active = [r for r in records if r.served and r.status == "active"]
+        self.auto.update(
+            {r.model_id: strategies.candidate(r, {}) for r in active},
+            frozenset(r.model_id for r in active if strategies.SAFE_TAG in r.tags),
+        )
         statuses = {(m, v): s for m, v, s in rows}
         self.gate.update(
             {

@@ -6,7 +6,7 @@ model's quality metrics, cost efficiency the inverse of its price per 1000 token
 inverse of its mean request latency on this host. A term a candidate has no measurement for
 counts 0. Candidates with no measurement at all are explored first (the first by name), as a
 bandit would. Strategies are preset weights; ``safety-critical`` keeps only models tagged
-``safe`` and ranks them by quality.
+``safe`` and ranks them by quality. `Auto` applies them per request to ``model: "auto"``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from statistics import fmean
 from typing import Any
 
 from ..protocol.registry import RegisteredModelOut
+from .routing import Plan
 
 #: strategy -> (quality, cost, latency) weights.
 STRATEGIES: dict[str, tuple[float, float, float]] = {
@@ -125,3 +126,52 @@ def mean_latencies_ms(samples: Iterable[Any]) -> dict[str, float]:
             elif sample.name.endswith("_count"):
                 counts[model] = counts.get(model, 0.0) + sample.value
     return {m: 1000 * sums[m] / counts[m] for m in sums if counts.get(m)}
+
+
+#: The ``model`` a request gives to let the strategy choose.
+AUTO = "auto"
+#: Weight of a new latency observation in a model's moving average.
+LATENCY_ALPHA = 0.2
+
+
+class Auto:
+    """``model: "auto"``: the strategy's ranking of this host's active served models for the
+    request's task, from memory (the registry's snapshot, refreshed after every write, and
+    the latencies the core observes), as a `Plan`: the choice first, then the others by score
+    as its fallbacks (so failover and cooldowns apply as on a route)."""
+
+    def __init__(self, served_tasks: dict[str, list[str]]) -> None:
+        self.served_tasks = served_tasks
+        self._profiles: dict[str, Candidate] = {}
+        self._safe: frozenset[str] = frozenset()
+        self.latency_ms: dict[str, float] = {}
+
+    def update(self, profiles: dict[str, Candidate], safe: frozenset[str]) -> None:
+        """Replace the snapshot: served name -> its measurements (active models only)."""
+        self._profiles, self._safe = profiles, safe
+
+    def observe(self, name: str, seconds: float) -> None:
+        """A request this model answered: its latency joins the moving average."""
+        previous = self.latency_ms.get(name)
+        ms = seconds * 1000
+        self.latency_ms[name] = (
+            ms if previous is None else previous + LATENCY_ALPHA * (ms - previous)
+        )
+
+    def plan(self, task: str | None, strategy: str | None) -> Plan | None:
+        """The ranked plan, None when no active served model serves ``task``."""
+        name = strategy or "balanced"
+        candidates = [
+            Candidate(
+                c.model_id, c.version, c.quality, c.cost_per_1k_tokens, self.latency_ms.get(n)
+            )
+            for n, c in self._profiles.items()
+            if (task is None or task in self.served_tasks.get(n, ()))
+            and (name != "safety-critical" or n in self._safe)
+        ]
+        if not candidates:
+            return None
+        ranked = score(candidates, STRATEGIES[name])
+        chosen, _ = select(ranked)
+        rest = [s.candidate.model_id for s in ranked if s is not chosen]
+        return Plan.of(AUTO, [(chosen.candidate.model_id, 1.0)], rest)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..control.strategies import STRATEGIES
 from ..errors import APIError
 from ..scheduler import PRIORITIES, RequestContext
 from ..serving.common import FastJSONResponse
@@ -67,8 +68,9 @@ def user(request: Request, named: str | None = None) -> str | None:
 
 def context(request: Request, named_user: str | None = None) -> RequestContext:
     """Priority and deadline from ``X-Priority`` and ``X-Request-Timeout`` (or the defaults),
-    the user (`user`; ``named_user``: the body's ``user``), and a watch on the client's
-    connection (call it after the body has been read)."""
+    the user (`user`; ``named_user``: the body's ``user``), ``model: "auto"``'s strategy
+    (``X-HFSkills-Strategy``), and a watch on the client's connection (call it after the body
+    has been read)."""
     priority = request.headers.get("x-priority", "normal").strip().lower()
     if priority not in PRIORITIES:
         raise APIError(400, f"X-Priority must be one of {list(PRIORITIES)}", param="X-Priority")
@@ -83,8 +85,15 @@ def context(request: Request, named_user: str | None = None) -> RequestContext:
             raise APIError(
                 400, "X-Request-Timeout must be seconds in (0, 3600]", param="X-Request-Timeout"
             )
+    strategy = request.headers.get("x-hfskills-strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise APIError(
+            400,
+            f"X-HFSkills-Strategy must be one of {list(STRATEGIES)}",
+            param="X-HFSkills-Strategy",
+        )
     return RequestContext.start(
-        priority, timeout, lambda: _disconnect(request), user(request, named_user)
+        priority, timeout, lambda: _disconnect(request), user(request, named_user), strategy
     )
 
 

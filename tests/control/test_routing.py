@@ -454,3 +454,36 @@ def test_bad_selections_get_a_clear_4xx(http, body, status, param) -> None:
     response = select(http, **body)
     assert response.status_code == status, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_model_auto_serves_the_strategys_choice(http) -> None:
+    assert http.patch("/api/models/broken", json={"status": "retired"}).status_code == 200
+    for measured in ("a", "b"):
+        embed(http, measured)  # a latency here: both are measured
+    assert http.patch("/api/models/a", json={"quality": {"sts": 0.9}}).status_code == 200
+    assert http.patch("/api/models/b", json={"quality": {"sts": 0.5}}).status_code == 200
+    quality_first = {"X-HFSkills-Strategy": "quality-first"}
+    chosen = embed(http, "auto", **quality_first)
+    assert answered(chosen) == "a@1" and chosen.headers["x-hfskills-route"] == "auto"
+    assert chosen.json()["model"] == "a"
+    assert http.patch("/api/models/b", json={"quality": {"sts": 0.95}}).status_code == 200
+    assert answered(embed(http, "auto", **quality_first)) == "b@2026-11"  # from the new snapshot
+
+    bad = http.post(
+        "/v1/embeddings",
+        json={"model": "auto", "input": "hi"},
+        headers={"X-HFSkills-Strategy": "cheapest"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-HFSkills-Strategy"
+    unsafe = http.post(
+        "/v1/embeddings",
+        json={"model": "auto", "input": "hi"},
+        headers={"X-HFSkills-Strategy": "safety-critical"},  # no model is tagged safe
+    )
+    assert unsafe.status_code == 404 and unsafe.json()["error"]["code"] == "model_not_found"
+
+    # broken, active again and never measured, is explored first: it fails, the next answers
+    assert http.patch("/api/models/broken", json={"status": "active"}).status_code == 200
+    explored = embed(http, "auto")
+    assert answered(explored) in ("a@1", "b@2026-11")
+    assert explored.headers["x-hfskills-route"] == "auto"
