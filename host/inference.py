@@ -13,7 +13,8 @@ with the status ``ok``, ``error``, ``timeout`` or ``cancelled``.
 A request whose model names a route (host/control/routing.py) runs on the target the router
 chooses from its in-memory snapshot; a target that fails (load error, 424, 5xx) is counted
 and the next candidate tried (`_routed`). Whoever answers is noted for the
-``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py).
+``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py). A route's
+challenger gets a copy of a sampled share of its requests after the answer (`_shadow`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 from hfskills.skillset.runtime.generation import Event, TokenEvent
 
-from .control import answer
+from .control import answer, shadow
 from .control.routing import Plan, Router
 from .control.strategies import AUTO, Auto
 from .errors import APIError, ClientGone, DeadlineExceeded
@@ -86,6 +88,9 @@ class InferenceService:
         #: ``model: "auto"``'s ranking (host/control/strategies.py).
         self.router: Router | None = None
         self.auto: Auto | None = None
+        #: Shadow traffic's records (host/control/shadow.py) and the copies running.
+        self.shadows: shadow.ShadowRecords | None = None
+        self._copies: set[asyncio.Task[None]] = set()
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -101,7 +106,11 @@ class InferenceService:
         plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._run(name, task, inputs, params, ctx)
-        return await self._routed(plan, ctx, lambda t: self._run(t, task, inputs, params, ctx))
+        started = time.perf_counter()
+        outcome = await self._routed(plan, ctx, lambda t: self._run(t, task, inputs, params, ctx))
+        if plan.challenger is not None and random.random() < plan.sample:
+            self._shadow(plan, outcome, time.perf_counter() - started, task, inputs, params, ctx)
+        return outcome
 
     async def open_stream(
         self,
@@ -174,6 +183,39 @@ class InferenceService:
             return result
         assert failure is not None  # candidates() is never empty
         raise failure
+
+    def _shadow(
+        self,
+        plan: Plan,
+        champion: Outcome,
+        champion_s: float,
+        task: str | None,
+        inputs: list[Any],
+        params: Params,
+        ctx: RequestContext,
+    ) -> None:
+        """Copy the request to the route's challenger in the background (control/shadow.py):
+        after the answer, at low priority, compared and recorded, never answering."""
+        challenger = plan.challenger
+        assert challenger is not None and self.shadows is not None
+        records = self.shadows
+        records.copied(plan.name, challenger)
+
+        async def copy() -> None:
+            answer.forget()  # this task's notes never reach the champion's response
+            shadow_ctx = RequestContext.start("low", ctx.timeout_s)
+            start = time.perf_counter()
+            try:
+                result = await self._run(challenger, task, inputs, params, shadow_ctx)
+            except Exception as error:  # the challenger's failure is recorded, nothing more
+                records.failed(plan.name, challenger, getattr(error, "message", str(error)))
+                return
+            same = shadow.agree(champion.results, result.results)
+            records.compared(plan.name, challenger, same, champion_s, time.perf_counter() - start)
+
+        running = asyncio.get_running_loop().create_task(copy())
+        self._copies.add(running)  # held until done (the loop keeps weak references)
+        running.add_done_callback(self._copies.discard)
 
     async def _run(
         self,

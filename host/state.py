@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import catalog as catalog_mod
 from . import control, workers
 from .config import Settings
+from .control.shadow import ShadowRecords
 from .discovery import discover
 from .hardware import HardwareManager
 from .inference import InferenceService
@@ -71,6 +72,7 @@ class Host:
         self.loader.gate = self.control.gate
         self.service.router = self.control.router  # routes: chosen from memory per request
         self.service.auto = self.control.registry.auto  # model "auto": the strategy's choice
+        self.service.shadows = ShadowRecords()  # routes' challengers (shadow traffic)
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

@@ -20,6 +20,11 @@ _ANSWER: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
 )
 
 
+def forget() -> None:
+    """In a background task copied from a request's context: note nothing for that request."""
+    _ANSWER.set(None)
+
+
 def note(model: str, route: str | None = None) -> None:
     """Record that ``model`` answered this request (through ``route``)."""
     answer = _ANSWER.get()

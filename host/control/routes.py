@@ -18,7 +18,14 @@ from sqlalchemy import delete, select
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
-from ..protocol.routes import RESERVED_ROUTES, RouteBody, RouteEntry, RouteOut, TargetOut
+from ..protocol.routes import (
+    RESERVED_ROUTES,
+    Challenger,
+    RouteBody,
+    RouteEntry,
+    RouteOut,
+    TargetOut,
+)
 from .registry import Conflict, Invalid, Registry
 from .routing import Plan, Router
 from .tables import AuditEntry, Route, now
@@ -67,6 +74,7 @@ class RouteStore:
                 row = Route(name=name, created_at=at, updated_at=at)
                 session.add(row)
             row.targets, row.fallbacks, row.source = targets, list(body.fallbacks), source
+            row.challenger = body.challenger.model_dump() if body.challenger else None
             session.flush()
             after = _record(row)
             if before is None or {**before, "updated_at": None} != {**after, "updated_at": None}:
@@ -88,7 +96,9 @@ class RouteStore:
     def sync_config(self, entries: list[RouteEntry]) -> None:
         """Write the TOML file's routes; one that cannot be routed is logged and left out."""
         for entry in entries:
-            body = RouteBody(targets=entry.targets, fallbacks=entry.fallbacks)
+            body = RouteBody(
+                targets=entry.targets, fallbacks=entry.fallbacks, challenger=entry.challenger
+            )
             try:
                 self.put(entry.name, body, CONFIG, source=CONFIG)
             except (Invalid, Conflict) as error:
@@ -100,16 +110,19 @@ class RouteStore:
         plans: dict[str, Plan] = {}
         with self.registry._session() as session:
             rows = [
-                (r.name, list(r.targets), list(r.fallbacks)) for r in session.scalars(select(Route))
+                (r.name, list(r.targets), list(r.fallbacks), r.challenger)
+                for r in session.scalars(select(Route))
             ]
-        for name, targets, fallbacks in rows:
+        for name, targets, fallbacks, challenger in rows:
             weighted = [(self.lookup(_name(t["model"])), t["weight"]) for t in targets]
             kept = [(served, w) for served, w in weighted if served is not None]
             if not kept:
                 log.error("route %s: none of its targets is served here; not routed", name)
                 continue
             chain = [s for s in (self.lookup(_name(f)) for f in fallbacks) if s is not None]
-            plans[name] = Plan.of(name, kept, chain)
+            shadow = self.lookup(_name(challenger["model"])) if challenger else None
+            sample = (shadow, float(challenger["sample"])) if shadow and challenger else None
+            plans[name] = Plan.of(name, kept, chain, sample)
         self.router.update(plans)
 
     # -- checks ------------------------------------------------------------------------------
@@ -135,7 +148,13 @@ class RouteStore:
                 param="targets",
             )
         chain = [self._target(f, f"fallbacks[{i}]") for i, f in enumerate(body.fallbacks)]
-        return Plan.of(name, weighted, chain)
+        shadow = None
+        if body.challenger is not None:
+            shadow = (
+                self._target(body.challenger.model, "challenger.model"),
+                body.challenger.sample,
+            )
+        return Plan.of(name, weighted, chain, shadow)
 
     def _target(self, target: str, param: str) -> str:
         name, _, version = target.partition("@")
@@ -179,6 +198,7 @@ def _record(row: Route) -> dict[str, Any]:
         "name": row.name,
         "targets": [dict(t) for t in row.targets],
         "fallbacks": list(row.fallbacks),
+        "challenger": dict(row.challenger) if row.challenger else None,
         "source": row.source,
         "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
         "updated_at": row.updated_at.isoformat().replace("+00:00", "Z"),
@@ -191,6 +211,7 @@ def _out(row: Route) -> RouteOut:
         name=row.name,
         targets=[TargetOut(**t, share=round(t["weight"] / total, 6)) for t in row.targets],
         fallbacks=list(row.fallbacks),
+        challenger=Challenger(**row.challenger) if row.challenger else None,
         source=row.source,  # type: ignore[arg-type]
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -43,16 +43,27 @@ class Plan:
     targets: tuple[str, ...]
     cumulative: tuple[float, ...]
     fallbacks: tuple[str, ...]
+    #: Shadow traffic: the challenger's served name and the share of requests copied to it.
+    challenger: str | None = None
+    sample: float = 0.0
 
     @classmethod
-    def of(cls, name: str, weighted: list[tuple[str, float]], fallbacks: list[str]) -> Plan:
+    def of(
+        cls,
+        name: str,
+        weighted: list[tuple[str, float]],
+        fallbacks: list[str],
+        challenger: tuple[str, float] | None = None,
+    ) -> Plan:
         total = sum(weight for _, weight in weighted)
         running, cumulative = 0.0, []
         for _, weight in weighted:
             running += weight
             cumulative.append(running / total)
         cumulative[-1] = 1.0  # no draw in [0, 1) falls past the last arm by rounding
-        return cls(name, tuple(t for t, _ in weighted), tuple(cumulative), tuple(fallbacks))
+        shadow, sample = challenger if challenger is not None else (None, 0.0)
+        targets = tuple(t for t, _ in weighted)
+        return cls(name, targets, tuple(cumulative), tuple(fallbacks), shadow, sample)
 
 
 def stable_draw(route: str, user: str) -> float:

@@ -1,7 +1,8 @@
 """The control plane's tables, as SQLAlchemy 2 typed ORM classes.
 
 Revision 0001 holds the registry: `RegisteredModel` (``registered_models``) and `AuditEntry`
-(``audit_log``); 0002 the routes (`Route`, ``routes``) and the audit log's ``kind``. Later
+(``audit_log``); 0002 the routes (`Route`, ``routes``) and the audit log's ``kind``; 0003 a
+route's challenger. Later
 revisions add their own tables beside them (cost events, budgets, events) on the same `Base`;
 every change to these classes comes with an alembic revision in ``migrations/versions``
 (tests/control checks that the two match).
@@ -95,6 +96,8 @@ class Route(Base):
     targets: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     #: Model names tried in order when the chosen target fails.
     fallbacks: Mapped[list[str]] = mapped_column(JSON)
+    #: ``{"model": ..., "sample": (0, 1]}``: shadow traffic (revision 0003), or None.
+    challenger: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: ``config`` (a ``[[routes]]`` table of the TOML file, written at start) or ``api``.
     source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)

@@ -41,6 +41,17 @@ class RouteTarget(BaseModel):
     weight: Weight = Field(description="a positive number; shares are weight / sum of weights")
 
 
+class Challenger(BaseModel):
+    """A route's challenger: a copy of a sampled share of its requests, in the background."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: TargetName = Field(description="a served model's name or alias, or name@version")
+    sample: float = Field(
+        gt=0, le=1, allow_inf_nan=False, description="the share of requests copied, in (0, 1]"
+    )
+
+
 class RouteBody(BaseModel):
     """``PUT /api/routes/{name}``: the route's whole definition (a PUT replaces it)."""
 
@@ -51,6 +62,9 @@ class RouteBody(BaseModel):
         default_factory=list,
         max_length=MAX_TARGETS,
         description="model names tried in order when the chosen target fails",
+    )
+    challenger: Challenger | None = Field(
+        None, description="shadow traffic: never answers, never delays the answer"
     )
 
     @field_validator("targets")
@@ -89,6 +103,7 @@ class RouteOut(BaseModel):
     name: str
     targets: list[TargetOut]
     fallbacks: list[str]
+    challenger: Challenger | None
     source: Literal["config", "api"] = Field(
         description="config: a [[routes]] table written at start; api: over HTTP"
     )

@@ -33,9 +33,15 @@ def _json(model: Any, status: int = 200, **extra: Any) -> Response:
 
 @protocol(None, rt.RouteListOut)
 async def list_routes(request: Request) -> Response:
-    """List the routes, with the health of the targets now failing or cooling down."""
+    """List the routes, with the health of the targets now failing or cooling down and each
+    route's shadow comparison (its challenger's agreement, latency and errors)."""
     routes = await call(store(request).list)
-    return _json(rt.RouteListOut(data=routes), health=store(request).router.health())
+    shadows = host(request).service.shadows
+    return _json(
+        rt.RouteListOut(data=routes),
+        health=store(request).router.health(),
+        shadow=shadows.out() if shadows is not None else {},
+    )
 
 
 @protocol(None, rt.RouteOut)

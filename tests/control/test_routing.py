@@ -11,6 +11,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -487,3 +488,65 @@ def test_model_auto_serves_the_strategys_choice(http) -> None:
     explored = embed(http, "auto")
     assert answered(explored) in ("a@1", "b@2026-11")
     assert explored.headers["x-hfskills-route"] == "auto"
+
+
+def shadow_of(http: httpx.Client, route: str, until: Callable[[dict[str, Any]], bool]) -> dict:
+    """The route's shadow record once ``until`` holds (copies run in the background; bounded)."""
+    deadline = time.monotonic() + 60
+    while True:
+        record = http.get("/api/routes").json()["shadow"].get(route)
+        if record is not None and until(record):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.05)
+
+
+def test_a_challenger_gets_shadow_traffic_recorded_not_answering(http) -> None:
+    body = {"targets": [{"model": "a", "weight": 1}], "challenger": {"model": "b", "sample": 1}}
+    created = put(http, "shadowed", body)
+    assert created.status_code == 201, created.text
+    assert created.json()["challenger"] == {"model": "b", "sample": 1.0}
+    for _ in range(20):
+        response = embed(http, "shadowed")
+        assert answered(response) == "a@1" and response.json()["model"] == "a"
+    record = shadow_of(http, "shadowed", lambda r: r["compared"] + r["errors"] >= 20)
+    assert record["challenger"] == "b" and record["copied"] == 20 and record["errors"] == 0
+    assert record["agreement"] == 1.0  # b is the same checkpoint as a
+    assert record["champion_mean_ms"] > 0 and record["challenger_mean_ms"] > 0
+
+    # a failing challenger: recorded, never seen by the client, no cooldown for it
+    assert http.patch("/api/models/broken", json={"status": "active"}).status_code == 200
+    failing = {
+        "targets": [{"model": "a", "weight": 1}],
+        "challenger": {"model": "broken", "sample": 1},
+    }
+    assert put(http, "shadow-broken", failing).status_code == 201
+    for _ in range(3):
+        assert answered(embed(http, "shadow-broken")) == "a@1"
+    record = shadow_of(http, "shadow-broken", lambda r: r["errors"] >= 3)
+    assert record["compared"] == 0 and "failed to load" in record["last_error"]
+
+    half = {"targets": [{"model": "a", "weight": 1}], "challenger": {"model": "b", "sample": 0.5}}
+    assert put(http, "shadow-half", half).status_code == 201
+    for _ in range(N // 2):
+        embed(http, "shadow-half")
+    record = shadow_of(http, "shadow-half", lambda r: True)
+    assert within(record["copied"], N // 2, 0.5), record  # the sampled share
+
+    rows = route_audit(http, "shadowed")
+    assert rows[0]["after"]["challenger"] == {"model": "b", "sample": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("challenger", "status", "param"),
+    [
+        ({"model": "b", "sample": 0}, 422, "challenger.sample"),
+        ({"model": "b", "sample": 1.5}, 422, "challenger.sample"),
+        ({"model": "b"}, 422, "challenger.sample"),
+        ({"model": "nope", "sample": 0.1}, 400, "challenger.model"),
+    ],
+)
+def test_bad_challengers_get_a_clear_4xx(http, challenger, status, param) -> None:
+    response = put(http, "r", {"targets": ONE, "challenger": challenger})
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
