@@ -121,7 +121,7 @@ def models(args: argparse.Namespace) -> int:
     from .hardware import HardwareManager
 
     settings = _settings(args)
-    registry = discover(settings.skills_dirs)
+    registry = discover(settings.skills_dirs, builtin=settings.builtin_skills)
     built = catalog.build(settings, registry)
     manager = HardwareManager()
     for model in built.models.values():

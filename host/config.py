@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="extra directories of hf_*.py skills, scanned after the built-in skillset",
     )
+    builtin_skills: bool = Field(
+        True,
+        description="use the skills that ship with hfskills; off: only --skills-dir skills and "
+        "skills generated on the fly from the installed transformers",
+    )
     models: list[ModelEntry] = Field(default_factory=list, description="the model catalog")
     embedded_default: bool = Field(
         True,

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import hfskills.skillset as builtin
+import hfskills.skillset as builtin_skillset
 
 log = logging.getLogger("hfskills.host")
 
@@ -101,10 +101,13 @@ def load_skill(path: Path, *, generated: bool = False) -> SkillInfo:
     return SkillInfo(path.stem, cls, path, generated=generated)
 
 
-def discover(extra_dirs: list[Path] | tuple[Path, ...] = ()) -> Registry:
+def discover(extra_dirs: list[Path] | tuple[Path, ...] = (), *, builtin: bool = True) -> Registry:
+    """Every skill in the built-in skillset (unless ``builtin`` is off) and in ``extra_dirs``."""
     skills: dict[str, SkillInfo] = {}
     broken: dict[str, str] = {}
-    folders = [(Path(builtin.__file__).parent, builtin.__name__)]
+    folders = (
+        [(Path(builtin_skillset.__file__).parent, builtin_skillset.__name__)] if builtin else []
+    )
     folders += [(Path(d).expanduser(), None) for d in extra_dirs]
     for folder, package in folders:
         if not folder.is_dir():

@@ -36,7 +36,7 @@ def default_budget() -> int:
 class Host:
     def __init__(self, settings: Settings) -> None:
         self.settings = s = settings
-        self.registry = discover(s.skills_dirs)
+        self.registry = discover(s.skills_dirs, builtin=s.builtin_skills)
         self.catalog = catalog_mod.build(s, self.registry)
         self.metrics = Metrics()
         self.hardware = HardwareManager()

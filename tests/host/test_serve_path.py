@@ -1,7 +1,7 @@
 """`hfskills serve MODEL...`: checkpoints served by path or hub id, skills made on the fly.
 
-The checkpoint is of a model_type that has no committed skill (the first of `CANDIDATES` that
-the skillset lacks), so serving it makes the host generate its skill. A real `hfskills serve`
+The checkpoint is an ERNIE one served with the built-in skillset off (`builtin_skills = false`),
+so serving it makes the host generate its skill. A real `hfskills serve`
 subprocess answers the openai SDK, and the vectors equal transformers' own (mean pooling,
 L2-normalised: the text_embedding default). Hub ids fail fast offline; on-demand models are
 refused by default and loaded under the memory budget when the setting is on.
@@ -28,7 +28,6 @@ import transformers
 
 from hfskills.host import catalog
 from hfskills.host.cli import main, parser
-from hfskills.host.discovery import discover
 from tests.checkpoints import build_checkpoint
 from tests.packages import package_dir
 
@@ -36,9 +35,11 @@ from ..generator.conftest import hf_cache_entry
 from .conftest import entry
 
 REPO = Path(__file__).resolve().parents[2]
-#: Encoder model_types the generator serves whose tokenizer can be BERT's. The test uses the
-#: first that has no committed skill (the coverage sweep commits more over time).
-CANDIDATES = ("ernie", "megatron-bert", "layoutlm", "yoso", "nystromformer", "mobilebert")
+#: An encoder model_type whose tokenizer can be BERT's. The tests that need a skill generated on
+#: the fly turn the built-in skillset off (``builtin_skills = false``), so it makes no difference
+#: that the coverage sweep committed a skill for it.
+MODEL_TYPE = "ernie"
+NO_BUILTIN = {"HFSKILLS_BUILTIN_SKILLS": "false"}
 TEXTS = ["hello world", "the capital of france is paris", "a cat"]
 SMALL = {
     "hidden_size": 32,
@@ -50,14 +51,6 @@ SMALL = {
 }
 
 
-def uncommitted_type() -> str:
-    registry = discover()
-    for model_type in CANDIDATES:
-        if registry.by_model_type(model_type) is None:
-            return model_type
-    pytest.fail(f"every model_type in {CANDIDATES} has a committed skill now: add another one")
-
-
 @pytest.fixture(scope="module")
 def bert_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_checkpoint("bert", tmp_path_factory.mktemp("bert") / "tiny-bert")
@@ -65,9 +58,9 @@ def bert_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def uncommitted(tmp_path_factory: pytest.TempPathFactory, bert_base: Path) -> Path:
-    """A tiny random-weight checkpoint of a model_type no committed skill serves (BERT's
-    tokenizer), saved with its base model class: its own head is text_embedding."""
-    model_type = uncommitted_type()
+    """A tiny random-weight checkpoint of `MODEL_TYPE` (BERT's tokenizer), saved with its base
+    model class: its own head is text_embedding."""
+    model_type = MODEL_TYPE
     target = tmp_path_factory.mktemp("uncommitted") / f"tiny-{model_type}"
     target.mkdir()
     for path in bert_base.iterdir():
@@ -167,7 +160,7 @@ def test_serve_a_directory_of_an_uncommitted_type_with_a_catalog(
     )
     cache = tmp_path / "hfskills-cache"
     base, process = served(
-        str(uncommitted), "--config", str(config), env={"HFSKILLS_CACHE": str(cache)}
+        str(uncommitted), "--config", str(config), env={"HFSKILLS_CACHE": str(cache), **NO_BUILTIN}
     )
     name = uncommitted.name  # served under the directory's basename
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=120)
@@ -182,13 +175,16 @@ def test_serve_a_directory_of_an_uncommitted_type_with_a_catalog(
 
     admin = httpx.get(f"{base}/admin/models", timeout=30).json()
     models = {m["name"]: m for m in admin["models"]}
-    module = "hf_" + uncommitted_type().replace("-", "_")
+    module = "hf_" + MODEL_TYPE.replace("-", "_")
     assert models[name]["skill"] == module and models[name]["skill_generated"] is True
     assert models[name]["skill_path"] == str(cache / "skills" / f"{module}.py")
     assert models[name]["tasks"] == ["text_embedding"]  # from its head: the base model class
-    assert models["catalog-bert"]["skill_generated"] is False
+    # no built-in skills: the catalog's bert gets its skill generated too
+    assert (
+        models["catalog-bert"]["skill"] == "hf_bert" and models["catalog-bert"]["skill_generated"]
+    )
     assert (cache / "skills" / f"{module}.py").is_file()
-    assert not (REPO / "skillset" / f"{module}.py").exists()  # never the installed package
+    assert not models[name]["skill_path"].startswith(str(REPO))  # never the installed package
 
     process.terminate()
     _, stderr = process.communicate(timeout=30)
@@ -205,6 +201,7 @@ def test_served_model_name_aliases_and_default_names(
     uncommitted: Path, capsys, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("HFSKILLS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HFSKILLS_BUILTIN_SKILLS", "false")
     argv = ["models", str(uncommitted), "--served-model-name", "mine", "--served-model-name"]
     assert main([*argv, "alias-a", "alias-b"]) == 0
     line = capsys.readouterr().out.strip()
@@ -293,6 +290,7 @@ def test_a_model_type_the_generator_cannot_serve_names_the_coverage_table(
 
 def test_generate_skills_off_keeps_the_hint(uncommitted: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("HFSKILLS_GENERATE_SKILLS", "false")
+    monkeypatch.setenv("HFSKILLS_BUILTIN_SKILLS", "false")
     assert main(["models", str(uncommitted)]) == 1
     err = capsys.readouterr().err
     assert "no skill for model_type" in err and "generate-skill" in err
@@ -332,6 +330,7 @@ def test_on_demand_models_load_paths_and_cached_hub_ids_under_the_budget(
     server = serve(
         embedded_default=False,
         on_demand_models=True,
+        builtin_skills=False,  # the path's skill is generated on the fly
         memory_budget_bytes=1,  # every load evicts the one before: the same LRU budget
         models=[entry("bert", task_checkpoint("bert", "text_embedding"))],
     )

@@ -65,7 +65,13 @@ def test_text_embedding(task_checkpoint: Any, model_type: str) -> None:
     family = skill_class(model_type).family
     if family == "vision-text":
         model = transformers.AutoModel.from_pretrained(path).eval()
-        batch = tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
+        # SigLIP was trained on texts padded to max_length and pools the last position: a
+        # shorter pad would make a text's vector depend on its batch
+        padding = "max_length" if "siglip" in model_type else True
+        limit = min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
+        batch = tokenizer(
+            TEXTS, padding=padding, max_length=limit, truncation=True, return_tensors="pt"
+        )
         with torch.no_grad():
             out = model.get_text_features(**forward_inputs(model, batch, "get_text_features"))
         expected = out if isinstance(out, torch.Tensor) else out.pooler_output
