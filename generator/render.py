@@ -177,19 +177,18 @@ def render(metadata: ModelMetadata, *, regenerate: str | None = None) -> Rendere
     for plan in classification.tasks:
         if not plan.model_class.isidentifier():  # comes from transformers, checked all the same
             raise GeneratorError(f"transformers class {plan.model_class!r} is not an identifier")
-    source = None if metadata.source_kind == "model_type" else metadata.source
-    tasks, unsupported = declarations(classification)
+    want = expected(metadata, classification)  # what the template writes, and check compares
     context = {
         "module_name": module_name,
         "class_name": module_name,
         "model_type": metadata.model_type,
         "family": classification.family,
         "tasks": classification.tasks,
-        "variants": {name: task.variant for name, task in tasks.items()},
+        "variants": {name: variant for name, (_, _, variant) in want["tasks"].items()},
         "hardware": HARDWARE,
         "dtypes": DTYPES,
-        "unsupported": unsupported,
-        "source_checkpoint": source,
+        "unsupported": want["unsupported"],
+        "source_checkpoint": want["source_checkpoint"],
         "regenerate": regenerate_command(metadata, regenerate),
     }
     raw = _environment().get_template("skill.py.j2").render(**context)
@@ -200,13 +199,15 @@ def render(metadata: ModelMetadata, *, regenerate: str | None = None) -> Rendere
             f"template produced invalid Python (line {exc.lineno}): {exc.msg}"
         ) from None
     text = format_source(raw)
-    check(text, module_name, expected(metadata))
+    check(text, module_name, want)
     return RenderedSkill(module_name, module_name, text)
 
 
-def expected(metadata: ModelMetadata) -> dict[str, Any]:
+def expected(
+    metadata: ModelMetadata, classification: Classification | None = None
+) -> dict[str, Any]:
     """What the generated class must declare, name by name (what `check` compares)."""
-    classification = classify(metadata.model_type)
+    classification = classification or classify(metadata.model_type)
     tasks, unsupported = declarations(classification)
     return {
         "model_type": metadata.model_type,

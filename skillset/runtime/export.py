@@ -216,12 +216,12 @@ def needs_generation(skill: Any, task: str) -> bool:
 
 
 def require_exportable(skill: Any, task: str) -> None:
-    """`HardwareUnavailable` for what no graph export covers (`tasks.unsupported_on`; skills
+    """`HardwareUnavailable` for what no graph export covers (`tasks.graph_export_gap`; skills
     declare those pairs unsupported, so this only guards hand-made calls)."""
     from . import tasks
 
     skill.check_task(task)
-    reason = tasks.unsupported_on("qnn", task, skill.tasks[task], skill.family)
+    reason = tasks.graph_export_gap(task, skill.tasks[task])
     if reason is not None:
         raise HardwareUnavailable(f"{task} for {skill.model_type}: {reason}")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .. import generation
+from .. import export, generation
 from ..endpoint import Endpoint, Handler
 from ..skill import Task
 from . import audio, dense, generate, speech_out, text, vision
@@ -47,20 +47,9 @@ FACTORIES: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "text_to_audio": (speech_out.text_to_audio, ("default",)),
 }
 
-#: Tasks a graph export (OpenVINO IR, ONNX) covers: one forward pass, or a features method.
-EXPORTABLE = {
-    "text_embedding",
-    "fill_mask",
-    "text_classification",
-    "token_classification",
-    "question_answering",
-    "image_classification",
-    "image_embedding",
-    "object_detection",
-    "zero_shot_image_classification",
-    "automatic_speech_recognition",
-    "audio_classification",
-}
+#: Tasks a graph export (OpenVINO IR, ONNX) covers: one forward pass whose outputs it keeps, or
+#: a features method (what export.py defines, so the two cannot drift apart).
+EXPORTABLE = frozenset(export.TASK_OUTPUTS) | frozenset(export.FEATURE_METHODS)
 #: Variants of exportable tasks that the export does not cover (it exports `get_image_features`).
 NOT_EXPORTED = {("image_embedding", "pooled")}
 
@@ -84,6 +73,11 @@ def unsupported_on(hardware: str, name: str, task: Task, family: str) -> str | N
         return None  # torch runs every task
     if hardware == "openvino" and name == "text_generation" and family == "decoder":
         return None  # OpenVINO GenAI's continuous batching
+    return graph_export_gap(name, task)
+
+
+def graph_export_gap(name: str, task: Task) -> str | None:
+    """Why no graph export (OpenVINO IR, ONNX) covers ``name`` as ``task`` declares it."""
     if generates(name, task):
         return "generation has no graph export"  # exports cover one forward pass; use torch
     if name not in EXPORTABLE or (name, task.variant) in NOT_EXPORTED:
