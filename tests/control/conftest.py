@@ -41,9 +41,12 @@ def _free_port() -> int:
 
 
 def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the ``postgres`` user then."""
+    """PostgreSQL refuses to run as root: run its tools as the ``postgres`` user then, with
+    util-linux's runuser (in /usr/sbin, which a PATH without the sbin folders misses)."""
     if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *command]
+        search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+        runuser = shutil.which("runuser", path=search) or "runuser"
+        return [runuser, "-u", "postgres", "--", *command]
     return command
 
 
