@@ -2,7 +2,7 @@
 
 Revision 0001 holds the registry: `RegisteredModel` (``registered_models``) and `AuditEntry`
 (``audit_log``); 0002 the routes (`Route`, ``routes``) and the audit log's ``kind``; 0003 a
-route's challenger. Later
+route's challenger; 0004 the challengers' shadow records (`ShadowComparison`). Later
 revisions add their own tables beside them (cost events, budgets, events) on the same `Base`;
 every change to these classes comes with an alembic revision in ``migrations/versions``
 (tests/control checks that the two match).
@@ -101,6 +101,27 @@ class Route(Base):
     #: ``config`` (a ``[[routes]]`` table of the TOML file, written at start) or ``api``.
     source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
+
+
+class ShadowComparison(Base):
+    """One route's shadow record for one challenger (revision 0004): running totals, one row per
+    route and challenger (host/control/shadow.py flushes them in the background)."""
+
+    __tablename__ = "shadow_comparisons"
+    __table_args__ = (UniqueConstraint("route", "challenger"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    route: Mapped[str] = mapped_column(String(256))
+    challenger: Mapped[str] = mapped_column(String(256))
+    copied: Mapped[int] = mapped_column(Integer)
+    compared: Mapped[int] = mapped_column(Integer)
+    agreed: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    #: Summed latencies of the compared requests, in milliseconds.
+    champion_ms: Mapped[float] = mapped_column(Float)
+    challenger_ms: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(String(1024))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
 
 
