@@ -144,3 +144,99 @@ class AuditEntry(Base):
     version: Mapped[str] = mapped_column(String(64))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CostEvent(Base):
+    """One served call's cost (revision 0005): ids, tokens, cost, latency and status; never the
+    prompt. Deleted after ``cost_events_retention_days``; `CostDay` keeps the totals."""
+
+    __tablename__ = "cost_events"
+    __table_args__ = (
+        Index("ix_cost_events_at", "at"),
+        Index("ix_cost_events_request_id", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(16))
+    hardware: Mapped[str] = mapped_column(String(32))
+    route: Mapped[str | None] = mapped_column(String(256))
+    task: Mapped[str | None] = mapped_column(String(64))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    #: USD, 6 decimal places; None when the model has no price (no cost profile).
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    #: ``ok``, ``error``, ``timeout`` or ``cancelled``.
+    status: Mapped[str] = mapped_column(String(16))
+
+
+class CostDay(Base):
+    """The daily rollup of `CostEvent` per model version (UTC day ``YYYY-MM-DD``), kept after
+    the events are deleted."""
+
+    __tablename__ = "cost_daily"
+    __table_args__ = (UniqueConstraint("day", "model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[str] = mapped_column(String(10))
+    model_id: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(64))
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    latency_ms_sum: Mapped[float] = mapped_column(Float)
+
+
+class Budget(Base):
+    """A daily spending limit: scope ``global`` or ``model:<model_id>``."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(300), unique=True)
+    daily_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
+
+
+class EventRecord(Base):
+    """One control-plane event (``model_call.*``, ``budget.threshold_crossed``); deleted after
+    ``events_retention_days``."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_at", "at"), Index("ix_events_kind", "kind"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    model_id: Mapped[str | None] = mapped_column(String(256))
+    version: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class FeedbackRecord(Base):
+    """A user's score or label for one answered request, filed under the model version that
+    answered it."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        Index("ix_feedback_model_id_version", "model_id", "version"),
+        Index("ix_feedback_request_id", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    request_id: Mapped[str] = mapped_column(String(128))
+    model_id: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(String(1000))
+    actor: Mapped[str] = mapped_column(String(256))
