@@ -20,6 +20,7 @@ One warm request's whole path (docs/architecture.md tells it at length):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -48,9 +49,11 @@ def build_app(settings: Settings) -> Starlette:
         freeze_heap()
         if settings.preload:  # GET /ready reports the loads that failed (routes/admin.py)
             host.preload_failures = await admin.preload(host)
+        host.shadows.start()  # writes the shadow records every few seconds
         host.startup_complete = True  # /ready may answer 200 from now on
         yield
         host.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(host.shadows.close)  # the last write
         host.control.close()
 
     routes = [*openai.routes, *hf.routes, *admin.routes, *registry.routes, *routing.routes]

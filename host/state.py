@@ -72,7 +72,8 @@ class Host:
         self.loader.gate = self.control.gate
         self.service.router = self.control.router  # routes: chosen from memory per request
         self.service.auto = self.control.registry.auto  # model "auto": the strategy's choice
-        self.service.shadows = ShadowRecords()  # routes' challengers (shadow traffic)
+        # routes' challengers (shadow traffic): persisted in the background (lifespan)
+        self.shadows = self.service.shadows = ShadowRecords(self.control.engine)
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)
