@@ -37,7 +37,7 @@ from .control.gate import DeprecationNotices
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, hf, openai, registry, routing
+from .routes import admin, bench, hf, openai, registry, routing
 from .state import Host
 
 
@@ -56,7 +56,14 @@ def build_app(settings: Settings) -> Starlette:
         await asyncio.to_thread(host.shadows.close)  # the last write
         host.control.close()
 
-    routes = [*openai.routes, *hf.routes, *admin.routes, *registry.routes, *routing.routes]
+    routes = [
+        *openai.routes,
+        *hf.routes,
+        *admin.routes,
+        *registry.routes,
+        *routing.routes,
+        *bench.routes,
+    ]
     app = Starlette(
         routes=[*routes, openapi_route(routes, list(host.catalog.names))],
         lifespan=lifespan,

@@ -5,6 +5,7 @@ hfskills serve [MODEL ...] [--served-model-name NAME]... [--config FILE] [--host
 hfskills models [MODEL ...] [--config FILE] [--skills-dir D]...   (exit 1: an entry unavailable)
 hfskills hardware
 hfskills skills [--skills-dir D]...
+hfskills bench [--url URL | --config FILE] [--model NAME]... [--eval FILE] [--summary] ...
 hfskills --version
 """
 
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import re
 import sys
 import textwrap
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -160,6 +163,12 @@ def skills(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench(args: argparse.Namespace) -> int:
+    from . import bench_client
+
+    return bench_client.main(args, _settings(args))
+
+
 SERVE_EPILOG = """\
 examples:
   hfskills serve ./my-checkpoint                   a local checkpoint, as 'my-checkpoint'
@@ -295,7 +304,146 @@ def parser() -> argparse.ArgumentParser:
         "--skills-dir", action="append", metavar="D", help="extra directory of hf_*.py skills"
     )
     k.set_defaults(run=skills)
+    _bench_parser(sub)
     return p
+
+
+BENCH_EPILOG = """\
+examples:
+  hfskills bench --url http://127.0.0.1:8000                 every generation, embedding and
+                                                             classification model there
+  hfskills bench --url http://127.0.0.1:8000 --model smollm2-135m-instruct --num-prompts 50 \\
+                 --concurrency 8 --max-tokens 64
+  hfskills bench --config hfskills.toml --model minilm      the catalog, served in this process
+  hfskills bench --url URL --model gen --eval qa.jsonl --update-registry
+  hfskills bench --summary --url http://127.0.0.1:8000       the server's GET /benchmark/summary
+  hfskills bench --summary                                   the same table from the local file
+
+records: one JSON line per model run, appended to --out (default: the bench_jsonl setting, else
+$XDG_STATE_HOME/hfskills/bench.jsonl), with vLLM's metric names (mean_ttft_ms, p99_itl_ms,
+output_throughput, ...); docs/control-plane.md#benchmarks. Exit status: 0; 1 when a model
+answered nothing or an input is bad (unknown model, bad eval file); 2 when the server is
+unreachable.
+"""
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="benchmark served models: tokens/s, TTFT, TPOT, ITL, latency; quality from an "
+        "eval file",
+        description=textwrap.fill(
+            "Load models over HTTP and record what was measured: output tokens/s (aggregate), "
+            "TTFT, TPOT, ITL and end-to-end latency (mean, median, p50/p95/p99), requests/s, "
+            "failed requests, the server's peak model memory. Generation models get streamed "
+            "chat completions (greedy, --max-tokens tokens each), embedding models "
+            "/v1/embeddings, classifiers the Inference API. The server is --url, or without "
+            "one the local catalog (--config, HFSKILLS_* variables) served in this process on "
+            "127.0.0.1. Prints a table and appends one JSON line per model to --out.",
+            width=96,
+        ),
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    b.add_argument(
+        "--config", metavar="FILE", help="without --url: the TOML catalog to serve in-process"
+    )
+    b.add_argument(
+        "--skills-dir", action="append", metavar="D", help="without --url: extra skills folder"
+    )
+    b.add_argument(
+        "--model",
+        dest="bench_models",
+        action="append",
+        metavar="NAME",
+        help="a model (or alias, or route with --task) to benchmark; repeatable (default: every "
+        "catalog model with a generation, embedding or classification task)",
+    )
+    b.add_argument(
+        "--task",
+        choices=("text_generation", "text_embedding", "text_classification"),
+        help="the task to load (default: the model's first of these)",
+    )
+    b.add_argument(
+        "--num-prompts", type=_positive(int), default=20, metavar="N",
+        help="requests per model (default 20)",
+    )  # fmt: skip
+    b.add_argument(
+        "--concurrency", type=_positive(int), default=4, metavar="C",
+        help="requests in flight at once (default 4)",
+    )  # fmt: skip
+    b.add_argument(
+        "--max-seconds", type=_positive(float), default=120.0, metavar="S",
+        help="no request starts after S seconds per model (default 120)",
+    )  # fmt: skip
+    b.add_argument(
+        "--max-tokens", type=_positive(int), default=32, metavar="T",
+        help="tokens each generation request generates, EOS ignored (default 32)",
+    )  # fmt: skip
+    b.add_argument(
+        "--timeout", type=_positive(float), default=120.0, metavar="S",
+        help="bound of one request, sent as X-Request-Timeout too (default 120)",
+    )  # fmt: skip
+    b.add_argument(
+        "--out",
+        metavar="FILE",
+        help="JSONL file the records are appended to (default: the bench_jsonl setting, else "
+        "$XDG_STATE_HOME/hfskills/bench.jsonl)",
+    )
+    b.add_argument(
+        "--eval",
+        metavar="FILE",
+        help='quality: a JSONL file of {"prompt", "expected", "task"?, "match"?} lines; '
+        "generation is greedy and matches by --match, classification by the top label",
+    )
+    b.add_argument(
+        "--eval-name",
+        metavar="NAME",
+        type=_metric_name,
+        help="the quality metric's name (default: the eval file's stem)",
+    )
+    b.add_argument(
+        "--match",
+        choices=("contains", "exact"),
+        default="contains",
+        help="generation: the answer contains the expected text (case-insensitive; default), "
+        "or equals it (whitespace-trimmed)",
+    )
+    b.add_argument(
+        "--update-registry",
+        action="store_true",
+        help="write each score to the registry's quality metrics (PATCH /api/models/{model})",
+    )
+    b.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the comparison table per model, version and hardware instead of "
+        "benchmarking: --url's GET /benchmark/summary, else the --out file",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(run=bench)
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return value
+
+    return parse
+
+
+def _metric_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][\w.:/-]{0,63}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: letters, digits and . _ : / - (64 at most), starting with a letter or digit"
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,6 +175,20 @@ class Settings(BaseSettings):
         "such as postgresql+psycopg://user:password@host/db (default: the SQLite file "
         "$XDG_STATE_HOME/hfskills/control.db, else ~/.local/state/hfskills/control.db)",
     )
+    bench_jsonl: Path | None = Field(
+        None,
+        description="the benchmark records' JSONL file, appended by `hfskills bench` and the "
+        "automatic runs, read by GET /benchmark/summary (default: bench.jsonl beside the "
+        "default database, $XDG_STATE_HOME/hfskills/bench.jsonl)",
+    )
+    auto_bench_every: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="every this many client requests to a model, a small fixed prompt set runs "
+        "on it in the background at low priority and its record is appended to bench_jsonl "
+        "(0: off)",
+    )
 
     routes: list[RouteEntry] = Field(
         default_factory=list,

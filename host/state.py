@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from . import catalog as catalog_mod
 from . import control, workers
 from .config import Settings
+from .control import bench
+from .control.autobench import AutoBench
 from .control.shadow import ShadowRecords
 from .discovery import discover
 from .hardware import HardwareManager
@@ -77,6 +79,20 @@ class Host:
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)
+        # automatic benchmarking (control/autobench.py): every auto_bench_every client calls to
+        # a model; its tokens/s (and the JSONL's newest, now) feed the costs when they exist
+        costs = getattr(self.control, "costs", None)
+        self.autobench = AutoBench(
+            self.service,
+            s.auto_bench_every,
+            bench.path_of(s.bench_jsonl),
+            self.control.registry.served,
+            s.request_timeout_s,
+            getattr(costs, "throughput", None),
+        )
+        self.autobench.seed()
+        if s.auto_bench_every and hasattr(self.service, "observers"):
+            self.service.observers.append(self.autobench.observe)
 
     def defaults(self) -> dict[str, str]:
         """task -> the model the root TGI/TEI routes use: configured, else the first with it.
