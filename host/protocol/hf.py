@@ -172,6 +172,11 @@ class GenerateRequest(BaseModel):
     inputs: str = Field(min_length=1)
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
     stream: bool = False
+    model: str | None = Field(
+        None,
+        min_length=1,
+        description="hfskills: a model, route or auto instead of the default model of the task",
+    )
 
 
 class Token(BaseModel):
@@ -241,3 +246,8 @@ class EmbedRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1)
     prompt_name: None = None
     truncation_direction: Literal["Right", "right"] | None = None
+    model: str | None = Field(
+        None,
+        min_length=1,
+        description="hfskills: a model, route or auto instead of the default model of the task",
+    )

@@ -3,8 +3,15 @@
 ``POST /models/{name}`` takes ``{"inputs", "parameters", "stream"}`` (or a raw image/audio
 body) and runs the model's task; ``/models/{name}/pipeline/{task}`` names the task. TGI's
 ``/generate``, ``/generate_stream`` and ``/info`` and TEI's ``/embed`` serve the default model of
-their task. The answers are written by the serving layer (`host.serving.hf`, and
-`host.serving.openai` for the per-model chat route).
+their task, or the body's ``model`` (an hfskills extension). The answers are written by the
+serving layer (`host.serving.hf`, and `host.serving.openai` for the per-model chat route).
+
+Wherever a model is named (the path, the body's ``model``, ``default_models``), a route or
+``auto`` may be named instead (docs/control-plane.md): the name is kept and the
+`InferenceService` chooses the target per request. A route's task on ``/models/{route}`` is its
+first target's first task, as for a model; ``auto`` has no task of its own, so it is named with
+a pipeline (``/models/auto/pipeline/{task}``) or on a route of one task (``/generate``,
+``/embed``). ``/info`` describes a route's first target (``auto``: the strategy's choice now).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from starlette.routing import Route
 
 import hfskills
 
+from ..control.strategies import AUTO
 from ..errors import APIError
 from ..openapi import protocol
 from ..protocol import hf
@@ -36,11 +44,43 @@ async def _payload(request: Request) -> hf.InferenceRequest:
     return hf.InferenceRequest(inputs=raw)
 
 
+def _routed(request: Request, name: str) -> bool:
+    """Whether ``name`` is a route or ``auto`` (the service chooses the model per request), as
+    `InferenceService` decides it: ``auto`` unless a model is called so, then the routes."""
+    h = host(request)
+    if name == AUTO and h.service.auto is not None and h.catalog.get(name) is None:
+        return True
+    return h.service.router is not None and h.service.router.get(name) is not None
+
+
+def _route_task(request: Request, name: str, task: str | None) -> str:
+    """The task a route runs on ``/models/{name}``: the pipeline's, else its first target's
+    first task (what the model named alone would run)."""
+    if task is not None:
+        return task
+    router = host(request).service.router
+    plan = router.get(name) if router is not None else None
+    first = host(request).catalog.get(plan.targets[0]) if plan is not None else None
+    if first is None:  # auto: no task of its own
+        raise APIError(
+            400,
+            f"model {name!r} chooses among the models of one task: name it, "
+            f"POST /models/{name}/pipeline/{{task}} (e.g. feature-extraction)",
+            param="model",
+        )
+    return first.tasks[0]
+
+
 async def _dispatch(request: Request, task: str | None, pipeline: str = "") -> Response:
-    await host(request).loader.admit(request.path_params["name"])
-    model, task = host(request).loader.resolve(request.path_params["name"], task)
+    name = request.path_params["name"]
+    if _routed(request, name):
+        task = _route_task(request, name, task)
+    else:
+        await host(request).loader.admit(name)
+        model, task = host(request).loader.resolve(name, task)
+        name = model.name
     payload = await _payload(request)
-    target = serving.Target(host(request).service, model.name, task, context(request), pipeline)
+    target = serving.Target(host(request).service, name, task, context(request), pipeline)
     return await serving.inference(target, payload)
 
 
@@ -73,18 +113,39 @@ async def model_chat(request: Request) -> Response:
 # -- TGI ---------------------------------------------------------------------------------------
 
 
-def _default(request: Request, task: str) -> str:
+def _default(request: Request, task: str, model: str | None = None) -> str:
+    """The body's ``model`` (a model, route or ``auto``), else ``default_models``' route, else
+    the default model of ``task``."""
+    if model is not None:
+        return model
+    configured = host(request).settings.default_models.get(task)
+    if configured is not None and _routed(request, configured):
+        return configured
     name = host(request).defaults().get(task)
     if name is None:
         raise APIError(404, f"no model serves {task}; configure one (default_models)")
     return name
 
 
+def _described(request: Request, name: str, task: str) -> str:
+    """The model ``/info`` describes for ``name``: a route's first target, ``auto``'s choice
+    now, else ``name``."""
+    if not _routed(request, name):
+        return name
+    service = host(request).service
+    plan = service.router.get(name) if service.router is not None else None
+    if plan is None and service.auto is not None:
+        plan = service.auto.plan(task, None)
+    if plan is None:
+        raise APIError(404, f"no model serves {task} for {name!r}", param="model")
+    return plan.targets[0]
+
+
 @protocol(hf.GenerateRequest, hf.GenerateResponse)
 async def generate(request: Request) -> Response:
     """TGI: generate text with the default text-generation model."""
     body = await parse(request, hf.GenerateRequest)
-    name = _default(request, "text_generation")
+    name = _default(request, "text_generation", body.model)
     return FastJSONResponse(
         await serving.tgi_generate(host(request).service, name, body, context(request))
     )
@@ -94,13 +155,14 @@ async def generate(request: Request) -> Response:
 async def generate_stream(request: Request) -> Response:
     """TGI: stream tokens (SSE) from the default text-generation model."""
     body = await parse(request, hf.GenerateRequest)
-    name = _default(request, "text_generation")
+    name = _default(request, "text_generation", body.model)
     return await serving.tgi_stream(
         host(request).service, name, body, context(request), request.url.path
     )
 
 
 async def _info_for(request: Request, name: str) -> Response:
+    name = _described(request, name, "text_generation")
     loaded = await host(request).loader.get(name, "text_generation")
     endpoint = loaded.endpoint
     import asyncio
@@ -132,9 +194,12 @@ async def info(request: Request) -> Response:
 
 
 async def model_info(request: Request) -> Response:
-    """TGI's /info for the model in the path."""
-    await host(request).loader.admit(request.path_params["name"])
-    model, _ = host(request).loader.resolve(request.path_params["name"], "text_generation")
+    """TGI's /info for the model (or route) in the path."""
+    name = request.path_params["name"]
+    if _routed(request, name):
+        return await _info_for(request, name)
+    await host(request).loader.admit(name)
+    model, _ = host(request).loader.resolve(name, "text_generation")
     return await _info_for(request, model.name)
 
 
@@ -145,7 +210,7 @@ async def model_info(request: Request) -> Response:
 async def embed(request: Request) -> Response:
     """TEI: embed texts with the default embedding model, as ``[[f32]]``."""
     body = await parse(request, hf.EmbedRequest)
-    name = _default(request, "text_embedding")
+    name = _default(request, "text_embedding", body.model)
     return await serving.embed(host(request).service, name, body, context(request))
 
 
