@@ -103,7 +103,7 @@ class APIError(Exception):
 
 
 def is_openai(path: str) -> bool:
-    return path.startswith(("/v1/", "/api/")) or "/v1/chat/completions" in path
+    return path.startswith(("/v1/", "/api/", "/model/switch/")) or "/v1/chat/completions" in path
 
 
 def error_body(
@@ -128,12 +128,21 @@ def body(path: str, exc: BaseException) -> dict:
 
 
 def error_response(
-    path: str, status: int, message: str, code: str | None = None, param: str | None = None
+    path: str,
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    retry_after_s: int | None = None,
 ) -> JSONResponse:
+    """``retry_after_s``: the error's own ``Retry-After`` (e.g. a budget's reset), else the
+    status's."""
     return JSONResponse(
         error_body(path, status, message, code, param),
         status_code=status,
-        headers=retry_after(status),
+        headers={"Retry-After": str(retry_after_s)}
+        if retry_after_s is not None
+        else retry_after(status),
     )
 
 
@@ -190,4 +199,6 @@ def validation_message(exc: ValidationError) -> tuple[str | None, str]:
 
 async def handle(request: Request, exc: Exception) -> JSONResponse:
     status, message, code, param = from_exception(exc)
-    return error_response(request.url.path, status, message, code, param)
+    return error_response(
+        request.url.path, status, message, code, param, getattr(exc, "retry_after_s", None)
+    )

@@ -55,6 +55,11 @@ class RequestContext:
     draw: float = field(default_factory=random.random)
     #: ``model: "auto"``'s strategy (``X-HFSkills-Strategy``; None: balanced).
     strategy: str | None = None
+    #: Who asked: ``client``; the host's own ``shadow`` copies and ``bench`` runs are never
+    #: billed nor counted as traffic (host/control/calls.py).
+    origin: str = "client"
+    #: The route whose target this run is (set by the core while it tries a route's targets).
+    route: str | None = None
 
     @classmethod
     def start(
@@ -64,10 +69,13 @@ class RequestContext:
         disconnected: Callable[[], Awaitable[Any]] | None = None,
         user: str | None = None,
         strategy: str | None = None,
+        origin: str = "client",
     ) -> RequestContext:
         """A context whose deadline is ``timeout_s`` from now (call on the event loop)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        return cls(priority, timeout_s, deadline, disconnected, user, strategy=strategy)
+        return cls(
+            priority, timeout_s, deadline, disconnected, user, strategy=strategy, origin=origin
+        )
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - asyncio.get_running_loop().time())

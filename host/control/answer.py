@@ -1,5 +1,9 @@
 """Which model answered: ``X-HFSkills-Model: name@version`` on every response a model answered,
-and ``X-HFSkills-Route: route`` when a route chose it.
+and ``X-HFSkills-Route: route`` when a route chose it; and which request it was:
+``X-Request-Id`` on every response (the client's own id when it sent a well-formed one, else a
+new one), the key that cost events and feedback (``POST /api/feedback``) are filed under; and
+``X-HFSkills-Cost-USD`` (6 decimals) when the answering model has a price (host/control/costs.py;
+not on a stream, whose headers leave before its cost is known).
 
 The core notes the served model (and the route) for the request (`note`); the `AnswerHeaders`
 middleware writes the headers when the response starts. The version is the one this host's
@@ -10,6 +14,8 @@ demand) is named without a version.
 from __future__ import annotations
 
 import contextvars
+import re
+import uuid
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _ANSWER: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "answer", default=None
 )
+
+
+#: A client's ``X-Request-Id`` that is kept (anything else is replaced by a new id).
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id() -> str | None:
+    """This request's id (None outside a request, e.g. in a background task)."""
+    answer = _ANSWER.get()
+    return answer.get("request_id") if answer is not None else None
 
 
 def forget() -> None:
@@ -34,9 +50,17 @@ def note(model: str, route: str | None = None) -> None:
             answer["route"] = route
 
 
+def note_cost(usd: float) -> None:
+    """Add a call's cost to this request's ``X-HFSkills-Cost-USD`` (a request that runs
+    several calls, e.g. ``n`` seeded choices, pays for all of them)."""
+    answer = _ANSWER.get()
+    if answer is not None:
+        answer["cost"] = repr(round(float(answer.get("cost", 0.0)) + usd, 6))
+
+
 class AnswerHeaders:
-    """ASGI middleware: adds ``X-HFSkills-Model`` (and ``X-HFSkills-Route``) to a response
-    that a model answered."""
+    """ASGI middleware: adds ``X-Request-Id`` to every response, and ``X-HFSkills-Model``
+    (and ``X-HFSkills-Route``) to a response that a model answered."""
 
     def __init__(self, app: ASGIApp, versions: Mapping[str, str]) -> None:
         self.app, self.versions = app, versions
@@ -44,17 +68,23 @@ class AnswerHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        answer: dict[str, str] = {}
+        asked = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = asked if _CLIENT_ID.match(asked) else uuid.uuid4().hex
+        answer: dict[str, str] = {"request_id": rid}
         token = _ANSWER.set(answer)
 
         async def send_with_answer(message: Message) -> None:
-            if message["type"] == "http.response.start" and "model" in answer:
-                model = answer["model"]
-                version = self.versions.get(model)
-                named = f"{model}@{version}" if version is not None else model
-                headers = [*message.get("headers", []), (b"x-hfskills-model", _latin(named))]
-                if "route" in answer:
-                    headers.append((b"x-hfskills-route", _latin(answer["route"])))
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"x-request-id", _latin(rid))]
+                if "model" in answer:
+                    model = answer["model"]
+                    version = self.versions.get(model)
+                    named = f"{model}@{version}" if version is not None else model
+                    headers.append((b"x-hfskills-model", _latin(named)))
+                    if "route" in answer:
+                        headers.append((b"x-hfskills-route", _latin(answer["route"])))
+                if "cost" in answer:
+                    headers.append((b"x-hfskills-cost-usd", _latin(f"{float(answer['cost']):.6f}")))
                 message = {**message, "headers": headers}
             await send(message)
 
