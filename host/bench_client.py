@@ -16,7 +16,8 @@ Policy:
   after ``--max-seconds``, and each is bounded by ``--timeout``.
 - Peak memory is the server's: the largest ``used_bytes`` (bytes its resident models hold)
   that ``GET /admin/models`` reported during the run; hardware is where the model is resident.
-  The version is the ``X-HFSkills-Model`` header's (``name@version``).
+  The model and version recorded are the ``X-HFSkills-Model`` header's (``name@version``):
+  the served model that answered, also when an alias or a route was asked (``asked``).
 - Quality (``--eval FILE``): each JSONL line ``{"prompt", "expected", "task"?, "match"?}``
   scores generation (greedy; ``contains`` or ``exact``) and classification (the top label)
   models of its task (any task when not given); the score is correct / scored, in 0..1,
@@ -183,12 +184,14 @@ async def discover(client: httpx.AsyncClient, names: list[str], task: str | None
     ids = [card["id"] for card in listed.json().get("data", [])]
     admin = await get(client, "/admin/models")
     tasks: dict[str, list[str]] = {}
+    canonical: list[str] = []  # served models, not their aliases
     if admin.status_code == 200:
         for model in admin.json().get("models", []):
+            canonical.append(model["name"])
             for name in [model["name"], *model.get("aliases", [])]:
                 tasks[name] = list(model.get("tasks", []))
     if not names:
-        names = [n for n in ids if n in tasks and any(t in BACKENDS for t in tasks[n])]
+        names = [n for n in canonical if n in ids and any(t in BACKENDS for t in tasks[n])]
         if not names:
             raise BenchError(f"{client.base_url} serves no model of {list(BACKENDS)}")
     targets = []
@@ -431,7 +434,7 @@ async def run_target(
     record: dict[str, Any] = {
         "timestamp": bench.now(),
         "source": "cli",
-        "model": target.name,
+        "model": model or target.name,  # the served model that answered
         "version": version,
         "hardware": None,
         "task": target.task,
@@ -447,10 +450,10 @@ async def run_target(
         "model_memory_bytes": None,
     }
     if model and model != target.name:
-        record["answered_by"] = model  # a route chose it
+        record["asked"] = target.name  # an alias, or a route that chose the model
     state = await resident(client)
     for entry in (state or {}).get("resident", []):
-        if entry.get("model") == (model or target.name) and entry.get("task") == target.task:
+        if entry.get("model") == record["model"] and entry.get("task") == target.task:
             record["hardware"] = entry.get("hardware")
             record["model_memory_bytes"] = entry.get("memory_bytes")
     if items is not None:
@@ -464,7 +467,7 @@ async def run_target(
 
 async def update_registry(client: httpx.AsyncClient, record: dict[str, Any]) -> str:
     """Write a record's quality to the registry; the line that says so."""
-    model = record.get("answered_by") or record["model"]
+    model = record["model"]
     params = {"version": record["version"]} if record.get("version") else {}
     response = await client.patch(
         f"/api/models/{model}", params=params, json={"quality": record["quality"]}

@@ -310,14 +310,15 @@ def parser() -> argparse.ArgumentParser:
 
 BENCH_EPILOG = """\
 examples:
-  hfskills bench --url http://127.0.0.1:8000                 every generation, embedding and
-                                                             classification model there
-  hfskills bench --url http://127.0.0.1:8000 --model smollm2-135m-instruct --num-prompts 50 \\
-                 --concurrency 8 --max-tokens 64
-  hfskills bench --config hfskills.toml --model minilm      the catalog, served in this process
+  hfskills bench --url http://127.0.0.1:8000           every generation, embedding and
+                                                       classification model served there
+  hfskills bench --url http://127.0.0.1:8000 --model smollm2-135m-instruct \\
+                 --num-prompts 50 --concurrency 8 --max-tokens 64
+  hfskills bench --config hfskills.toml --model gen    the catalog, served in this process
   hfskills bench --url URL --model gen --eval qa.jsonl --update-registry
-  hfskills bench --summary --url http://127.0.0.1:8000       the server's GET /benchmark/summary
-  hfskills bench --summary                                   the same table from the local file
+                                                       quality, written to the registry
+  hfskills bench --summary --url http://127.0.0.1:8000 the server's GET /benchmark/summary
+  hfskills bench --summary                             the same table from the local file
 
 records: one JSON line per model run, appended to --out (default: the bench_jsonl setting, else
 $XDG_STATE_HOME/hfskills/bench.jsonl), with vLLM's metric names (mean_ttft_ms, p99_itl_ms,
