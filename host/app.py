@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import ChainMap
 from collections.abc import AsyncIterator
 
 from pydantic import ValidationError
@@ -77,6 +78,8 @@ def build_app(settings: Settings) -> Starlette:
     )
     app.state.host = host
     app.add_middleware(DeprecationNotices, gate=host.control.gate)
-    app.add_middleware(AnswerHeaders, versions=host.control.registry.served)
+    served, remote = host.control.registry.served, host.control.registry.remote
+    versions = ChainMap(served, remote.versions) if remote is not None else served
+    app.add_middleware(AnswerHeaders, versions=versions)  # local and remote models
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -20,10 +20,11 @@ import functools
 import importlib.util
 import json
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfskills.generator import hub
 from hfskills.skillset.runtime import checkpoint as checkpoints
@@ -33,6 +34,9 @@ from hfskills.skillset.runtime.errors import HFSkillsError
 from . import generated
 from .config import ModelEntry, Settings
 from .discovery import Registry, SkillInfo
+
+if TYPE_CHECKING:
+    from .control.remote import RemoteSpec
 
 EMBEDDED_DEFAULT = (
     ModelEntry(
@@ -79,6 +83,9 @@ class ServedModel:
     options: dict[str, Any] = field(default_factory=dict)
     size_bytes: int = 0  # weights on disk (0 when unknown): used to pick hardware
     on_demand: bool = False  # named by a request (on_demand_models), not configured
+    #: A registry's ``openai`` registration (host/control/remote.py): served by a remote
+    #: server, no checkpoint (``location`` is its base URL, ``skill`` its provider).
+    remote: RemoteSpec | None = None
 
 
 def package_dir(package: str) -> Path:
@@ -216,6 +223,10 @@ class Catalog:
     #: With ``on_demand_models``: a request's unknown name -> a model (None: not a checkpoint).
     #: It reads files and may generate a skill, so the loader calls it in a worker thread.
     on_demand: Callable[[str], ServedModel | None] | None = None
+    #: Counts `replace` calls: the loader drops what it holds of a replaced or gone model.
+    generation: int = 0
+    #: Serialises `add` and `replace` (the registry's refresh runs in worker threads).
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def get(self, name: str) -> ServedModel | None:
         target = self.names.get(name)
@@ -226,12 +237,32 @@ class Catalog:
 
     def add(self, model: ServedModel) -> None:
         """Serve one more model (an on-demand one) under its name and aliases."""
-        taken = [n for n in (model.name, *model.aliases) if n in self.names]
-        if taken:
-            raise CatalogError(f"model name or alias {taken[0]!r} is used twice")
-        self.models[model.name] = model
-        for name in (model.name, *model.aliases):
-            self.names[name] = model.name
+        with self._lock:
+            taken = [n for n in (model.name, *model.aliases) if n in self.names]
+            if taken:
+                raise CatalogError(f"model name or alias {taken[0]!r} is used twice")
+            self.models[model.name] = model
+            for name in (model.name, *model.aliases):
+                self.names[name] = model.name
+
+    def replace(self, gone: Iterable[str], new: Iterable[ServedModel]) -> None:
+        """Stop serving the models named ``gone`` and serve ``new`` (remote models, as the
+        registry changes; a new model may replace a gone one of its name). Fresh dicts are
+        assigned whole, models first: a reader iterating the old ones is undisturbed, and a
+        lookup in between finds the old model, the new one, or none."""
+        with self._lock:
+            leaving = set(gone)
+            models = {n: m for n, m in self.models.items() if n not in leaving}
+            names = {a: n for a, n in self.names.items() if n not in leaving}
+            for model in new:
+                taken = [n for n in (model.name, *model.aliases) if n in names]
+                if taken:
+                    raise CatalogError(f"model name or alias {taken[0]!r} is used twice")
+                models[model.name] = model
+                names.update(dict.fromkeys((model.name, *model.aliases), model.name))
+            self.models = models
+            self.names = names
+            self.generation += 1
 
 
 #: What a served name may look like (ModelEntry.name's pattern).

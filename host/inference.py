@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
-from hfskills.skillset.runtime.generation import Event, TokenEvent
+from hfskills.skillset.runtime.generation import Event, TokenEvent, generated_tokens
 
 from .control import answer, shadow
 from .control.routing import Plan, Router
@@ -380,7 +380,7 @@ def _outcome(loaded: Loaded, rows: list[Any]) -> Outcome:
     for row in rows:
         outcome.prompt_tokens += row.prompt_tokens
         if isinstance(row.result, dict) and "token_ids" in row.result:
-            outcome.completion_tokens += len(row.result["token_ids"])
+            outcome.completion_tokens += generated_tokens(row.result)
     return outcome
 
 

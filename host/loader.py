@@ -12,6 +12,9 @@
 - With ``on_demand_models``, a name that is in no catalog entry but is a local checkpoint path
   or a cached hub id is added to the catalog first (`admit`, once per name, in a worker
   thread), then loads like any model, under the same budget.
+- A remote model (the registry's provider ``openai``, host/control/remote.py) "loads" as a
+  client to its server: no weights, no memory, never evicted. When the catalog replaces or
+  drops models (`Catalog.generation`), the next request first unloads what it held of them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from hfskills.skillset.runtime.errors import HFSkillsError, ModelLoadError, Unsu
 
 from . import workers
 from .catalog import Catalog, ServedModel
+from .control import remote
 from .control.gate import Gate
 from .metrics import Metrics
 
@@ -51,9 +55,10 @@ class Loaded:
     model: ServedModel
     task: str
     endpoint: Endpoint
-    handler: Handler
-    #: How its requests run: a generation engine or a dynamic batcher (workers.py).
-    worker: workers.Worker
+    handler: Handler | None  # None: a remote model
+    #: How its requests run: a generation engine or a dynamic batcher (workers.py), or a
+    #: remote model's client (control/remote.py).
+    worker: workers.Worker | remote.RemoteWorker
     loaded_at: float = field(default_factory=time.time)
     active: int = 0
     evicted: bool = False
@@ -84,6 +89,7 @@ class ModelLoader:
         self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
         self.admitting: dict[str, asyncio.Future[None]] = {}
         self.hits = self.misses = 0
+        self.generation = catalog.generation  # the catalog this cache was filled from
         #: The registry's gate (host/control/gate.py): refuses a retired model, notes a
         #: deprecated one; one dict lookup per request.
         self.gate: Gate | None = None
@@ -112,7 +118,10 @@ class ModelLoader:
     async def admit(self, name: str) -> None:
         """With ``on_demand_models``: make a name that no entry serves known when it is a local
         checkpoint path or a cached hub id (resolved once, in a worker thread: it reads files
-        and may generate a skill). Names that are no checkpoint stay unknown (404 later)."""
+        and may generate a skill). Names that are no checkpoint stay unknown (404 later).
+        First, when the catalog replaced or dropped models, what the cache held of them goes."""
+        if self.generation != self.catalog.generation:
+            await self._drop_replaced()
         if self.catalog.on_demand is None or self.catalog.get(name) is not None:
             return
         if name not in self.admitting:
@@ -168,6 +177,13 @@ class ModelLoader:
             asyncio.get_running_loop().create_task(self._load_into(model, task, future))
         return await asyncio.shield(self.loading[key])
 
+    async def _drop_replaced(self) -> None:
+        """Unload what the catalog replaced or no longer holds (remote models)."""
+        self.generation = self.catalog.generation
+        for key, item in list(self.cache.items()):
+            if self.catalog.models.get(key[0]) is not item.model:
+                await self.unload_key(key, reason="catalog")
+
     def is_loading(self, name: str) -> bool:
         return any(key[0] == name for key in self.loading)
 
@@ -177,13 +193,16 @@ class ModelLoader:
         key = (model.name, task)
         start = time.perf_counter()
         try:
-            endpoint = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._load, model, task
-            )
-            handler = model.skill.cls().handler(endpoint)
-            worker = workers.create(
-                endpoint, handler, model.skill.cls.family, self.executor, self.policy
-            )
+            if model.remote is not None:  # a client to its server (control/remote.py)
+                endpoint, handler, worker = remote.connect(model, task)
+            else:
+                endpoint = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._load, model, task
+                )
+                handler = model.skill.cls().handler(endpoint)
+                worker = workers.create(
+                    endpoint, handler, model.skill.cls.family, self.executor, self.policy
+                )
         except HFSkillsError as exc:
             self.metrics.loads.labels(model=model.name, status="failed").inc()
             log.error("load of %s/%s failed: %s", model.name, task, exc.message)
@@ -223,7 +242,7 @@ class ModelLoader:
             if self.used_bytes() <= self.budget:
                 return
             item = self.cache[key]
-            if key == keep or item.model.pinned:
+            if key == keep or item.model.pinned or item.model.remote is not None:
                 continue
             await self.unload_key(key, reason="memory budget")
         if self.used_bytes() > self.budget:

@@ -100,7 +100,8 @@ class Host:
         chosen: dict[str, str] = {}
         status = self.control.gate.status  # the registry's snapshot (host/control/gate.py)
         for model in self.catalog.models.values():
-            if model.on_demand:  # a client's choice never becomes another client's default
+            # a client's choice (on demand) or a remote server never becomes a default
+            if model.on_demand or model.remote is not None:
                 continue
             if status(model.name) is not None:
                 continue

@@ -20,6 +20,7 @@ from . import db
 from .db import DatabaseUnavailable
 from .gate import Gate
 from .registry import Registry
+from .remote import RemoteModels
 from .routes import RouteStore
 from .routing import Router
 
@@ -65,6 +66,10 @@ def start(settings: Settings, catalog: Catalog) -> ControlPlane:
         registry.gate, settings.route_failures_before_cooldown, settings.route_cooldown_s
     )
     routes = RouteStore(registry, lambda name: catalog.names.get(name), router)
+    # the registry's openai registrations, served as remote models (remote.py); when one
+    # joins or leaves, the routes recompile their targets
+    registry.remote = RemoteModels(catalog)
+    registry.remote.on_change = routes.refresh
     try:
         registry.sync_catalog()  # refreshes the gate when it commits
         registry.refresh()

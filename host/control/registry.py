@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, select
 from sqlalchemy import exc as sa_exc
@@ -31,6 +31,9 @@ from ..protocol.registry import (
 from . import db, strategies
 from .gate import Gate
 from .tables import AuditEntry, RegisteredModel, now
+
+if TYPE_CHECKING:
+    from .remote import RemoteModels
 
 log = logging.getLogger("hfskills.host")
 
@@ -69,6 +72,9 @@ class Registry:
         self.served = {name: version for name, (version, _) in served.items()}
         self.served_tasks = {name: list(tasks) for name, (_, tasks) in served.items()}
         self.gate = Gate()
+        #: The ``openai`` registrations, served as remote models (remote.py): each refresh
+        #: hands them over; None until the control plane's start sets it.
+        self.remote: RemoteModels | None = None
         #: ``model: "auto"`` (strategies.py): active served models, from memory.
         self.auto = strategies.Auto(self.served_tasks)
         self._write = threading.Lock()
@@ -225,6 +231,8 @@ class Registry:
                     select(RegisteredModel).where(RegisteredModel.model_id.in_(list(self.served)))
                 )
             ]
+        # remote models join, change or leave the catalog (remote.py); the gate holds them too
+        remote = self.remote.update(self._openai()) if self.remote is not None else {}
         rows = [(r.model_id, r.version, r.status) for r in records]
         active = [r for r in records if r.served and r.status == "active"]
         self.auto.update(
@@ -233,7 +241,8 @@ class Registry:
         )
         statuses = {(m, v): s for m, v, s in rows}
         self.gate.update(
-            {
+            {name: (r.version, r.status) for name, r in remote.items()}
+            | {
                 name: (version, statuses[(name, version)])
                 for name, version in self.served.items()
                 if (name, version) in statuses
@@ -241,6 +250,12 @@ class Registry:
         )
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _openai(self) -> list[RegisteredModelOut]:
+        """Every registration with provider ``openai``."""
+        query = select(RegisteredModel).where(RegisteredModel.provider == "openai")
+        with self._session() as session:
+            return [self.out(r) for r in session.scalars(query)]
 
     def out(self, row: RegisteredModel) -> RegisteredModelOut:
         return RegisteredModelOut(

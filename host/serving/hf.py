@@ -198,7 +198,7 @@ async def _tgi_events(stream: Stream, seed: int | None, path: str) -> AsyncItera
             last["generated_text"] = event.generated_text + (event.stop_sequence or "")
             last["details"] = hf.StreamDetails(
                 finish_reason=_finish(event.result()),
-                generated_tokens=len(event.token_ids),
+                generated_tokens=event.generated_tokens,
                 input_length=event.prompt_tokens,
                 seed=seed,
             ).model_dump(mode="json")

@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
-from hfskills.skillset.runtime.generation import MAX_SEED, FinalEvent, GenerationParams
+from hfskills.skillset.runtime.generation import (
+    MAX_SEED,
+    FinalEvent,
+    GenerationParams,
+    generated_tokens,
+)
 
 from ..errors import APIError
 from ..inference import InferenceService, Stream
@@ -74,7 +79,7 @@ def _params(body: oa.SamplingRequest, default: int) -> GenerationParams:
 
 def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
     prompt = sum(r["prompt_tokens"] for r in results[::n])
-    completion = sum(len(r["token_ids"]) for r in results)
+    completion = sum(generated_tokens(r) for r in results)
     return oa.Usage.of(prompt, completion)
 
 
@@ -206,7 +211,7 @@ async def _chat_events(
             if isinstance(event, FinalEvent):
                 yield chunk(oa.Delta(), finish=event.finish_reason)
                 if body.stream_options and body.stream_options.include_usage:
-                    usage = oa.Usage.of(event.prompt_tokens, len(event.token_ids))
+                    usage = oa.Usage.of(event.prompt_tokens, event.generated_tokens)
                     yield chunk(oa.Delta(), usage=usage, choices=False)
     except Exception as exc:  # one error event, then the stream ends cleanly
         yield error_event(path, exc)
@@ -240,7 +245,7 @@ async def _completion_events(
             if event.text or final:
                 yield chunk(event.text, finish=event.finish_reason)
             if final and body.stream_options and body.stream_options.include_usage:
-                usage = oa.Usage.of(event.prompt_tokens, len(event.token_ids))
+                usage = oa.Usage.of(event.prompt_tokens, event.generated_tokens)
                 yield chunk("", usage=usage, choices=False)
     except Exception as exc:
         yield error_event(path, exc)

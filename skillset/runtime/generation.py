@@ -394,6 +394,14 @@ class FinalEvent:
     prompt_tokens: int
     stop_sequence: str | None = None
     token_id: None = None
+    #: Generated tokens when there are no ids to count (a remote model's usage); see
+    #: `generated_tokens`.
+    completion_tokens: int | None = None
+
+    @property
+    def generated_tokens(self) -> int:
+        """How many tokens the sequence generated."""
+        return len(self.token_ids) if self.completion_tokens is None else self.completion_tokens
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready event a skill's ``handler.stream`` yields last."""
@@ -409,13 +417,24 @@ class FinalEvent:
 
     def result(self) -> dict[str, Any]:
         """The batch handler's result for this sequence."""
-        return {
+        result = {
             "text": self.generated_text,
             "token_ids": self.token_ids,
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens,
             "stop_sequence": self.stop_sequence,
         }
+        if self.completion_tokens is not None:
+            result["completion_tokens"] = self.completion_tokens
+        return result
+
+
+def generated_tokens(result: dict[str, Any]) -> int:
+    """How many tokens a generation result generated: its token ids, or the
+    ``completion_tokens`` a result without ids reports (a remote model's,
+    host/control/remote.py)."""
+    count = result.get("completion_tokens")
+    return len(result["token_ids"]) if count is None else int(count)
 
 
 #: What engines report per sequence: a `TokenEvent` per token, then one `FinalEvent`.
