@@ -114,7 +114,7 @@ class Budgets:
             limit = self.limits[scope]
             spent, reserved = today.spent.get(scope, 0.0), today.reserved.get(scope, 0.0)
             if spent + reserved + estimate_usd > limit:
-                used = "spent" if spent >= limit else "spent and reserved by calls in flight"
+                used = "spent" if not reserved else "spent and reserved by calls in flight"
                 raise BudgetExceeded(
                     f"budget {scope!r} is exhausted for today: {usd(spent + reserved)} of "
                     f"{limit} USD {used}, and this call may cost up to {usd(estimate_usd)} USD; "

@@ -98,10 +98,13 @@ class Throughput:
         if tokens_per_second > 0:
             self.benched[(model, hardware)] = tokens_per_second
 
-    def observe(self, call: Call) -> None:
+    def observe(self, call: Call, started: float | None = None) -> None:
+        """A call's tokens over the time the model held it (from ``started``: not its load
+        nor its wait in the queue)."""
         if call.status == "ok" and call.tokens:
             busy = self._live.setdefault((call.model, call.hardware), _Busy())
-            busy.add(call.tokens, call.at - call.latency_s, call.at)
+            begin = started if started is not None else call.at - call.latency_s
+            busy.add(call.tokens, begin, call.at)
 
     def get(self, model: str, hardware: str | None) -> tuple[float, str] | None:
         """(tokens/s, ``bench`` or ``live``); any hardware's when ``hardware`` is None (a

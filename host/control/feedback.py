@@ -6,8 +6,8 @@ the ledger), else in the cost events (within their retention). Feedback is writt
 (it is rare, and a client wants to know it was kept). Per model version the mean score and
 the label counts are kept in memory (`summary`, read from the table at start): the route
 comparison, ``/benchmark/summary`` and the costs report show them beside latency and cost, and
-with ``feedback_quality`` on, the mean score joins the model's quality metrics as
-``user_satisfaction`` for the strategies (`satisfaction`), without writing the registry.
+with ``feedback_quality`` on, the strategies average the mean score with the mean of the
+model's quality metrics (`satisfaction`), without writing the registry.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ never counted against a budget, no events.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,9 @@ class Hold:
     request_id: str
     estimate_usd: float | None
     reservation: Reservation | None
+    #: When the model took the call (``time.time()``): its busy time starts there, not at
+    #: arrival (a first call's load and any queueing are not the model's throughput).
+    started: float | None = None
 
 
 def prompt_tokens_at_most(item: Any) -> int:
@@ -106,6 +110,7 @@ class Ledger:
 
     def started(self, hold: Hold | None, hardware: str) -> None:
         if hold is not None:
+            hold.started = time.time()
             self.events.emit(
                 "model_call.started", hold.model, hold.version, hold.request_id, hardware=hardware
             )
@@ -113,7 +118,7 @@ class Ledger:
     def finished(self, hold: Hold | None, call: Call) -> None:
         if hold is None:
             return
-        self.throughput.observe(call)
+        self.throughput.observe(call, hold.started)
         cost: float | None = None
         price = self.pricing.price(call.model, call.hardware) if call.status == "ok" else None
         if price is not None:
