@@ -259,6 +259,42 @@ class CostBook:
             ).first()
         return (row[0], row[1]) if row is not None else None
 
+    def by_route(self, hours: float) -> dict[str, dict[str, dict[str, Any]]]:
+        """route -> ``model_id@version`` -> requests, errors, cost and latency of the calls
+        the route sent there in the last ``hours`` (the route comparison)."""
+        since = datetime.now(UTC) - timedelta(hours=hours)
+        with self.sessions() as session:
+            rows = session.execute(
+                select(
+                    CostEvent.route,
+                    CostEvent.model_id,
+                    CostEvent.version,
+                    func.count(),
+                    func.sum(case((CostEvent.status != "ok", 1), else_=0)),
+                    func.sum(CostEvent.prompt_tokens),
+                    func.sum(CostEvent.completion_tokens),
+                    func.sum(CostEvent.cost_usd),
+                    func.sum(CostEvent.latency_ms),
+                )
+                .where(CostEvent.at >= since, CostEvent.route.is_not(None))
+                .group_by(CostEvent.route, CostEvent.model_id, CostEvent.version)
+            ).all()
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for route, model_id, version, requests, errors, prompt, completion, cost, latency in rows:
+            group = {
+                "requests": int(requests or 0),
+                "errors": int(errors or 0),
+                "prompt_tokens": int(prompt or 0),
+                "completion_tokens": int(completion or 0),
+                "cost_usd": usd(float(cost or 0.0)),
+                "latency_ms": float(latency or 0.0),
+            }
+            out.setdefault(route, {})[f"{model_id}@{version}"] = {
+                **_efficiency(group),
+                "cost_usd": group["cost_usd"],
+            }
+        return out
+
     def report(self, hours: float) -> dict[str, Any]:
         """``GET /api/models/costs``: totals over the last ``hours`` from the cost events
         (within their retention), else from the daily rollup (whole UTC days)."""

@@ -27,20 +27,34 @@ def store(request: Request) -> RouteStore:
     return host(request).control.routes
 
 
+#: The window of the route comparison in GET /api/routes.
+COMPARISON_HOURS = 24
+
+
 def _json(model: Any, status: int = 200, **extra: Any) -> Response:
     return JSONResponse({**model.model_dump(mode="json"), **extra}, status_code=status)
 
 
 @protocol(None, rt.RouteListOut)
 async def list_routes(request: Request) -> Response:
-    """List the routes, with the health of the targets now failing or cooling down and each
-    route's shadow comparison (its challenger's agreement, latency and errors)."""
+    """List the routes, with the health of the targets now failing or cooling down, each
+    route's shadow comparison (its challenger's agreement, latency and errors), and the
+    comparison of what its arms answered in the last 24 hours (requests, errors, latency,
+    cost) beside their users' feedback."""
     routes = await call(store(request).list)
     shadows = host(request).service.shadows
+    plane = host(request).control
+    await call(plane.writer.flush)
+    arms = await call(plane.costs.by_route, COMPARISON_HOURS)
+    feedback = plane.feedback.summary()
+    for per_model in arms.values():
+        for name, metrics in per_model.items():
+            metrics["feedback"] = feedback.get(name)
     return _json(
         rt.RouteListOut(data=routes),
         health=store(request).router.health(),
         shadow=shadows.out() if shadows is not None else {},
+        comparison={"hours": COMPARISON_HOURS, "routes": arms},
     )
 
 

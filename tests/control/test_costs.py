@@ -408,8 +408,18 @@ def test_shadow_copies_are_never_billed(http, server) -> None:
         time.sleep(0.1)
     assert shadow["compared"] == 4
     after = http.get("/api/models/costs", params={"hours": 1}).json()["efficiency_metrics"]
-    assert after["a@1"]["requests"] - before["a@1"]["requests"] == 4
-    assert after["b@7"]["requests"] == before["b@7"]["requests"]  # the challenger's copies
+    none = {"requests": 0}
+    assert after["a@1"]["requests"] - before.get("a@1", none)["requests"] == 4
+    # the challenger's copies
+    assert after.get("b@7", none)["requests"] == before.get("b@7", none)["requests"]
+    # the route comparison: what the route's arm answered, beside its feedback
+    rid = embed(http, "shadowed").headers["x-request-id"]
+    assert http.post("/api/feedback", json={"request_id": rid, "score": 0.5}).status_code == 201
+    listed = http.get("/api/routes").json()
+    arm = listed["comparison"]["routes"]["shadowed"]["a@1"]
+    assert arm["requests"] == 5 and arm["errors"] == 0 and arm["mean_latency_ms"] > 0
+    assert arm["cost_usd"] > 0 and arm["feedback"]["count"] >= 1
+    assert list(listed["comparison"]["routes"]["shadowed"]) == ["a@1"]
     assert http.delete("/api/routes/shadowed").status_code == 200
 
 
