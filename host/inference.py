@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -33,6 +34,8 @@ from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, firs
 from hfskills.skillset.runtime.generation import Event, TokenEvent, generated_tokens
 
 from .control import answer, shadow
+from .control.calls import SHADOW, Call
+from .control.ledger import Hold, Ledger
 from .control.routing import Plan, Router
 from .control.strategies import AUTO, Auto
 from .errors import APIError, ClientGone, DeadlineExceeded
@@ -91,6 +94,10 @@ class InferenceService:
         #: Shadow traffic's records (host/control/shadow.py) and the copies running.
         self.shadows: shadow.ShadowRecords | None = None
         self._copies: set[asyncio.Task[None]] = set()
+        #: Costs, budgets and events per call (host/control/ledger.py), and whoever else
+        #: watches calls end (e.g. automatic benchmarking): each gets every `Call`.
+        self.ledger: Ledger | None = None
+        self.observers: list[Callable[[Call], None]] = []
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -107,7 +114,7 @@ class InferenceService:
         if plan is None:
             return await self._run(name, task, inputs, params, ctx)
         started = time.perf_counter()
-        outcome = await self._routed(plan, ctx, lambda t: self._run(t, task, inputs, params, ctx))
+        outcome = await self._routed(plan, ctx, lambda t, c: self._run(t, task, inputs, params, c))
         if plan.challenger is not None and random.random() < plan.sample:
             self._shadow(plan, outcome, time.perf_counter() - started, task, inputs, params, ctx)
         return outcome
@@ -125,7 +132,7 @@ class InferenceService:
         plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._open(name, task, prompt, params, ctx)
-        return await self._routed(plan, ctx, lambda t: self._open(t, task, prompt, params, ctx))
+        return await self._routed(plan, ctx, lambda t, c: self._open(t, task, prompt, params, c))
 
     # -- how a request runs ---------------------------------------------------------------------
     def _plan(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
@@ -145,16 +152,20 @@ class InferenceService:
         return self.router.get(name)
 
     async def _routed(
-        self, plan: Plan, ctx: RequestContext, attempt: Callable[[str], Awaitable[R]]
+        self,
+        plan: Plan,
+        ctx: RequestContext,
+        attempt: Callable[[str, RequestContext], Awaitable[R]],
     ) -> R:
         """The route's candidates in order (the user's arm, the fallbacks, the other arms)
         until one answers. A target's failure is counted (cooldowns) and the next is tried; a
         request's own error (4xx) answers at once, and a passed deadline ends the request."""
         assert self.router is not None
         failure: BaseException | None = None
+        routed = dataclasses.replace(ctx, route=plan.name)
         for target in self.router.candidates(plan, ctx.user, ctx.draw):
             try:
-                result = await attempt(target)
+                result = await attempt(target, routed)
             except DeadlineExceeded as error:
                 self.router.failed(target, error)
                 raise
@@ -203,7 +214,7 @@ class InferenceService:
 
         async def copy() -> None:
             answer.forget()  # this task's notes never reach the champion's response
-            shadow_ctx = RequestContext.start("low", ctx.timeout_s)
+            shadow_ctx = RequestContext.start("low", ctx.timeout_s, origin=SHADOW)
             start = time.perf_counter()
             try:
                 result = await self._run(challenger, task, inputs, params, shadow_ctx)
@@ -226,25 +237,30 @@ class InferenceService:
         ctx: RequestContext,
     ) -> Outcome:
         start = time.perf_counter()
-        hardware, status, tokens = "none", "error", 0
+        hardware, status, usage = "none", "error", (0, 0)
         label = self.metric_name(name)
+        hold: Hold | None = None
         try:
             if len(inputs) > self.max_inputs:
                 raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
 
             async def work() -> Outcome:
-                nonlocal hardware, label
+                nonlocal hardware, label, hold
                 await self.loader.admit(name)  # an on-demand model joins the catalog first
                 label = self.metric_name(name)
+                if self.ledger is not None:  # its price, its budget reserved (429 if over)
+                    hold = self.ledger.plan(label, task, inputs, params, ctx)
                 async with self._slot(name, ctx), self.loader.use(name, task) as loaded:
                     hardware = loaded.endpoint.hardware
+                    if self.ledger is not None:
+                        self.ledger.started(hold, hardware)
                     with self.metrics.request_running(label), _as_inference_errors(loaded):
                         rows = await loaded.worker.run(inputs, params, ctx.deadline)
                     answer.note(loaded.model.name)
                     return _outcome(loaded, rows)
 
             outcome = await _bounded(work(), ctx)
-            tokens = outcome.prompt_tokens + outcome.completion_tokens
+            usage = (outcome.prompt_tokens, outcome.completion_tokens)
             if outcome.completion_tokens:
                 self.metrics.generated.labels(model=label).inc(outcome.completion_tokens)
             status = "ok"
@@ -256,7 +272,7 @@ class InferenceService:
             status = "cancelled"
             raise
         finally:
-            self._record(label, task, hardware, len(inputs), tokens, start, status)
+            self._record(label, task, hardware, len(inputs), usage, start, status, ctx, hold)
 
     async def _open(
         self,
@@ -268,22 +284,33 @@ class InferenceService:
     ) -> Stream:
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
+        hold: Hold | None = None
 
         async def start() -> tuple[Loaded, AsyncIterator[Event]]:
+            nonlocal hold
             await self.loader.admit(name)
+            if self.ledger is not None:
+                hold = self.ledger.plan(self.metric_name(name), task, [prompt], params, ctx)
             await stack.enter_async_context(self._slot(name, ctx))
             loaded = await stack.enter_async_context(self.loader.use(name, task))
             stack.enter_context(self.metrics.request_running(loaded.model.name))
+            if self.ledger is not None:
+                self.ledger.started(hold, loaded.endpoint.hardware)
             with _as_inference_errors(loaded):
                 return loaded, await loaded.worker.stream(prompt, params, ctx.deadline)
 
         try:
             loaded, events = await _bounded(start(), ctx)
-        except BaseException:
+        except BaseException as error:
             await stack.aclose()
+            status = "timeout" if isinstance(error, DeadlineExceeded) else "error"
+            if hold is not None:  # the reservation is released, the failure recorded
+                self._record(
+                    self.metric_name(name), task, "none", 1, (0, 0), arrived, status, ctx, hold
+                )
             raise
         answer.note(loaded.model.name)
-        return Stream(loaded, self._events(loaded, events, stack, arrived))
+        return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold))
 
     def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
         model, _ = self.loader.resolve(name)
@@ -295,6 +322,8 @@ class InferenceService:
         events: AsyncIterator[Event],
         stack: contextlib.AsyncExitStack,
         arrived: float,
+        ctx: RequestContext,
+        hold: Hold | None,
     ) -> AsyncIterator[Event]:
         """The stream's events, with its metrics (tokens, time to first token, inter-token
         latency), its log line, and its slot and model released when it ends."""
@@ -330,9 +359,11 @@ class InferenceService:
                 loaded.task,
                 loaded.endpoint.hardware,
                 1,
-                prompt_tokens + generated,
+                (prompt_tokens, generated),
                 arrived,
                 status,
+                ctx,
+                hold,
             )
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -347,13 +378,36 @@ class InferenceService:
         task: str | None,
         hardware: str,
         batch: int,
-        tokens: int,
+        usage: tuple[int, int],
         start: float,
         status: str,
+        ctx: RequestContext,
+        hold: Hold | None,
     ) -> None:
+        """The call's metrics and log line; its `Call` to the ledger and the observers."""
         latency = time.perf_counter() - start
+        tokens = usage[0] + usage[1]
         if status == "ok" and self.auto is not None:
             self.auto.observe(name, latency)  # speed, for model "auto"
+        call = Call(
+            request_id=answer.request_id() or "",
+            model=name,
+            version=hold.version if hold is not None else None,
+            task=task,
+            hardware=hardware,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            latency_s=latency,
+            status=status,
+            route=ctx.route,
+            user=ctx.user,
+            origin=ctx.origin,
+            at=time.time(),
+        )
+        if self.ledger is not None:
+            _quietly(self.ledger.finished, hold, call)
+        for watch in self.observers:
+            _quietly(watch, call)
         self.metrics.requests.labels(model=name, hardware=hardware, status=status).inc()
         self.metrics.duration.labels(model=name, hardware=hardware).observe(latency)
         if tokens:
@@ -372,6 +426,14 @@ class InferenceService:
                 }
             )
         )
+
+
+def _quietly(fn: Callable[..., None], *args: Any) -> None:
+    """Accounts and observers never fail a request: their error is logged."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("keeping the accounts of a call failed")
 
 
 def _outcome(loaded: Loaded, rows: list[Any]) -> Outcome:
