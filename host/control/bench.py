@@ -315,14 +315,21 @@ def runs_table(records: Sequence[dict[str, Any]]) -> str:
 
 SUMMARY_HEADER = (
     "model", "version", "hardware", "runs", "tokens/s", "out tok/s", "TTFT p50", "TTFT p99",
-    "e2e p50",
-    "e2e p99", "req/s", "errors", "quality", "last run",
+    "e2e p50", "e2e p99", "req/s", "errors", "quality", "feedback", "$/1k tok", "last run",
 )  # fmt: skip
+
+
+def _feedback(value: Any) -> str:
+    if not isinstance(value, dict) or not value.get("count"):
+        return "-"
+    mean = value.get("mean_score")
+    return f"{_fmt(mean, 2)} ({value['count']})" if mean is not None else f"({value['count']})"
 
 
 def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison table of ``hfskills bench --summary``: per model, version and hardware,
-    the mean over runs of each metric (latencies in ms), failed requests, quality."""
+    the mean over runs of each metric (latencies in ms), failed requests, quality; from a
+    server also its users' feedback (mean score, count) and cost per 1000 tokens."""
 
     def mean(row: dict[str, Any], name: str) -> Any:
         value = row.get(name)
@@ -343,6 +350,8 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
             _fmt(mean(row, "request_throughput"), 2),
             str(row.get("failed", 0)),
             _quality(row.get("quality")),
+            _feedback(row.get("feedback")),
+            _fmt(row.get("cost_per_1k_tokens"), 6),
             str(row.get("last_run") or "-")[:19],
         ]
         for row in rows

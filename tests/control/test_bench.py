@@ -267,11 +267,31 @@ def test_summary_route_and_table(server: Server, root: Path, capsys) -> None:
     assert row["median_ttft_ms"]["mean"] <= row["median_e2el_ms"]["mean"]
     assert bad.status_code == 400 and "source must be one of ['cli', 'auto']" in bad.text
 
+    # beside the benchmarks: the users' feedback and the cost at the measured tokens/s
+    wait_for(root / "server.jsonl", model="gen", source="auto")  # the CLI runs' calls made one
+    with server.client() as http:
+        patched = http.patch("/api/models/gen", json={"cost": {"hardware_hourly_usd": 0.9}})
+        assert patched.status_code == 200, patched.text
+        chat = {"model": "gen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        answered = http.post("/v1/chat/completions", json=chat, headers={"X-Request-Id": "fb-1"})
+        assert answered.status_code == 200
+        given = http.post("/api/feedback", json={"request_id": "fb-1", "score": 1.0})
+        assert given.status_code in (200, 201), given.text
+        (row,) = http.get("/benchmark/summary", params={"model": "gen", "source": "auto"}).json()[
+            "data"
+        ]
+    assert row["feedback"]["count"] == 1 and row["feedback"]["mean_score"] == 1.0
+    tps = row["tokens_per_s"]["mean"]
+    assert row["cost_per_1k_tokens"] == round(0.9 / (tps * 3600 / 1000), 6)
+
     code, table, _ = run_cli(capsys, "--summary", "--url", server.base)
     assert code == 0
     header = table.splitlines()[0].split()
     assert header[:5] == ["model", "version", "hardware", "runs", "tokens/s"]
+    assert "feedback" in header and "$/1k" in header
     assert any(line.startswith("gen-auto ") for line in table.splitlines())
+    (gen_line,) = [line for line in table.splitlines() if line.startswith("gen ")]
+    assert "1.00 (1)" in gen_line
 
     code, table, _ = run_cli(capsys, "--summary", "--out", str(root / "cli.jsonl"))
     assert code == 0
