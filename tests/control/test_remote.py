@@ -159,6 +159,9 @@ def test_chat_through_a_answers_as_b(a, b) -> None:
     assert through_a.usage == direct.usage and direct.usage.completion_tokens > 0
     assert through_a.model == "remote-gen"
     assert raw.headers["x-hfskills-model"] == "remote-gen@b1"
+    usage = direct.usage  # priced at the registration's prices per 1000 tokens
+    cost = (usage.prompt_tokens * 0.5 + usage.completion_tokens * 1.5) / 1000
+    assert float(raw.headers["x-hfskills-cost-usd"]) == pytest.approx(cost, abs=1e-6)
     loaded = a.host.loader.cache[("remote-gen", "text_generation")]
     assert loaded.worker.client.headers["authorization"] == f"Bearer {KEY}"  # the key is sent
     assert loaded.endpoint.hardware == "remote" and loaded.endpoint.memory_bytes == 0
