@@ -14,7 +14,8 @@ A request whose model names a route (host/control/routing.py) runs on the target
 chooses from its in-memory snapshot; a target that fails (load error, 424, 5xx) is counted
 and the next candidate tried (`_routed`). Whoever answers is noted for the
 ``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py). A route's
-challenger gets a copy of a sampled share of its requests after the answer (`_shadow`).
+challenger gets a copy of a sampled share of its requests after the answer (`_shadow`; a
+stream's copy once the stream has ended).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
-from hfskills.skillset.runtime.generation import Event, TokenEvent, generated_tokens
+from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, generated_tokens
 
 from .control import answer, shadow
 from .control.calls import SHADOW, Call
@@ -116,7 +117,8 @@ class InferenceService:
         started = time.perf_counter()
         outcome = await self._routed(plan, ctx, lambda t, c: self._run(t, task, inputs, params, c))
         if plan.challenger is not None and random.random() < plan.sample:
-            self._shadow(plan, outcome, time.perf_counter() - started, task, inputs, params, ctx)
+            elapsed = time.perf_counter() - started
+            self._shadow(plan, outcome.results, elapsed, task, inputs, params, ctx)
         return outcome
 
     async def open_stream(
@@ -132,7 +134,13 @@ class InferenceService:
         plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._open(name, task, prompt, params, ctx)
-        return await self._routed(plan, ctx, lambda t, c: self._open(t, task, prompt, params, c))
+        started = time.perf_counter()
+        stream = await self._routed(plan, ctx, lambda t, c: self._open(t, task, prompt, params, c))
+        if plan.challenger is not None and random.random() < plan.sample:
+            stream.events = self._copied_at_end(
+                stream.events, plan, started, task, prompt, params, ctx
+            )
+        return stream
 
     # -- how a request runs ---------------------------------------------------------------------
     def _plan(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
@@ -140,7 +148,7 @@ class InferenceService:
         if self.router is None:
             return None
         if name == AUTO and self.auto is not None and self.loader.catalog.get(name) is None:
-            plan = self.auto.plan(task, ctx.strategy)
+            plan = self.auto.plan(task, ctx.strategy, ctx.weights)
             if plan is None:
                 raise APIError(
                     404,
@@ -198,7 +206,7 @@ class InferenceService:
     def _shadow(
         self,
         plan: Plan,
-        champion: Outcome,
+        champion: list[Any],
         champion_s: float,
         task: str | None,
         inputs: list[Any],
@@ -221,12 +229,34 @@ class InferenceService:
             except Exception as error:  # the challenger's failure is recorded, nothing more
                 records.failed(plan.name, challenger, getattr(error, "message", str(error)))
                 return
-            same = shadow.agree(champion.results, result.results)
+            same = shadow.agree(champion, result.results)
             records.compared(plan.name, challenger, same, champion_s, time.perf_counter() - start)
 
         running = asyncio.get_running_loop().create_task(copy())
         self._copies.add(running)  # held until done (the loop keeps weak references)
         running.add_done_callback(self._copies.discard)
+
+    async def _copied_at_end(
+        self,
+        events: AsyncIterator[Event],
+        plan: Plan,
+        started: float,
+        task: str | None,
+        prompt: Any,
+        params: Params,
+        ctx: RequestContext,
+    ) -> AsyncIterator[Event]:
+        """A routed stream's events; once it has ended whole, its text is the champion's
+        answer the challenger's copy is compared with (`_shadow`)."""
+        try:
+            async for event in events:
+                yield event
+                if isinstance(event, FinalEvent):
+                    elapsed = time.perf_counter() - started
+                    champion = [{"text": event.generated_text}]
+                    self._shadow(plan, champion, elapsed, task, [prompt], params, ctx)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def _run(
         self,

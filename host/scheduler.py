@@ -53,8 +53,10 @@ class RequestContext:
     disconnected: Callable[[], Awaitable[Any]] | None = None
     user: str | None = None
     draw: float = field(default_factory=random.random)
-    #: ``model: "auto"``'s strategy (``X-HFSkills-Strategy``; None: balanced).
+    #: ``model: "auto"``'s strategy (``X-HFSkills-Strategy``; None: balanced), and its own
+    #: (quality, cost, latency) weights (``X-HFSkills-Weights``; None: the strategy's).
     strategy: str | None = None
+    weights: tuple[float, float, float] | None = None
     #: Who asked: ``client``; the host's own ``shadow`` copies and ``bench`` runs are never
     #: billed nor counted as traffic (host/control/calls.py).
     origin: str = "client"
@@ -70,11 +72,19 @@ class RequestContext:
         user: str | None = None,
         strategy: str | None = None,
         origin: str = "client",
+        weights: tuple[float, float, float] | None = None,
     ) -> RequestContext:
         """A context whose deadline is ``timeout_s`` from now (call on the event loop)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         return cls(
-            priority, timeout_s, deadline, disconnected, user, strategy=strategy, origin=origin
+            priority,
+            timeout_s,
+            deadline,
+            disconnected,
+            user,
+            strategy=strategy,
+            origin=origin,
+            weights=weights,
         )
 
     def remaining(self) -> float:

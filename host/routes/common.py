@@ -92,9 +92,45 @@ def context(request: Request, named_user: str | None = None) -> RequestContext:
             f"X-HFSkills-Strategy must be one of {list(STRATEGIES)}",
             param="X-HFSkills-Strategy",
         )
+    raw_weights = request.headers.get("x-hfskills-weights")
     return RequestContext.start(
-        priority, timeout, lambda: _disconnect(request), user(request, named_user), strategy
+        priority,
+        timeout,
+        lambda: _disconnect(request),
+        user(request, named_user),
+        strategy,
+        weights=weights(raw_weights) if raw_weights is not None else None,
     )
+
+
+#: The terms ``X-HFSkills-Weights`` may weigh (strategies.py's composite score).
+WEIGHT_TERMS = ("quality", "cost", "latency")
+
+
+def weights(raw: str) -> tuple[float, float, float]:
+    """``quality=0.6, cost=0.3, latency=0.1`` (a term left out weighs 0) as a weight triple,
+    or a 400 naming the header."""
+    given: dict[str, float] = {}
+    for part in raw.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip().lower()
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if name not in WEIGHT_TERMS or name in given or not 0 <= number <= 1e6:
+            given = {}
+            break
+        given[name] = number
+    if not given or not any(given.values()):
+        raise APIError(
+            400,
+            "X-HFSkills-Weights must be terms like 'quality=0.6, cost=0.3, latency=0.1': each of "
+            f"{list(WEIGHT_TERMS)} at most once, numbers in [0, 1e6], not all 0",
+            param="X-HFSkills-Weights",
+        )
+    q, c, latency = (given.get(term, 0.0) for term in WEIGHT_TERMS)
+    return q, c, latency
 
 
 async def _disconnect(request: Request) -> None:

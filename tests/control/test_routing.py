@@ -469,6 +469,18 @@ def test_model_auto_serves_the_strategys_choice(http) -> None:
     assert chosen.json()["model"] == "a"
     assert http.patch("/api/models/b", json={"quality": {"sts": 0.95}}).status_code == 200
     assert answered(embed(http, "auto", **quality_first)) == "b@2026-11"  # from the new snapshot
+    # a request's own weights: quality alone picks b; cost alone (neither is priced: a tie)
+    # picks the first by name
+    assert answered(embed(http, "auto", **{"X-HFSkills-Weights": "quality=1"})) == "b@2026-11"
+    assert answered(embed(http, "auto", **{"X-HFSkills-Weights": "cost=1, quality=0"})) == "a@1"
+    for wrong in ("quality", "speed=1", "quality=-1", "quality=0", "cost=1,cost=2", "cost=nan"):
+        refused = http.post(
+            "/v1/embeddings",
+            json={"model": "auto", "input": "hi"},
+            headers={"X-HFSkills-Weights": wrong},
+        )
+        assert refused.status_code == 400, wrong
+        assert refused.json()["error"]["param"] == "X-HFSkills-Weights"
 
     bad = http.post(
         "/v1/embeddings",
@@ -535,6 +547,24 @@ def test_a_challenger_gets_shadow_traffic_recorded_not_answering(http) -> None:
 
     rows = route_audit(http, "shadowed")
     assert rows[0]["after"]["challenger"] == {"model": "b", "sample": 1.0}
+
+
+def test_a_streamed_answer_is_copied_to_the_challenger_once_it_ends(http, server) -> None:
+    body = {"targets": [{"model": "gen", "weight": 1}], "challenger": {"model": "gen", "sample": 1}}
+    assert put(http, "chat-shadow", body).status_code == 201
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
+    for question in ("hi", "hello there", "one two"):
+        stream = client.chat.completions.create(
+            model="chat-shadow",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    record = shadow_of(http, "chat-shadow", lambda r: r["compared"] + r["errors"] >= 3)
+    assert record["copied"] == 3 and record["errors"] == 0
+    assert record["agreement"] == 1.0  # greedy, the same model: the same text
 
 
 @pytest.mark.parametrize(
