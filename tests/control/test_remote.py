@@ -5,7 +5,8 @@ remote model answer as B does (greedy), with B's usage; a route fails over from 
 primary to the remote fallback; a route splits between a local and a remote target by weight;
 a remote that is down is a counted 502 that routes fail over on and cool down; a remote 4xx
 answers the client as it is; a missing key variable is a clear error naming it; and
-registering, patching and deleting at run time changes what A serves. SQLite only."""
+registering, patching and deleting at run time changes what A serves. A's registry on SQLite
+and on a real PostgreSQL (B's on SQLite)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from hfskills.host.config import load_settings
 from tests.host.conftest import Server, entry, start
 
+from .conftest import BACKENDS
 from .test_routing import broken_copy
 
 KEY_ENV = "HFSKILLS_TEST_REMOTE_KEY"
@@ -41,8 +43,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def servers(task_checkpoint, fresh_database, tmp_path_factory) -> Iterator[tuple[Server, Server]]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def servers(
+    request, task_checkpoint, fresh_database, tmp_path_factory
+) -> Iterator[tuple[Server, Server]]:
     generator = task_checkpoint("llama", "text_generation")
     embedder = task_checkpoint("bert", "text_embedding")
     root = tmp_path_factory.mktemp("remote")
@@ -68,7 +72,7 @@ def servers(task_checkpoint, fresh_database, tmp_path_factory) -> Iterator[tuple
                     entry("broken-gen", broken_copy(generator, root)),
                 ],
                 embedded_default=False,
-                database_url=fresh_database("sqlite"),
+                database_url=fresh_database(request.param),
                 route_failures_before_cooldown=2,
                 route_cooldown_s=COOLDOWN_S,
             )
