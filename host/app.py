@@ -38,7 +38,7 @@ from .control.gate import DeprecationNotices
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, bench, hf, openai, registry, routing
+from .routes import admin, bench, hf, openai, registry, routing, switch
 from .state import Host
 
 
@@ -63,6 +63,7 @@ def build_app(settings: Settings) -> Starlette:
         *admin.routes,
         *registry.routes,
         *routing.routes,
+        *switch.routes,
         *bench.routes,
     ]
     app = Starlette(

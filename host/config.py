@@ -67,6 +67,14 @@ class ModelEntry(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
         description="the version this entry registers under in the model registry",
     )
+    model_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$",
+        description="the registered model this entry is a version of (default: its name); "
+        "entries with one model_id and different versions are versions of one model",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="init options (dtype...)")
     required: bool = Field(
         False,
@@ -81,6 +89,11 @@ class ModelEntry(BaseModel):
         if unknown:
             raise ValueError(f"unknown hardware {unknown}; known: {list(HARDWARE_NAMES)}")
         return value
+
+    @property
+    def registered_id(self) -> str:
+        """The model_id this entry registers under: its ``model_id``, else its name."""
+        return self.model_id or self.name
 
 
 class Settings(BaseSettings):
@@ -205,6 +218,13 @@ class Settings(BaseSettings):
     route_cooldown_s: float = Field(
         30.0, ge=0, le=86400, description="seconds a failing route target is skipped"
     )
+    switch_drain_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="POST /model/switch: seconds to wait for the old version's requests to end "
+        "before unloading it (still busy then: it closes when its last request ends)",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -215,6 +235,28 @@ class Settings(BaseSettings):
     def _per_model_below_global(self) -> Settings:
         if self.max_concurrency_per_model > self.max_concurrency:
             raise ValueError("max_concurrency_per_model must not exceed max_concurrency")
+        return self
+
+    @model_validator(mode="after")
+    def _registrations_unique(self) -> Settings:
+        """Each entry is one (model_id, version); a model_id that is another entry's name is
+        that entry's model (so ``name@version`` in a route means one thing)."""
+        seen: dict[tuple[str, str], str] = {}
+        ids = {entry.name: entry.registered_id for entry in self.models}
+        for entry in self.models:
+            key = (entry.registered_id, entry.version)
+            if key in seen:
+                raise ValueError(
+                    f"models {seen[key]!r} and {entry.name!r} both register as model_id "
+                    f"{key[0]!r} version {key[1]!r}; give each its own version"
+                )
+            seen[key] = entry.name
+            named = ids.get(entry.registered_id, entry.registered_id)
+            if named != entry.registered_id:
+                raise ValueError(
+                    f"model {entry.name!r}: model_id {entry.registered_id!r} is the name of "
+                    f"another entry, which registers as {named!r}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import queue
 import threading
@@ -120,6 +119,9 @@ class BatchWorker:
         self.lock = threading.Lock()  # the model
         self.processor_lock = threading.Lock()  # the tokenizer / processor
         self.staged = isinstance(handler, Staged)
+        #: the handler's parameters, read once (kept here: a module-level cache of handlers
+        #: would keep every unloaded model's weights alive)
+        self.signature = inspect.signature(handler)
         self.lanes: _Lanes | None = None
         if self.staged:
             count, threads = forward_lanes(endpoint)
@@ -141,7 +143,7 @@ class BatchWorker:
 
     async def run(self, inputs: list[Any], params: Params, deadline: float) -> list[Row]:
         params = as_kwargs(params)
-        check_params(self.endpoint.task, self.handler, params)
+        check_params(self.endpoint.task, self.handler, params, self.signature)
         try:
             async with asyncio.timeout_at(deadline):
                 done = await self.batcher.submit(inputs, params)
@@ -203,7 +205,7 @@ class BatchWorker:
         stream_fn = getattr(self.handler, "stream", None)
         if stream_fn is None:
             raise UnsupportedTask(f"{self.endpoint.task} on this model does not stream")
-        check_params(self.endpoint.task, self.handler, params)
+        check_params(self.endpoint.task, self.handler, params, self.signature)
 
         def start() -> Iterator[dict[str, Any]]:
             with self.lock:
@@ -290,19 +292,17 @@ def create(
     return BatchWorker(endpoint, handler, executor, policy)
 
 
-def check_params(task: str, handler: Handler, params: dict[str, Any]) -> None:
-    """Refuse parameters the task's handler does not take (before touching the model)."""
-    signature = _signature(handler)
+def check_params(
+    task: str, handler: Handler, params: dict[str, Any], signature: inspect.Signature | None = None
+) -> None:
+    """Refuse parameters the task's handler does not take (before touching the model);
+    ``signature``: the handler's, when the caller has read it already."""
+    signature = signature or inspect.signature(handler)
     try:
         signature.bind([], **params)
     except TypeError as exc:
         accepted = [p for p in signature.parameters if p != "inputs"]
         raise InvalidInput(f"{task}: {exc}; parameters accepted: {accepted}") from None
-
-
-@functools.lru_cache(maxsize=256)
-def _signature(handler: Any) -> inspect.Signature:
-    return inspect.signature(handler)  # computed once per loaded handler, not per request
 
 
 def forward_lanes(endpoint: Endpoint) -> tuple[int, int]:

@@ -61,7 +61,8 @@ def start(settings: Settings, catalog: Catalog) -> ControlPlane:
         name: (versions.get(name, DEFAULT_VERSION), list(model.tasks))
         for name, model in catalog.models.items()
     }
-    registry = Registry(engine, served)
+    ids = {e.name: e.registered_id for e in settings.models if e.name in catalog.models}
+    registry = Registry(engine, served, ids)
     router = Router(
         registry.gate, settings.route_failures_before_cooldown, settings.route_cooldown_s
     )

@@ -6,7 +6,10 @@ are serialised in this process and followed by a refresh of the `Gate` snapshot,
 the request path reads. At start the catalog's models register themselves (`sync_catalog`):
 provider ``local``, status ``active``, the tasks they serve; an existing registration keeps its
 status, tags, cost and quality, and the catalog updates its tasks only while no operator has set
-them over HTTP (``operator_fields``).
+them over HTTP (``operator_fields``). A catalog entry registers as its ``model_id`` (default:
+its served name) at its version, so several entries may be versions of one model: ``served``
+and ``served_tasks`` are keyed by served name, ``ids`` maps a served name to its model_id and
+``keys`` a (model_id, version) to the served name.
 """
 
 from __future__ import annotations
@@ -66,11 +69,20 @@ class RegistryUnavailable(HFSkillsError):
 
 
 class Registry:
-    def __init__(self, engine: Engine, served: dict[str, tuple[str, list[str]]]) -> None:
-        """``served``: this host's catalog, model name -> (the version it serves, its tasks)."""
+    def __init__(
+        self,
+        engine: Engine,
+        served: dict[str, tuple[str, list[str]]],
+        ids: dict[str, str] | None = None,
+    ) -> None:
+        """``served``: this host's catalog, model name -> (the version it serves, its tasks);
+        ``ids``: model name -> the model_id it registers under (default: the name)."""
         self.engine, self.sessions = engine, db.sessions(engine)
         self.served = {name: version for name, (version, _) in served.items()}
         self.served_tasks = {name: list(tasks) for name, (_, tasks) in served.items()}
+        self.ids = {name: (ids or {}).get(name, name) for name in served}
+        #: (model_id, version) -> the served name of that registration
+        self.keys = {(self.ids[name], version): name for name, version in self.served.items()}
         self.gate = Gate()
         #: The ``openai`` registrations, served as remote models (remote.py): each refresh
         #: hands them over; None until the control plane's start sets it.
@@ -131,8 +143,9 @@ class Registry:
                     updated_at=at,
                 )
                 values = _values(body, set(Registration.model_fields), full=True)
-                if "task_types" not in given and self.served.get(body.model_id) == body.version:
-                    values["task_types"] = self.served_tasks[body.model_id]  # the catalog's
+                name = self.keys.get((body.model_id, body.version))
+                if "task_types" not in given and name is not None:
+                    values["task_types"] = self.served_tasks[name]  # the catalog's
                 session.add(row)
             for key, value in values.items():
                 if getattr(row, key, None) != value:
@@ -186,14 +199,14 @@ class Registry:
         unless an operator set them over HTTP."""
         with self._writing() as session:
             for name, version in self.served.items():
-                tasks = self.served_tasks[name]
-                row = session.scalars(_one(name, version)).first()
+                tasks, model_id = self.served_tasks[name], self.ids[name]
+                row = session.scalars(_one(model_id, version)).first()
                 if row is None:
                     at = now()
                     row = RegisteredModel(
                         created_at=at,
                         updated_at=at,
-                        model_id=name,
+                        model_id=model_id,
                         version=version,
                         provider="local",
                         task_types=list(tasks),
@@ -211,7 +224,7 @@ class Registry:
                     log.warning(
                         "registry: %s version %s is registered with provider %s; this host "
                         "serves it from its catalog",
-                        name,
+                        model_id,
                         version,
                         row.provider,
                     )
@@ -228,24 +241,30 @@ class Registry:
             records = [
                 self.out(r)
                 for r in session.scalars(
-                    select(RegisteredModel).where(RegisteredModel.model_id.in_(list(self.served)))
+                    select(RegisteredModel).where(
+                        RegisteredModel.model_id.in_(sorted(set(self.ids.values())))
+                    )
                 )
             ]
         # remote models join, change or leave the catalog (remote.py); the gate holds them too
         remote = self.remote.update(self._openai()) if self.remote is not None else {}
         rows = [(r.model_id, r.version, r.status) for r in records]
-        active = [r for r in records if r.served and r.status == "active"]
+        active = {
+            self.keys[(r.model_id, r.version)]: r
+            for r in records
+            if r.served and r.status == "active"
+        }
         self.auto.update(
-            {r.model_id: strategies.candidate(r, {}) for r in active},
-            frozenset(r.model_id for r in active if strategies.SAFE_TAG in r.tags),
+            {name: strategies.candidate(r, {}) for name, r in active.items()},
+            frozenset(name for name, r in active.items() if strategies.SAFE_TAG in r.tags),
         )
         statuses = {(m, v): s for m, v, s in rows}
         self.gate.update(
             {name: (r.version, r.status) for name, r in remote.items()}
             | {
-                name: (version, statuses[(name, version)])
+                name: (version, statuses[(self.ids[name], version)])
                 for name, version in self.served.items()
-                if (name, version) in statuses
+                if (self.ids[name], version) in statuses
             }
         )
 
@@ -260,7 +279,7 @@ class Registry:
     def out(self, row: RegisteredModel) -> RegisteredModelOut:
         return RegisteredModelOut(
             **_record(row, json=False),
-            served=self.served.get(row.model_id) == row.version,
+            served=(row.model_id, row.version) in self.keys,
         )
 
     def _check(self, row: RegisteredModel) -> None:
@@ -276,7 +295,7 @@ class Registry:
                 "base_url and api_key_env are for provider openai only",
                 param="base_url" if row.base_url else "api_key_env",
             )
-        if self.served.get(row.model_id) == row.version and row.provider != "local":
+        if (row.model_id, row.version) in self.keys and row.provider != "local":
             raise Conflict(
                 f"model {row.model_id!r} version {row.version} is served by this host's catalog "
                 "as a local model; register the remote endpoint under another model_id or version",

@@ -2,10 +2,11 @@
 the `Router`'s in-memory snapshot after every write.
 
 A route's targets and fallbacks must be models this host serves (a name or alias, ``@version``
-the version it serves), neither retired nor deprecated, and its name must not be a served
-model's name or alias. ``[[routes]]`` tables of the TOML file are written at start
-(`sync_config`, actor ``config``): the file wins over changes made over HTTP since the last
-start. Every change writes an ``audit_log`` row (kind ``route``) in the same transaction.
+the version it serves, or ``model_id@version``: `resolve`), neither retired nor deprecated, and
+its name must not be a served model's name or alias. ``[[routes]]`` tables of the TOML file are
+written at start (`sync_config`, actor ``config``): the file wins over changes made over HTTP
+since the last start. Every change writes an ``audit_log`` row (kind ``route``) in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ class RouteStore:
     # -- writes ------------------------------------------------------------------------------
 
     def put(
-        self, name: str, body: RouteBody, actor: str, source: str = "api"
+        self,
+        name: str,
+        body: RouteBody,
+        actor: str,
+        source: str = "api",
+        action: str | None = None,
     ) -> tuple[RouteOut, bool]:
-        """Create or replace the route ``name``; (the route, True when it was created)."""
+        """Create or replace the route ``name``; (the route, True when it was created).
+        ``action``: the audit row's (default ``route.put``, ``config.put`` from the file)."""
         self.compile(name, body)  # refuses what could not be routed, before any write
         targets = [t.model_dump() for t in body.targets]
         with self.registry._writing() as session:
@@ -78,7 +85,7 @@ class RouteStore:
             session.flush()
             after = _record(row)
             if before is None or {**before, "updated_at": None} != {**after, "updated_at": None}:
-                action = "config.put" if source == CONFIG else "route.put"
+                action = action or ("config.put" if source == CONFIG else "route.put")
                 session.add(_audit(actor, action, name, before, after))
             out = _out(row)
         self.refresh()
@@ -114,13 +121,13 @@ class RouteStore:
                 for r in session.scalars(select(Route))
             ]
         for name, targets, fallbacks, challenger in rows:
-            weighted = [(self.lookup(_name(t["model"])), t["weight"]) for t in targets]
+            weighted = [(self.resolve(t["model"]), t["weight"]) for t in targets]
             kept = [(served, w) for served, w in weighted if served is not None]
             if not kept:
                 log.error("route %s: none of its targets is served here; not routed", name)
                 continue
-            chain = [s for s in (self.lookup(_name(f)) for f in fallbacks) if s is not None]
-            shadow = self.lookup(_name(challenger["model"])) if challenger else None
+            chain = [s for s in (self.resolve(f) for f in fallbacks) if s is not None]
+            shadow = self.resolve(challenger["model"]) if challenger else None
             sample = (shadow, float(challenger["sample"])) if shadow and challenger else None
             plans[name] = Plan.of(name, kept, chain, sample)
         self.router.update(plans)
@@ -156,21 +163,42 @@ class RouteStore:
             )
         return Plan.of(name, weighted, chain, shadow)
 
-    def _target(self, target: str, param: str) -> str:
+    def resolve(self, target: str) -> str | None:
+        """The served model a target names, None when this host serves none: a served name or
+        alias; ``name@version``, the version that name serves; or ``model_id@version``, the
+        catalog entry that registers as that version of that model (``summarizer@2``; also
+        reached from another version's name: ``summarizer-v1@2``)."""
         name, _, version = target.partition("@")
         served = self.lookup(name)
-        if served is None:
+        if not version or (served is not None and self.registry.served.get(served) == version):
+            return served
+        model_id = self.registry.ids.get(served, served) if served is not None else name
+        return self.registry.keys.get((model_id, version))
+
+    def _target(self, target: str, param: str) -> str:
+        name, _, version = target.partition("@")
+        found = self.resolve(target)
+        if found is None:
+            model_id = self.registry.ids.get(self.lookup(name) or "", name)
+            versions = sorted(v for m, v in self.registry.keys if m == model_id)
+            if not versions:
+                raise Invalid(
+                    f"{param}: model {name!r} is not served by this host; GET /v1/models lists "
+                    "the served models",
+                    param=param,
+                )
+            if not version:  # a model_id that is no served name: which version?
+                raise Invalid(
+                    f"{param}: {name!r} is a model served here at versions {versions}; name one "
+                    f"as {name}@VERSION",
+                    param=param,
+                )
             raise Invalid(
-                f"{param}: model {name!r} is not served by this host; GET /v1/models lists the "
-                "served models",
+                f"{param}: this host serves {name!r} at version{'s' * (len(versions) > 1)} "
+                f"{', '.join(versions)}, not {version}",
                 param=param,
             )
-        serving = self.registry.served.get(served)
-        if version and version != serving:
-            raise Invalid(
-                f"{param}: this host serves {served!r} at version {serving}, not {version}",
-                param=param,
-            )
+        served = found
         status = self.registry.gate.status(served)
         if status is not None:
             raise Invalid(
@@ -187,10 +215,6 @@ class RouteStore:
                 f"route {name!r} does not exist; GET /api/routes lists the routes", param="name"
             )
         return row
-
-
-def _name(target: str) -> str:
-    return target.partition("@")[0]
 
 
 def _record(row: Route) -> dict[str, Any]:

@@ -171,7 +171,13 @@ class Auto:
         ]
         if not candidates:
             return None
-        ranked = score(candidates, STRATEGIES[name])
-        chosen, _ = select(ranked)
-        rest = [s.candidate.model_id for s in ranked if s is not chosen]
-        return Plan.of(AUTO, [(chosen.candidate.model_id, 1.0)], rest)
+        # a plan names served models: a model_id may be served as several versions
+        served = {(c.model_id, c.version): n for n, c in self._profiles.items()}
+        ranked = [
+            (served[(s.candidate.model_id, s.candidate.version)], s)
+            for s in score(candidates, STRATEGIES[name])
+        ]
+        chosen, _ = select([s for _, s in ranked])
+        rest = [n for n, s in ranked if s is not chosen]
+        first = next(n for n, s in ranked if s is chosen)
+        return Plan.of(AUTO, [(first, 1.0)], rest)
