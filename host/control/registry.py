@@ -276,6 +276,13 @@ class Registry:
         with self._session() as session:
             return [self.out(r) for r in session.scalars(query)]
 
+    def version(self, name: str) -> str | None:
+        """The version a served model serves: its catalog entry's, or its remote
+        registration's (remote.py); None when this host serves no model of that name."""
+        if name in self.served:
+            return self.served[name]
+        return self.remote.versions.get(name) if self.remote is not None else None
+
     def out(self, row: RegisteredModel) -> RegisteredModelOut:
         return RegisteredModelOut(
             **_record(row, json=False),

@@ -170,7 +170,7 @@ class RouteStore:
         reached from another version's name: ``summarizer-v1@2``)."""
         name, _, version = target.partition("@")
         served = self.lookup(name)
-        if not version or (served is not None and self.registry.served.get(served) == version):
+        if not version or (served is not None and self.registry.version(served) == version):
             return served
         model_id = self.registry.ids.get(served, served) if served is not None else name
         return self.registry.keys.get((model_id, version))
@@ -181,6 +181,9 @@ class RouteStore:
         if found is None:
             model_id = self.registry.ids.get(self.lookup(name) or "", name)
             versions = sorted(v for m, v in self.registry.keys if m == model_id)
+            serving = self.registry.version(self.lookup(name) or name)
+            if not versions and serving is not None:  # a remote model: one version
+                versions = [serving]
             if not versions:
                 raise Invalid(
                     f"{param}: model {name!r} is not served by this host; GET /v1/models lists "

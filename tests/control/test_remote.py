@@ -337,6 +337,12 @@ def test_registry_changes_at_run_time_change_what_is_served(a, b, http) -> None:
     register(http, "remote-embed", f"{b.base}/v1", "text_embedding", version="b2")
     answer = http.post("/v1/embeddings", json={"model": "remote-embed", "input": "hi"})
     assert answer.headers["x-hfskills-model"] == "remote-embed@b2"
+    put_route(http, "pinned", {"targets": [{"model": "remote-embed@b2", "weight": 1}]})
+    answer = http.post("/v1/embeddings", json={"model": "pinned", "input": "hi"})
+    assert answer.headers["x-hfskills-model"] == "remote-embed@b2"
+    body = {"targets": [{"model": "remote-embed@b1", "weight": 1}]}
+    error = openai_error(http.put("/api/routes/stale", json=body), 400)
+    assert "serves 'remote-embed' at version b2, not b1" in error["message"]
 
     assert http.delete("/api/models/remote-nokey").status_code == 200
     gone = http.post("/v1/embeddings", json={"model": "remote-nokey", "input": "hi"})
