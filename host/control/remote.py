@@ -32,6 +32,7 @@ The policy, stated once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -158,7 +159,8 @@ class RemoteModels:
                     self.catalog.replace(gone, new)
                 except CatalogError as error:  # a name taken meanwhile (an on-demand model)
                     log.error("remote models not updated: %s", error.message)
-                    return {}
+                    wanted = {n: m for n, m in current.items() if n in chosen}  # as they were
+                    gone, new = [], []
             for name in gone:
                 if name not in wanted:
                     log.info("remote model %s is no longer served", name)
@@ -321,7 +323,7 @@ class RemoteWorker:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-        if not self.loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: so has the client's pool
             self.loop.call_soon_threadsafe(closing)
 
     # -- generation and embeddings --------------------------------------------------------------
