@@ -373,6 +373,8 @@ class InferenceService:
                         self.metrics.generated.labels(model=model).inc()
                     else:
                         prompt_tokens, status = event.prompt_tokens, "ok"
+                        if event.completion_tokens is not None:  # a remote's usage (no ids)
+                            generated = event.completion_tokens
                     yield event
         except DeadlineExceeded:
             status = "timeout"

@@ -175,6 +175,8 @@ def test_streamed_chat_through_a_answers_as_b(a, b) -> None:
     asked = {"model": "remote-gen", "messages": MESSAGES, "max_tokens": 12, "temperature": 0}
     direct = sdk(b).chat.completions.create(**asked)
     generated_before = a.host.metrics.generated.labels(model="remote-gen")._value.get()
+    tokens = a.host.metrics.tokens.labels(model="remote-gen")
+    tokens_before = tokens._value.get()
     chunks = list(
         sdk(a).chat.completions.create(**asked, stream=True, stream_options={"include_usage": True})
     )
@@ -186,6 +188,7 @@ def test_streamed_chat_through_a_answers_as_b(a, b) -> None:
     assert usage is not None and usage == direct.usage
     assert {c.model for c in chunks} == {"remote-gen"}
     assert a.host.metrics.generated.labels(model="remote-gen")._value.get() > generated_before
+    assert tokens._value.get() == tokens_before + usage.total_tokens  # the remote's count
 
 
 def test_completions_through_a_answer_as_b(a, b) -> None:
