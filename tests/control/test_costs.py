@@ -180,11 +180,12 @@ def test_calls_emit_planned_started_completed_and_failed_events(http) -> None:
     assert http.get("/api/events", params={"limit": "0"}).status_code == 400
 
 
-def test_the_webhook_gets_the_events_after_a_failed_delivery(http) -> None:
-    assert embed(http, "a", **{"X-Request-Id": "hooked"}).status_code == 200
+def test_the_webhook_gets_the_events_after_a_failed_delivery(http, backend) -> None:
+    rid = f"hooked-{backend[0]}"  # one receiver for the module's servers on both backends
+    assert embed(http, "a", **{"X-Request-Id": rid}).status_code == 200
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        sent = [e for batch in Receiver.batches for e in batch if e["request_id"] == "hooked"]
+        sent = [e for batch in Receiver.batches for e in batch if e["request_id"] == rid]
         if len(sent) == 3:
             break
         time.sleep(0.2)
