@@ -38,7 +38,7 @@ from .control.gate import DeprecationNotices
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, bench, hf, openai, registry, routing, switch
+from .routes import admin, bench, costs, hf, openai, registry, routing, switch
 from .state import Host
 
 
@@ -61,6 +61,7 @@ def build_app(settings: Settings) -> Starlette:
         *openai.routes,
         *hf.routes,
         *admin.routes,
+        *costs.routes,  # before the registry's /api/models/{model_id}
         *registry.routes,
         *routing.routes,
         *switch.routes,

@@ -218,6 +218,38 @@ class Settings(BaseSettings):
     route_cooldown_s: float = Field(
         30.0, ge=0, le=86400, description="seconds a failing route target is skipped"
     )
+    cost_assumed_tokens_per_s: float = Field(
+        50.0,
+        gt=0,
+        le=10_000_000,
+        description="tokens/s a local model with hardware_hourly_usd is assumed to serve until "
+        "a benchmark or live traffic measured it: prices its budget reservations only",
+    )
+    cost_events_retention_days: float = Field(
+        30.0,
+        gt=0,
+        le=36500,
+        description="days a cost event row is kept (the daily rollup is kept for ever)",
+    )
+    events_retention_days: float = Field(
+        7.0, gt=0, le=36500, description="days a control-plane event (GET /api/events) is kept"
+    )
+    events_webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="POST control-plane events here in batches ({\"events\": [...]}), retried "
+        "with backoff; never delays a request",
+    )
+    events_webhook_kinds: list[str] = Field(
+        default_factory=list,
+        description="the event kinds sent to events_webhook_url (default: all), e.g. "
+        '["budget.threshold_crossed", "model_call.failed"]',
+    )
+    feedback_quality: bool = Field(
+        True,
+        description="the routing strategies average a model version's mean feedback score "
+        "(POST /api/feedback) with the mean of its quality metrics",
+    )
     switch_drain_timeout_s: float = Field(
         60.0,
         ge=0,

@@ -76,6 +76,7 @@ class Host:
         self.service.auto = self.control.registry.auto  # model "auto": the strategy's choice
         # routes' challengers (shadow traffic): persisted in the background (lifespan)
         self.shadows = self.service.shadows = ShadowRecords(self.control.engine)
+        self.service.ledger = self.control.ledger  # costs, budgets, events per call
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

@@ -87,6 +87,8 @@ class Registry:
         #: The ``openai`` registrations, served as remote models (remote.py): each refresh
         #: hands them over; None until the control plane's start sets it.
         self.remote: RemoteModels | None = None
+        #: served model -> (provider, cost profile): what costs.Pricing prices calls by.
+        self.profiles: dict[str, tuple[str, Cost]] = {}
         #: ``model: "auto"`` (strategies.py): active served models, from memory.
         self.auto = strategies.Auto(self.served_tasks)
         self._write = threading.Lock()
@@ -249,6 +251,10 @@ class Registry:
         # remote models join, change or leave the catalog (remote.py); the gate holds them too
         remote = self.remote.update(self._openai()) if self.remote is not None else {}
         rows = [(r.model_id, r.version, r.status) for r in records]
+        local = {
+            self.keys[(r.model_id, r.version)]: (r.provider, r.cost) for r in records if r.served
+        }
+        self.profiles = local | {n: (r.provider, r.cost) for n, r in remote.items()}
         active = {
             self.keys[(r.model_id, r.version)]: r
             for r in records

@@ -11,7 +11,7 @@ bandit would. Strategies are preset weights; ``safety-critical`` keeps only mode
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
@@ -145,6 +145,10 @@ class Auto:
         self._profiles: dict[str, Candidate] = {}
         self._safe: frozenset[str] = frozenset()
         self.latency_ms: dict[str, float] = {}
+        #: served model -> its measured price per 1000 tokens (a local model's, from cost
+        #: tracking), and (model_id, version) -> its mean feedback score (feedback.py).
+        self.cost_of: Callable[[str], float | None] | None = None
+        self.satisfaction: Callable[[str, str], float | None] | None = None
 
     def update(self, profiles: dict[str, Candidate], safe: frozenset[str]) -> None:
         """Replace the snapshot: served name -> its measurements (active models only)."""
@@ -158,12 +162,31 @@ class Auto:
             ms if previous is None else previous + LATENCY_ALPHA * (ms - previous)
         )
 
-    def plan(self, task: str | None, strategy: str | None) -> Plan | None:
+    def _cost(self, name: str) -> float | None:
+        return self.cost_of(name) if self.cost_of is not None else None
+
+    def _quality(self, c: Candidate) -> float | None:
+        """Its quality metrics' mean, averaged with its users' mean feedback score."""
+        felt = self.satisfaction(c.model_id, c.version) if self.satisfaction else None
+        if felt is None:
+            return c.quality
+        return felt if c.quality is None else (c.quality + felt) / 2
+
+    def plan(
+        self,
+        task: str | None,
+        strategy: str | None,
+        weights: tuple[float, float, float] | None = None,
+    ) -> Plan | None:
         """The ranked plan, None when no active served model serves ``task``."""
         name = strategy or "balanced"
         candidates = [
             Candidate(
-                c.model_id, c.version, c.quality, c.cost_per_1k_tokens, self.latency_ms.get(n)
+                c.model_id,
+                c.version,
+                self._quality(c),
+                c.cost_per_1k_tokens if c.cost_per_1k_tokens is not None else self._cost(n),
+                self.latency_ms.get(n),
             )
             for n, c in self._profiles.items()
             if (task is None or task in self.served_tasks.get(n, ()))
@@ -175,7 +198,7 @@ class Auto:
         served = {(c.model_id, c.version): n for n, c in self._profiles.items()}
         ranked = [
             (served[(s.candidate.model_id, s.candidate.version)], s)
-            for s in score(candidates, STRATEGIES[name])
+            for s in score(candidates, weights or STRATEGIES[name])
         ]
         chosen, _ = select([s for _, s in ranked])
         rest = [n for n, s in ranked if s is not chosen]
