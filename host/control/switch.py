@@ -193,8 +193,7 @@ class Switcher:
             warmed = [await self._warm(new, task) for task in tasks]
             warmed_ms = _ms(warm_start) if any(warmed) else None
         except HFSkillsError as error:
-            for key in [k for k in self.loader.cache if k[0] == new and k not in resident]:
-                await self.loader.unload_key(key, reason="switch")  # loaded for this switch only
+            await self._unload_new(new, resident)
             raise SwitchFailed(
                 f"switch of route {route!r} to {model_id}@{version} ({new!r}) failed: "
                 f"{first_line(error)}; the route is unchanged",
@@ -207,7 +206,11 @@ class Switcher:
             fallbacks=current.fallbacks,
             challenger=current.challenger,
         )
-        after, _ = await run_in_threadpool(store.put, route, body, actor, "api", ACTION)
+        try:
+            after, _ = await run_in_threadpool(store.put, route, body, actor, "api", ACTION)
+        except HFSkillsError:  # e.g. the database is unreachable: the route is unchanged
+            await self._unload_new(new, resident)
+            raise
         swapped = time.perf_counter()
         log.info(
             "route %s switched: model %s %s -> %s@%s (%s) by %s",
@@ -236,6 +239,11 @@ class Switcher:
             total_ms=_ms(started),
             **report,
         )
+
+    async def _unload_new(self, new: str, resident: set[tuple[str, str]]) -> None:
+        """A switch that failed before the swap unloads what it loaded for itself."""
+        for key in [k for k in self.loader.cache if k[0] == new and k not in resident]:
+            await self.loader.unload_key(key, reason="switch")
 
     async def _served(self, model_id: str, version: str) -> str:
         """The served name registered as ``model_id@version``, refused when it cannot be a
