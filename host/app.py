@@ -82,6 +82,7 @@ def build_app(settings: Settings) -> Starlette:
     app.add_middleware(DeprecationNotices, gate=host.control.gate)
     served, remote = host.control.registry.served, host.control.registry.remote
     versions = ChainMap(served, remote.versions) if remote is not None else served
-    app.add_middleware(AnswerHeaders, versions=versions)  # local and remote models
+    ids = host.control.registry.ids
+    app.add_middleware(AnswerHeaders, versions=versions, ids=ids)  # local and remote models
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

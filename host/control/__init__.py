@@ -97,7 +97,9 @@ def start(settings: Settings, catalog: Catalog) -> ControlPlane:
     budgets = Budgets(sessions, events, costs.spent_on)
     feedback = FeedbackBook(sessions, costs.answered)
     served_versions = ChainMap(registry.served, registry.remote.versions)  # local and remote
-    ledger = Ledger(served_versions, pricing, throughput, costs, budgets, events, feedback)
+    ledger = Ledger(
+        served_versions, registry.ids, pricing, throughput, costs, budgets, events, feedback
+    )
     registry.auto.cost_of = ledger.price_per_1k  # a local model's measured price
     if settings.feedback_quality:
         registry.auto.satisfaction = feedback.satisfaction

@@ -1,5 +1,6 @@
-"""Which model answered: ``X-HFSkills-Model: name@version`` on every response a model answered,
-and ``X-HFSkills-Route: route`` when a route chose it; and which request it was:
+"""Which model answered: ``X-HFSkills-Model: model_id@version`` (its registration) on every
+response a model answered, and ``X-HFSkills-Route: route`` when a route chose it; and which
+request it was:
 ``X-Request-Id`` on every response (the client's own id when it sent a well-formed one, else a
 new one), the key that cost events and feedback (``POST /api/feedback``) are filed under; and
 ``X-HFSkills-Cost-USD`` (6 decimals) when the answering model has a price (host/control/costs.py;
@@ -62,8 +63,12 @@ class AnswerHeaders:
     """ASGI middleware: adds ``X-Request-Id`` to every response, and ``X-HFSkills-Model``
     (and ``X-HFSkills-Route``) to a response that a model answered."""
 
-    def __init__(self, app: ASGIApp, versions: Mapping[str, str]) -> None:
-        self.app, self.versions = app, versions
+    def __init__(
+        self, app: ASGIApp, versions: Mapping[str, str], ids: Mapping[str, str] | None = None
+    ) -> None:
+        """``versions``: served model -> its registered version; ``ids``: -> its model_id
+        when that is not its served name (several catalog entries as versions of one model)."""
+        self.app, self.versions, self.ids = app, versions, ids or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +84,7 @@ class AnswerHeaders:
                 if "model" in answer:
                     model = answer["model"]
                     version = self.versions.get(model)
-                    named = f"{model}@{version}" if version is not None else model
+                    named = f"{self.ids.get(model, model)}@{version}" if version else model
                     headers.append((b"x-hfskills-model", _latin(named)))
                     if "route" in answer:
                         headers.append((b"x-hfskills-route", _latin(answer["route"])))

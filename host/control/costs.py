@@ -177,14 +177,16 @@ class CostBook:
         writer.sink("cost_events", self._write)
         writer.every(SWEEP_S, self._sweep)
 
-    def record(self, call: Call, version: str, provider: str, cost: float | None) -> None:
+    def record(
+        self, call: Call, model_id: str, version: str, provider: str, cost: float | None
+    ) -> None:
         """Buffer the call's row (the request path's whole cost)."""
         self.writer.put(
             "cost_events",
             {
                 "at": datetime.fromtimestamp(call.at, UTC),
                 "request_id": call.request_id,
-                "model_id": call.model,
+                "model_id": model_id,
                 "version": version,
                 "provider": provider,
                 "hardware": call.hardware,

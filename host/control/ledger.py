@@ -39,7 +39,10 @@ from .feedback import FeedbackBook
 class Hold:
     """A planned call: who runs it and what was reserved for it."""
 
+    #: The served model (prices and throughput are per served model).
     model: str
+    #: The registration it answers as: budgets, cost events, events and feedback use these.
+    model_id: str
     version: str
     provider: str
     request_id: str
@@ -65,6 +68,7 @@ class Ledger:
     def __init__(
         self,
         versions: Mapping[str, str],
+        ids: Mapping[str, str],
         pricing: Pricing,
         throughput: Throughput,
         book: CostBook,
@@ -72,8 +76,9 @@ class Ledger:
         events: Events,
         feedback: FeedbackBook,
     ) -> None:
-        """``versions``: served model -> its registered version (the registry's ``served``)."""
-        self.versions = versions
+        """``versions``: served model -> its registered version; ``ids``: -> its model_id
+        when that is not its served name (the registry's ``served`` and ``ids``)."""
+        self.versions, self.ids = versions, ids
         self.pricing, self.throughput = pricing, throughput
         self.book, self.budgets, self.events, self.feedback = book, budgets, events, feedback
 
@@ -86,6 +91,7 @@ class Ledger:
         if version is None:  # a model the registry does not know (on demand): not accounted
             return None
         request_id = answer.request_id() or ""
+        model_id = self.ids.get(model, model)
         price = self.pricing.price(model, None, assume=True)
         estimate = None
         reservation = None
@@ -93,10 +99,10 @@ class Ledger:
             most = params.max_new_tokens if isinstance(params, GenerationParams) else 0
             prompt = sum(prompt_tokens_at_most(item) for item in inputs)
             estimate = price.of(prompt, most * len(inputs))
-            reservation = self.budgets.reserve(model, estimate)
+            reservation = self.budgets.reserve(model_id, estimate)
         self.events.emit(
             "model_call.planned",
-            model,
+            model_id,
             version,
             request_id,
             task=task,
@@ -106,13 +112,17 @@ class Ledger:
             price_basis=price.basis if price is not None else None,
         )
         provider = self.pricing.profiles().get(model, ("local", None))[0]
-        return Hold(model, version, provider, request_id, estimate, reservation)
+        return Hold(model, model_id, version, provider, request_id, estimate, reservation)
 
     def started(self, hold: Hold | None, hardware: str) -> None:
         if hold is not None:
             hold.started = time.time()
             self.events.emit(
-                "model_call.started", hold.model, hold.version, hold.request_id, hardware=hardware
+                "model_call.started",
+                hold.model_id,
+                hold.version,
+                hold.request_id,
+                hardware=hardware,
             )
 
     def finished(self, hold: Hold | None, call: Call) -> None:
@@ -123,15 +133,15 @@ class Ledger:
         price = self.pricing.price(call.model, call.hardware) if call.status == "ok" else None
         if price is not None:
             cost = price.of(call.prompt_tokens, call.completion_tokens)
-        self.budgets.settle(hold.reservation, hold.model, cost or 0.0)
-        self.book.record(call, hold.version, hold.provider, cost)
+        self.budgets.settle(hold.reservation, hold.model_id, cost or 0.0)
+        self.book.record(call, hold.model_id, hold.version, hold.provider, cost)
         if cost is not None:
             answer.note_cost(cost)
         if call.status == "ok" and hold.request_id:
-            self.feedback.note(hold.request_id, hold.model, hold.version)
+            self.feedback.note(hold.request_id, hold.model_id, hold.version)
         self.events.emit(
             "model_call.completed" if call.status == "ok" else "model_call.failed",
-            hold.model,
+            hold.model_id,
             hold.version,
             hold.request_id,
             status=call.status,

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -116,3 +117,12 @@ def fresh_database(
 
 
 BACKENDS = ["sqlite", "postgresql"]
+
+#: The threads that write the control plane's records in the background (cost events, events,
+#: shadow records): the request path itself must never query the database.
+BACKGROUND_WRITERS = ("hfskills-control-writer", "hfskills-shadow")
+
+
+def from_the_request_path() -> bool:
+    """Whether the statement being run comes from anything but a background writer."""
+    return threading.current_thread().name not in BACKGROUND_WRITERS

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from hfskills.host.control.gate import Gate
 from hfskills.host.control.routing import Plan, Router, stable_draw
 from tests.host.conftest import Server, start
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, from_the_request_path
 
 #: Requests in a statistical check, and how many standard deviations it tolerates (a false
 #: failure about once in 150 000 runs).
@@ -355,10 +354,6 @@ def test_bad_config_routes_refuse_to_start(tmp_path) -> None:
         load_settings(routes=[twice, twice])
 
 
-#: The threads that write the control plane's records in the background.
-BACKGROUND_WRITERS = ("hfskills-control-writer", "hfskills-shadow")
-
-
 def test_the_routed_path_never_queries_the_database(server, http) -> None:
     embed(http, "split")
     statements: list[str] = []
@@ -366,7 +361,7 @@ def test_the_routed_path_never_queries_the_database(server, http) -> None:
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         # the control plane's own writers (cost events, events, shadow records) write in the
         # background, from their threads; the request path must not query at all
-        if threading.current_thread().name not in BACKGROUND_WRITERS:
+        if from_the_request_path():
             statements.append(statement)
 
     engine = server.host.control.engine

@@ -132,8 +132,8 @@ def test_entries_register_as_versions_of_one_model(http) -> None:
 
     # model_id@version and the served name both reach an entry; the answer names it
     assert targets(http, "embed") == [("emb@1", 1)]
-    assert embed(http, "embed").headers["x-hfskills-model"] == "emb-v1@1"
-    for target, answers in (("emb@2", "emb-v2@2"), ("emb-v2", "emb-v2@2"), ("gen@2", "gen-next@2")):
+    assert embed(http, "embed").headers["x-hfskills-model"] == "emb@1"
+    for target, answers in (("emb@2", "emb@2"), ("emb-v2", "emb@2"), ("gen@2", "gen@2")):
         task = "text_embedding" if target.startswith("emb") else "text_generation"
         put = http.put("/api/routes/probe", json={"targets": [{"model": target, "weight": 1}]})
         assert put.status_code in (200, 201), put.text
@@ -163,7 +163,7 @@ def test_a_failed_load_leaves_the_route_unchanged(http) -> None:
     assert http.get("/api/routes/embed").json() == before
     assert switch_audit(http, "embed") == []
     assert "emb-broken" not in resident(http)
-    assert embed(http, "embed").headers["x-hfskills-model"] == "emb-v1@1"
+    assert embed(http, "embed").headers["x-hfskills-model"] == "emb@1"
 
 
 def test_switch_while_requests_are_in_flight(server, http) -> None:
@@ -237,7 +237,7 @@ def test_switch_while_requests_are_in_flight(server, http) -> None:
 
     assert streamed == [1500]  # the stream that spanned the switch ended whole
     seen = Counter(answers)
-    assert seen["gen@1"] >= 1 and set(seen) <= {"gen@1", "gen-next@2"}, seen
+    assert seen["gen@1"] >= 1 and set(seen) <= {"gen@1", "gen@2"}, seen
     assert "gen" not in resident(http) and "gen-next" in resident(http)
     after = [
         client.chat.completions.with_raw_response.create(
@@ -245,7 +245,7 @@ def test_switch_while_requests_are_in_flight(server, http) -> None:
         )
         for _ in range(10)
     ]
-    assert {raw.headers["x-hfskills-model"] for raw in after} == {"gen-next@2"}
+    assert {raw.headers["x-hfskills-model"] for raw in after} == {"gen@2"}
     assert {raw.parse().model for raw in after} == {"gen-next"}
     assert "gen" not in resident(http)  # nothing routed there since
 
@@ -299,9 +299,9 @@ def test_switch_an_embedding_route_under_load(http, server) -> None:
         {"model": "emb@2", "weight": 3, "share": 0.75},
         {"model": "other", "weight": 1, "share": 0.25},
     ]
-    assert set(answers) <= {"emb-v1@1", "emb-v2@2", "other@1"}
+    assert set(answers) <= {"emb@1", "emb@2", "other@1"}
     after = Counter(embed(http, "embed").headers["x-hfskills-model"] for _ in range(40))
-    assert set(after) <= {"emb-v2@2", "other@1"} and after["emb-v2@2"] > 0, after
+    assert set(after) <= {"emb@2", "other@1"} and after["emb@2"] > 0, after
     assert "emb-v1" not in resident(http)
 
 
