@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import time
@@ -48,6 +49,25 @@ def freeze_heap() -> None:
     long-lived ones it paused serving ~100 ms at a time (measured: p99 122 -> 17 ms)."""
     gc.collect()
     gc.freeze()
+
+
+#: Seconds between closing a model and the collection that frees it (`_release_soon`).
+RELEASE_DELAY_S = 0.5
+
+
+def release_memory() -> None:
+    """Free what closing a model left: a full collection, the frozen objects included, then
+    glibc's ``malloc_trim`` (freed heap pages back to the system; absent elsewhere); the
+    survivors are frozen again. A closed model sits in reference cycles among the frozen
+    objects: without the unfreeze it is never freed (measured, all-MiniLM-L6-v2, 91 MB
+    resident: RSS freed 2.5 MB without, 57 MB with). The price is one full collection holding
+    the GIL (0.25-0.6 s on 2 shared cores), once per model closed: an eviction, an unload or
+    a switch, never a request."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass
@@ -89,6 +109,7 @@ class ModelLoader:
         self.loading: dict[tuple[str, str], asyncio.Future[Loaded]] = {}
         self.admitting: dict[str, asyncio.Future[None]] = {}
         self.hits = self.misses = 0
+        self._release_pending = False
         self.generation = catalog.generation  # the catalog this cache was filled from
         #: The registry's gate (host/control/gate.py): refuses a retired model, notes a
         #: deprecated one; one dict lookup per request.
@@ -273,6 +294,27 @@ class ModelLoader:
 
     async def _close(self, item: Loaded) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, item.close)
+        if item.model.remote is None:  # a remote model is a client: nothing much to free
+            self._release_soon()
+
+    def _release_soon(self) -> None:
+        """`release_memory` once the closed model is garbage: ``RELEASE_DELAY_S`` later, when
+        the frames that closed it (an eviction inside another model's load) have returned; a
+        collection while they still held it would freeze it again, for good."""
+        if self._release_pending:
+            return
+        self._release_pending = True
+        loop = asyncio.get_running_loop()
+
+        def release() -> None:
+            self._release_pending = False
+            loop.run_in_executor(self.executor, release_memory)
+
+        loop.call_later(RELEASE_DELAY_S, release)
+
+    async def release(self) -> None:
+        """Free closed models' memory now (`release_memory`, in a worker thread)."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, release_memory)
 
     def resident(self) -> list[dict[str, Any]]:
         return [

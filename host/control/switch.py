@@ -25,9 +25,9 @@ The policy, step by step (each step measured and reported in a `SwitchOut`):
    still targets it (or has it as challenger); still busy past the drain timeout, it closes when
    its last request ends. Freed memory is measured, not estimated: the loader's resident bytes
    and the process's RSS (psutil when installed, else ``/proc/self/statm``) before and after,
-   the RSS after a full garbage collection (the loader freezes what it loads out of the
-   collector's sight: `gc.unfreeze` first) and glibc's ``malloc_trim``, so that freed heap
-   goes back to the system.
+   the RSS after the loader closed it (`loader.release_memory`: a full garbage collection,
+   frozen objects included, and glibc's ``malloc_trim``, so that freed heap goes back to the
+   system).
 
 One switch at a time per route (a second answers 409). Once the route has changed, the drain
 and the unload run to their end even when the client goes away. The old version stays in the
@@ -37,9 +37,6 @@ catalog: a request that names it directly loads it again (retire it to stop that
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import gc
 import logging
 import os
 import time
@@ -108,22 +105,6 @@ def rss_bytes() -> tuple[int | None, str | None]:
         return pages * os.sysconf("SC_PAGE_SIZE"), "/proc/self/statm"
     except (OSError, ValueError, IndexError):
         return None, None
-
-
-def release_memory() -> None:
-    """Free what unloading left: a full collection, the loaded objects frozen by the loader
-    (`loader.freeze_heap`) included, then glibc's ``malloc_trim`` (returns freed heap pages
-    to the system; absent elsewhere). The survivors are frozen again.
-
-    An unloaded model sits in reference cycles among the frozen objects: without the unfreeze
-    it is never freed (measured, all-MiniLM-L6-v2, 91 MB resident: RSS freed 2.5 MB without,
-    57 MB with). The price is one full collection, which holds the GIL (0.5-0.6 s measured on
-    the 2 shared cores of the development machine); a switch pays it once."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass
@@ -336,7 +317,7 @@ class Switcher:
             if keys:
                 unloaded.append(name)
         if unloaded:
-            release_memory()
+            await self.loader.release()  # now, to measure what was freed
         resident_after = self.loader.used_bytes()
         rss_after, _ = rss_bytes()
         return {

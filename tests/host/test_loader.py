@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -98,3 +101,24 @@ def test_concurrent_first_requests_share_one_load(serve, classifier) -> None:
     assert [r.status_code for r in responses] == [200] * 16
     assert all(r.json()[0][0]["label"] == expected[0][0]["label"] for r in responses)
     assert metric(server, "hfskills_model_loads_total", model="solo", status="ok") == 1
+
+
+def test_an_evicted_model_is_freed(serve, classifier) -> None:
+    """What the loader loads is frozen out of the collector's sight (`freeze_heap`); an
+    evicted model must still be collected, not kept alive in reference cycles among the
+    frozen objects (its weights would stay in memory while the budget counts them gone)."""
+    path, size, _ = classifier
+    models = [entry(name, path) for name in ("a", "b")]
+    server = serve(models=models, embedded_default=False, memory_budget_bytes=int(size * 1.5))
+    with server.client() as http:
+        assert http.post("/models/a", json={"inputs": TEXTS}).status_code == 200
+        (loaded,) = server.host.loader.cache.values()
+        model = weakref.ref(loaded.endpoint.model)
+        del loaded
+        gc.freeze()  # as the host does after every load (and at start)
+        assert http.post("/models/b", json={"inputs": TEXTS}).status_code == 200
+        assert resident(http) == ["b"]
+        deadline = time.monotonic() + 10  # the collection runs shortly after the close
+        while model() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model() is None, "the evicted model's weights are still alive"
