@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     events_webhook_url: str | None = Field(
         None,
         pattern=r"^https?://",
-        description="POST control-plane events here in batches ({\"events\": [...]}), retried "
+        description='POST control-plane events here in batches ({"events": [...]}), retried '
         "with backoff; never delays a request",
     )
     events_webhook_kinds: list[str] = Field(
