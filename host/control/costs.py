@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -267,30 +267,13 @@ class CostBook:
         since = datetime.now(UTC) - timedelta(hours=hours)
         with self.sessions() as session:
             rows = session.execute(
-                select(
-                    CostEvent.route,
-                    CostEvent.model_id,
-                    CostEvent.version,
-                    func.count(),
-                    func.sum(case((CostEvent.status != "ok", 1), else_=0)),
-                    func.sum(CostEvent.prompt_tokens),
-                    func.sum(CostEvent.completion_tokens),
-                    func.sum(CostEvent.cost_usd),
-                    func.sum(CostEvent.latency_ms),
-                )
+                select(CostEvent.route, CostEvent.model_id, CostEvent.version, *_EVENT_TOTALS)
                 .where(CostEvent.at >= since, CostEvent.route.is_not(None))
                 .group_by(CostEvent.route, CostEvent.model_id, CostEvent.version)
             ).all()
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for route, model_id, version, requests, errors, prompt, completion, cost, latency in rows:
-            group = {
-                "requests": int(requests or 0),
-                "errors": int(errors or 0),
-                "prompt_tokens": int(prompt or 0),
-                "completion_tokens": int(completion or 0),
-                "cost_usd": usd(float(cost or 0.0)),
-                "latency_ms": float(latency or 0.0),
-            }
+        for route, model_id, version, *sums in rows:
+            group = _totals(sums)
             out.setdefault(route, {})[f"{model_id}@{version}"] = {
                 **_efficiency(group),
                 "cost_usd": group["cost_usd"],
@@ -306,16 +289,7 @@ class CostBook:
             if hours <= self.retention_days * 24:
                 source = "cost_events"
                 rows = session.execute(
-                    select(
-                        CostEvent.model_id,
-                        CostEvent.version,
-                        func.count(),
-                        func.sum(case((CostEvent.status != "ok", 1), else_=0)),
-                        func.sum(CostEvent.prompt_tokens),
-                        func.sum(CostEvent.completion_tokens),
-                        func.sum(CostEvent.cost_usd),
-                        func.sum(CostEvent.latency_ms),
-                    )
+                    select(CostEvent.model_id, CostEvent.version, *_EVENT_TOTALS)
                     .where(CostEvent.at >= since)
                     .group_by(CostEvent.model_id, CostEvent.version)
                 ).all()
@@ -335,15 +309,8 @@ class CostBook:
                     .where(CostDay.day >= day_of(since))
                     .group_by(CostDay.model_id, CostDay.version)
                 ).all()
-        for model_id, version, requests, errors, prompt, completion, cost, latency in rows:
-            groups[(model_id, version)] = {
-                "requests": int(requests or 0),
-                "errors": int(errors or 0),
-                "prompt_tokens": int(prompt or 0),
-                "completion_tokens": int(completion or 0),
-                "cost_usd": usd(float(cost or 0.0)),
-                "latency_ms": float(latency or 0.0),
-            }
+        for model_id, version, *sums in rows:
+            groups[(model_id, version)] = _totals(sums)
         total = usd(sum(g["cost_usd"] for g in groups.values()))
         named = {f"{m}@{v}": g for (m, v), g in groups.items()}
         top = sorted(named.items(), key=lambda kv: (-kv[1]["cost_usd"], kv[0]))
@@ -365,6 +332,31 @@ class CostBook:
             ],
             "efficiency_metrics": {name: _efficiency(g) for name, g in sorted(named.items())},
         }
+
+
+#: Per group of cost events: requests, errors, prompt and completion tokens, cost, latency
+#: (the order `_totals` reads; the daily rollup's sums come in the same order).
+_EVENT_TOTALS = (
+    func.count(),
+    func.sum(case((CostEvent.status != "ok", 1), else_=0)),
+    func.sum(CostEvent.prompt_tokens),
+    func.sum(CostEvent.completion_tokens),
+    func.sum(CostEvent.cost_usd),
+    func.sum(CostEvent.latency_ms),
+)
+
+
+def _totals(sums: Sequence[Any]) -> dict[str, float]:
+    """A group's sums (`_EVENT_TOTALS`' order; SQL's NULL for an empty sum) as totals."""
+    requests, errors, prompt, completion, cost, latency = sums
+    return {
+        "requests": int(requests or 0),
+        "errors": int(errors or 0),
+        "prompt_tokens": int(prompt or 0),
+        "completion_tokens": int(completion or 0),
+        "cost_usd": usd(float(cost or 0.0)),
+        "latency_ms": float(latency or 0.0),
+    }
 
 
 def _efficiency(group: Mapping[str, float]) -> dict[str, Any]:
