@@ -3,7 +3,8 @@ and the lifespan. Nothing else lives here.
 
 One warm request's whole path (docs/architecture.md tells it at length):
 
-1. `middleware.BodyLimit` refuses bodies over ``max_body_bytes`` (413).
+1. With authentication on, `auth.Authentication` answers 401/403 by credentials and role
+   (``auth.py``); `middleware.BodyLimit` refuses bodies over ``max_body_bytes`` (413).
 2. A route (``routes/``) parses its pydantic request model (``protocol/``) and hands it to the
    serving layer of its API family (``serving/``), which turns it into typed work: task, inputs,
    generation params, and a `RequestContext` (priority, deadline, disconnect watch, user).
@@ -31,14 +32,15 @@ from starlette.exceptions import HTTPException
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
-from . import errors
+from . import auth, errors
 from .config import Settings
 from .control.answer import AnswerHeaders
 from .control.gate import DeprecationNotices
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, bench, costs, hf, openai, registry, routing, switch
+from .control.keys import KeyStore
+from .routes import admin, bench, costs, hf, keys, openai, registry, routing, switch
 from .state import Host
 
 
@@ -66,6 +68,7 @@ def build_app(settings: Settings) -> Starlette:
         *routing.routes,
         *switch.routes,
         *bench.routes,
+        *keys.routes,
     ]
     app = Starlette(
         routes=[*routes, openapi_route(routes, list(host.catalog.names))],
@@ -85,4 +88,6 @@ def build_app(settings: Settings) -> Starlette:
     ids = host.control.registry.ids
     app.add_middleware(AnswerHeaders, versions=versions, ids=ids)  # local and remote models
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # 401/403 before anything reads the body; CORS outside it (a preflight has no credentials)
+    auth.install(app, settings, KeyStore(host.control.engine), host.control.writer)
     return app

@@ -10,7 +10,7 @@ import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -258,10 +258,64 @@ class Settings(BaseSettings):
         "before unloading it (still busy then: it closes when its last request ends)",
     )
 
+    # -- security (host/auth.py, docs/security.md) ---------------------------------------------
+    auth_enabled: bool | None = Field(
+        None,
+        description="require credentials (an API key or a JWT) on every route but "
+        "auth_public_paths, with roles (admin, user, readonly); default: on when "
+        "auth_jwt_secret or auth_jwt_public_key is set, else off. Keys: `hfskills keys create`",
+    )
+    auth_public_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/metrics"],
+        description="paths that answer without credentials when authentication is on",
+    )
+    auth_keys_refresh_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=3600,
+        description="seconds between reloads of the active API keys from the database (a key "
+        "created or revoked by `hfskills keys` in another process counts from then; through "
+        "/api/keys, at once)",
+    )
+    auth_jwt_secret: SecretStr | None = Field(
+        None, min_length=32, description="HS256: the shared secret bearer JWTs are signed with"
+    )
+    auth_jwt_public_key: str | None = Field(
+        None,
+        description="RS256: the PEM public key bearer JWTs are verified with, or the path of a "
+        "PEM file",
+    )
+    auth_jwt_issuer: str | None = Field(None, description="JWTs must carry this iss claim")
+    auth_jwt_audience: str | None = Field(None, description="JWTs must carry this aud claim")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='origins browsers may call from (CORS), e.g. ["https://app.example.com"]; '
+        '["*"]: any; default: none (no CORS headers)',
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="serve HTTPS (TLS 1.2 or newer) with this PEM certificate chain"
+    )
+    ssl_keyfile: Path | None = Field(None, description="the PEM private key of ssl_certfile")
+
+    @property
+    def jwt_configured(self) -> bool:
+        return self.auth_jwt_secret is not None or self.auth_jwt_public_key is not None
+
+    @property
+    def auth_on(self) -> bool:
+        """Whether requests need credentials: ``auth_enabled``, else whether a JWT key is set."""
+        return self.auth_enabled if self.auth_enabled is not None else self.jwt_configured
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        return self
 
     @model_validator(mode="after")
     def _per_model_below_global(self) -> Settings:

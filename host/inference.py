@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, generated_tokens
 
+from .auth import check_model
 from .control import answer, shadow
 from .control.calls import SHADOW, Call
 from .control.ledger import Hold, Ledger
@@ -111,6 +112,7 @@ class InferenceService:
     ) -> Outcome:
         """One request's inputs through the model (or the target its route chooses); results
         in input order."""
+        check_model(name, self.loader.catalog.get(name))  # a key limited to models: 403
         plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._run(name, task, inputs, params, ctx)
@@ -131,6 +133,7 @@ class InferenceService:
     ) -> Stream:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later.
         A route fails over while the stream opens, never once tokens flow."""
+        check_model(name, self.loader.catalog.get(name))
         plan = self._plan(name, task, ctx)
         if plan is None:
             return await self._open(name, task, prompt, params, ctx)

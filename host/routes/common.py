@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..auth import principal_of
 from ..control.strategies import STRATEGIES
 from ..errors import APIError
 from ..scheduler import PRIORITIES, RequestContext
@@ -56,12 +57,16 @@ async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
 
 def user(request: Request, named: str | None = None) -> str | None:
     """Who a route's assignment sticks to: the body's ``user`` (``named``), else the
-    ``X-User-Id`` header, else the API key the request carries; None: anonymous."""
+    ``X-User-Id`` header, else the authenticated subject (host/auth.py), else the API key the
+    request carries; None: anonymous."""
     if named:
         return f"user:{named}"
     header = request.headers.get("x-user-id", "").strip()
     if header:
         return f"user:{header}"
+    principal = principal_of(request)
+    if principal is not None:
+        return principal.subject
     key = request.headers.get("authorization") or request.headers.get("api-key")
     return f"key:{key.strip()}" if key and key.strip() else None
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 import hfskills
 
+from .. import auth
 from ..control.strategies import AUTO
 from ..errors import APIError
 from ..openapi import protocol
@@ -162,6 +163,7 @@ async def generate_stream(request: Request) -> Response:
 
 
 async def _info_for(request: Request, name: str) -> Response:
+    auth.check_model(name, host(request).catalog.get(name))  # it loads the model
     name = _described(request, name, "text_generation")
     loaded = await host(request).loader.get(name, "text_generation")
     endpoint = loaded.endpoint
