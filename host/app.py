@@ -17,6 +17,9 @@ One warm request's whole path (docs/architecture.md tells it at length):
    batching continuously, or a `DynamicBatcher` running the skill's handler in the worker pool.
 5. The serving layer writes the answer in its API's shape (JSON or SSE); any exception becomes
    that API's error body (``errors.py``).
+
+With tracing on (``tracing.py``), an outermost middleware makes each request one trace, with a
+span for each step above.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from starlette.exceptions import HTTPException
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
-from . import auth, errors
+from . import auth, errors, tracing
 from .config import Settings
 from .control.answer import AnswerHeaders
 from .control.gate import DeprecationNotices
@@ -45,6 +48,7 @@ from .state import Host
 
 
 def build_app(settings: Settings) -> Starlette:
+    traces = tracing.setup(settings.tracing)  # None: tracing off (host/tracing.py)
     host = Host(settings)
 
     @contextlib.asynccontextmanager
@@ -58,6 +62,8 @@ def build_app(settings: Settings) -> Starlette:
         host.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(host.shadows.close)  # the last write
         host.control.close()
+        if traces is not None:  # the spans still buffered are sent
+            await asyncio.to_thread(traces.shutdown)
 
     routes = [
         *openai.routes,
@@ -82,6 +88,7 @@ def build_app(settings: Settings) -> Starlette:
         },
     )
     app.state.host = host
+    app.state.tracing = traces
     app.add_middleware(DeprecationNotices, gate=host.control.gate)
     served, remote = host.control.registry.served, host.control.registry.remote
     versions = ChainMap(served, remote.versions) if remote is not None else served
@@ -90,4 +97,7 @@ def build_app(settings: Settings) -> Starlette:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     # 401/403 before anything reads the body; CORS outside it (a preflight has no credentials)
     auth.install(app, settings, KeyStore(host.control.engine), host.control.writer)
+    if traces is not None:  # outermost: the request's server span covers everything
+        tracer, excluded = tracing.tracer_of(traces), settings.tracing_excluded_paths
+        app.add_middleware(tracing.Middleware, tracer=tracer, excluded=excluded)
     return app

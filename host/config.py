@@ -181,6 +181,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="debug, info, warning, error or critical"
     )
+    tracing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="OpenTelemetry traces, exported as the standard OTEL_* environment says "
+        "(docs/observability.md): auto: on when OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_TRACES_EXPORTER is set; on: always "
+        "(default endpoint http://localhost:4318); off: never",
+    )
+    tracing_excluded_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/metrics"],
+        description="paths served without a trace (probes and scrapes would fill the traces)",
+    )
     database_url: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9+_.-]+://",

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, generated_tokens
 
+from . import tracing
 from .auth import check_model
 from .control import answer, shadow
 from .control.calls import SHADOW, Call
@@ -44,7 +45,7 @@ from .errors import APIError, ClientGone, DeadlineExceeded
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 from .scheduler import RequestContext, Scheduler
-from .workers import Params
+from .workers import BatchWorker, Params
 
 log = logging.getLogger("hfskills.requests")
 
@@ -113,7 +114,7 @@ class InferenceService:
         """One request's inputs through the model (or the target its route chooses); results
         in input order."""
         check_model(name, self.loader.catalog.get(name))  # a key limited to models: 403
-        plan = self._plan(name, task, ctx)
+        plan = self._routing(name, task, ctx)
         if plan is None:
             return await self._run(name, task, inputs, params, ctx)
         started = time.perf_counter()
@@ -134,7 +135,7 @@ class InferenceService:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later.
         A route fails over while the stream opens, never once tokens flow."""
         check_model(name, self.loader.catalog.get(name))
-        plan = self._plan(name, task, ctx)
+        plan = self._routing(name, task, ctx)
         if plan is None:
             return await self._open(name, task, prompt, params, ctx)
         started = time.perf_counter()
@@ -146,6 +147,14 @@ class InferenceService:
         return stream
 
     # -- how a request runs ---------------------------------------------------------------------
+    def _routing(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
+        """`_plan`, in the request's "route" span."""
+        with tracing.span("route", model=name) as routing:
+            plan = self._plan(name, task, ctx)
+            if plan is not None:
+                routing.set_attribute("hfskills.route", plan.name)
+            return plan
+
     def _plan(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
         """The route ``name`` names, ``auto``'s ranking, or None: a model (from memory)."""
         if self.router is None:
@@ -287,7 +296,13 @@ class InferenceService:
                     hardware = loaded.endpoint.hardware
                     if self.ledger is not None:
                         self.ledger.started(hold, hardware)
-                    with self.metrics.request_running(label), _as_inference_errors(loaded):
+                    with (
+                        self.metrics.request_running(label),
+                        _as_inference_errors(loaded),
+                        tracing.span(
+                            _work(loaded), model=label, hardware=hardware, inputs=len(inputs)
+                        ),
+                    ):
                         rows = await loaded.worker.run(inputs, params, ctx.deadline)
                     answer.note(loaded.model.name)
                     return _outcome(loaded, rows)
@@ -318,9 +333,10 @@ class InferenceService:
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
         hold: Hold | None = None
+        generation: Any = tracing.NOOP  # the "engine" span, ended with the stream
 
         async def start() -> tuple[Loaded, AsyncIterator[Event]]:
-            nonlocal hold
+            nonlocal hold, generation
             await self.loader.admit(name)
             if self.ledger is not None:
                 hold = self.ledger.plan(self.metric_name(name), task, [prompt], params, ctx)
@@ -329,6 +345,10 @@ class InferenceService:
             stack.enter_context(self.metrics.request_running(loaded.model.name))
             if self.ledger is not None:
                 self.ledger.started(hold, loaded.endpoint.hardware)
+            generation = tracing.start(
+                "engine", model=loaded.model.name, hardware=loaded.endpoint.hardware, stream=True
+            )
+            stack.callback(generation.end)
             with _as_inference_errors(loaded):
                 return loaded, await loaded.worker.stream(prompt, params, ctx.deadline)
 
@@ -343,7 +363,7 @@ class InferenceService:
                 )
             raise
         answer.note(loaded.model.name)
-        return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold))
+        return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold, generation))
 
     def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
         model, _ = self.loader.resolve(name)
@@ -357,9 +377,11 @@ class InferenceService:
         arrived: float,
         ctx: RequestContext,
         hold: Hold | None,
+        generation: Any = tracing.NOOP,
     ) -> AsyncIterator[Event]:
         """The stream's events, with its metrics (tokens, time to first token, inter-token
-        latency), its log line, and its slot and model released when it ends."""
+        latency), its log line, and its slot and model released when it ends (and its
+        ``engine`` span: one span for the whole stream, the first token an event in it)."""
         model = loaded.model.name
         status, generated, prompt_tokens = "cancelled", 0, 0
         last = arrived
@@ -370,6 +392,7 @@ class InferenceService:
                         now = time.perf_counter()
                         if generated == 0:
                             self.metrics.first_token(model, now - arrived)
+                            generation.add_event("first_token")
                         else:
                             self.metrics.inter_token(model, now - last)
                         generated, last = generated + 1, now
@@ -388,6 +411,8 @@ class InferenceService:
         finally:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
+            generation.set_attribute("hfskills.completion_tokens", generated)
+            generation.set_attribute("hfskills.status", status)
             await stack.aclose()
             self._record(
                 model,
@@ -461,6 +486,12 @@ class InferenceService:
                 }
             )
         )
+
+
+def _work(loaded: Loaded) -> str:
+    """The span of a model's work: ``batch`` (a dynamic batcher's, whose forward passes are
+    its ``forward`` children) or ``engine`` (a generation engine's, or a remote model's)."""
+    return "batch" if isinstance(loaded.worker, BatchWorker) else "engine"
 
 
 def _quietly(fn: Callable[..., None], *args: Any) -> None:

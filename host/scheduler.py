@@ -22,6 +22,7 @@ from typing import Any
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
+from . import tracing
 from .metrics import Metrics
 
 PRIORITIES = ("high", "normal", "low")
@@ -163,12 +164,15 @@ class Scheduler:
                 f"{len(gate.waiters)} waiting); try again shortly"
             )
 
-        await gate.acquire(ctx, full)
-        try:
-            await self.global_gate.acquire(ctx, full)
+        with tracing.span("queue", model=model, priority=ctx.priority):  # the wait for slots
+            await gate.acquire(ctx, full)
             try:
-                yield
-            finally:
-                self.global_gate.release()
+                await self.global_gate.acquire(ctx, full)
+            except BaseException:
+                gate.release()
+                raise
+        try:
+            yield
         finally:
+            self.global_gate.release()
             gate.release()

@@ -77,6 +77,7 @@ class Host:
         # routes' challengers (shadow traffic): persisted in the background (lifespan)
         self.shadows = self.service.shadows = ShadowRecords(self.control.engine)
         self.service.ledger = self.control.ledger  # costs, budgets, events per call
+        self.metrics.watch_budgets(self.control.budgets.status)  # budget gauges, per scrape
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

@@ -15,6 +15,7 @@ from ..control.strategies import STRATEGIES
 from ..errors import APIError
 from ..scheduler import PRIORITIES, RequestContext
 from ..serving.common import FastJSONResponse
+from ..tracing import span
 
 if TYPE_CHECKING:
     from ..state import Host
@@ -52,7 +53,8 @@ def _finite(text: str) -> float:
 
 async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
     """Validate the JSON body as ``schema``; ``defaults`` fill fields the body leaves out."""
-    return schema.model_validate({**defaults, **json_object(await request.body())})
+    with span("parse"):  # reading the body included
+        return schema.model_validate({**defaults, **json_object(await request.body())})
 
 
 def user(request: Request, named: str | None = None) -> str | None:
