@@ -39,10 +39,12 @@ from . import auth, errors, tracing
 from .config import Settings
 from .control.answer import AnswerHeaders
 from .control.gate import DeprecationNotices
+from .control.keys import KeyStore
+from .headers import NotedHeaders
+from .limits import KeyLimits
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .control.keys import KeyStore
 from .routes import admin, bench, costs, hf, keys, openai, registry, routing, switch
 from .state import Host
 
@@ -90,6 +92,9 @@ def build_app(settings: Settings) -> Starlette:
     app.state.host = host
     app.state.tracing = traces
     app.add_middleware(DeprecationNotices, gate=host.control.gate)
+    if host.service.limits is not None:  # per caller: concurrency and rates (host/limits.py)
+        app.add_middleware(KeyLimits, limits=host.service.limits)
+    app.add_middleware(NotedHeaders)  # x-ratelimit-*, X-HFSkills-Cache (host/headers.py)
     served, remote = host.control.registry.served, host.control.registry.remote
     versions = ChainMap(served, remote.versions) if remote is not None else served
     ids = host.control.registry.ids

@@ -159,6 +159,61 @@ class Settings(BaseSettings):
         "X-Request-Timeout header overrides it): still queued then, it answers 503; still "
         "running, its work is cancelled and it answers 504",
     )
+    # -- limits, circuit breakers, response cache (host/limits.py, breakers.py, cache.py) ----
+    rate_limit_requests_per_minute: int | None = Field(
+        None, ge=1, description="requests per minute per caller (API key, X-User-Id); over: 429"
+    )
+    rate_limit_tokens_per_minute: int | None = Field(
+        None, ge=1, description="prompt and generated tokens per minute per caller; over: 429"
+    )
+    model_rate_limit_requests_per_minute: int | None = Field(
+        None, ge=1, description="model calls per minute per served model (cache hits not)"
+    )
+    model_rate_limit_tokens_per_minute: int | None = Field(
+        None, ge=1, description="prompt and generated tokens per minute per served model"
+    )
+    max_concurrent_requests_per_key: int | None = Field(
+        None, ge=1, description="requests of one caller running at once; one more: 429"
+    )
+    max_tokens_per_request: int | None = Field(
+        None,
+        ge=1,
+        description="the most tokens a generation may ask for: a client's max_tokens above it "
+        "is a 400, a server default is cut to it",
+    )
+    max_input_chars: int | None = Field(
+        None, ge=1, description="characters of text a request's inputs may hold; more: 413"
+    )
+    breaker_failures: int = Field(
+        5,
+        ge=0,
+        le=1_000_000,
+        description="a model's failures (load error, 424, 5xx, server deadline) within "
+        "breaker_window_s that open its circuit breaker (0: no breakers)",
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="the window a model's failures are counted in"
+    )
+    breaker_failure_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="the share of a model's calls within breaker_window_s that must have failed "
+        "(as well as breaker_failures of them) for its breaker to open",
+    )
+    breaker_open_s: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="seconds an open breaker fails its model's requests fast (503) before one "
+        "probe request is let through",
+    )
+    response_cache_bytes: int = Field(
+        0,
+        ge=0,
+        description="bytes of deterministic answers (embeddings, classification, greedy "
+        "generation) kept and served again (LRU; 0: no response cache)",
+    )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass (dynamic batching)")
     max_batch_tokens: int = Field(
         16384,

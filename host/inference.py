@@ -16,6 +16,11 @@ and the next candidate tried (`_routed`). Whoever answers is noted for the
 ``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py). A route's
 challenger gets a copy of a sampled share of its requests after the answer (`_shadow`; a
 stream's copy once the stream has ended).
+
+Around each model call (`_run`, `_open`): a client's per-request limits (limits.py: input size,
+max tokens; the model's rates), the model's circuit breaker (breakers.py: 503 at once while it
+is open; a route treats an open target as a failing one), and the response cache (cache.py: a
+deterministic call answered again without the model, never billed).
 """
 
 from __future__ import annotations
@@ -36,12 +41,17 @@ from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, 
 
 from . import tracing
 from .auth import check_model
+from .breakers import Breakers, CircuitOpen, Ticket
+from .cache import ResponseCache, cacheable
+from .catalog import ServedModel
 from .control import answer, shadow
-from .control.calls import SHADOW, Call
+from .control.calls import CLIENT, SHADOW, Call
 from .control.ledger import Hold, Ledger
 from .control.routing import Plan, Router
 from .control.strategies import AUTO, Auto
 from .errors import APIError, ClientGone, DeadlineExceeded
+from .headers import note as note_header
+from .limits import Limits
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 from .scheduler import RequestContext, Scheduler
@@ -62,6 +72,8 @@ class Outcome:
     completion_tokens: int = 0
     #: The route that chose the model, None when the request named the model.
     route: str | None = None
+    #: Answered by the response cache (host/cache.py), not by the model.
+    cached: bool = False
 
     def model_name(self, asked: str) -> str:
         """What the response's ``model`` says: the name asked for, or, when a route chose,
@@ -101,6 +113,11 @@ class InferenceService:
         #: watches calls end (e.g. automatic benchmarking): each gets every `Call`.
         self.ledger: Ledger | None = None
         self.observers: list[Callable[[Call], None]] = []
+        #: A client's limits (limits.py), each model's circuit breaker (breakers.py), the
+        #: response cache (cache.py); None: off.
+        self.limits: Limits | None = None
+        self.breakers: Breakers | None = None
+        self.cache: ResponseCache | None = None
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -119,7 +136,7 @@ class InferenceService:
             return await self._run(name, task, inputs, params, ctx)
         started = time.perf_counter()
         outcome = await self._routed(plan, ctx, lambda t, c: self._run(t, task, inputs, params, c))
-        if plan.challenger is not None and random.random() < plan.sample:
+        if plan.challenger is not None and random.random() < plan.sample and not outcome.cached:
             elapsed = time.perf_counter() - started
             self._shadow(plan, outcome.results, elapsed, task, inputs, params, ctx)
         return outcome
@@ -194,7 +211,8 @@ class InferenceService:
                     error.status >= 500 or error.status == 424
                 ):
                     raise
-                self.router.failed(target, error)
+                if not isinstance(error, CircuitOpen):  # an open breaker is no new failure
+                    self.router.failed(target, error)
                 log.warning(
                     json.dumps(
                         {
@@ -278,10 +296,18 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Outcome:
+        params = self._within_limits(inputs, params, ctx)
+        keyed = self._cache_key(name, task, inputs, params, ctx)
+        if keyed is not None and ctx.cache == "use":
+            hit = self._cached(name, *keyed)
+            if hit is not None:
+                return hit
+        ticket = self._admit_model(name, ctx)  # 503 while its breaker is open; its rates: 429
         start = time.perf_counter()
         hardware, status, usage = "none", "error", (0, 0)
         label = self.metric_name(name)
         hold: Hold | None = None
+        failure: BaseException | None = None
         try:
             if len(inputs) > self.max_inputs:
                 raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
@@ -312,6 +338,8 @@ class InferenceService:
             if outcome.completion_tokens:
                 self.metrics.generated.labels(model=label).inc(outcome.completion_tokens)
             status = "ok"
+            if keyed is not None and self.cache is not None:
+                self.cache.put(keyed[0], outcome.results, usage)
             return outcome
         except DeadlineExceeded:
             status = "timeout"
@@ -319,7 +347,12 @@ class InferenceService:
         except (ClientGone, asyncio.CancelledError):
             status = "cancelled"
             raise
+        except Exception as error:
+            failure = error
+            raise
         finally:
+            if ticket is not None:
+                ticket.end(status, failure)
             self._record(label, task, hardware, len(inputs), usage, start, status, ctx, hold)
 
     async def _open(
@@ -330,6 +363,8 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Stream:
+        params = self._within_limits([prompt], params, ctx)
+        ticket = self._admit_model(name, ctx)  # 503 while its breaker is open; its rates: 429
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
         hold: Hold | None = None
@@ -357,11 +392,15 @@ class InferenceService:
         except BaseException as error:
             await stack.aclose()
             status = "timeout" if isinstance(error, DeadlineExceeded) else "error"
+            if ticket is not None:
+                ticket.end(status, error)
             if hold is not None:  # the reservation is released, the failure recorded
                 self._record(
                     self.metric_name(name), task, "none", 1, (0, 0), arrived, status, ctx, hold
                 )
             raise
+        if ticket is not None:  # the breaker hears how the stream ends
+            events = _reported(events, ticket)
         answer.note(loaded.model.name)
         return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold, generation))
 
@@ -426,6 +465,64 @@ class InferenceService:
                 hold,
             )
 
+    # -- around a model call: limits, breakers, the response cache ------------------------------
+    def _within_limits(self, inputs: list[Any], params: Params, ctx: RequestContext) -> Params:
+        """A client's call within the per-request limits (input size 413, max tokens 400)."""
+        if self.limits is None or ctx.origin != CLIENT:
+            return params
+        return self.limits.checked(inputs, params)
+
+    def _admit_model(self, name: str, ctx: RequestContext) -> Ticket | None:
+        """A model call's admission: its circuit breaker (`CircuitOpen`, 503, while open) and,
+        for a client, the model's rate limits (429); the ticket reports how the call went."""
+        model = self.loader.catalog.get(name)
+        if model is None:  # unknown (404 later), or on demand and not admitted yet
+            return None
+        ticket = self.breakers.enter(model.name, ctx.timeout_s) if self.breakers else None
+        if self.limits is not None and ctx.origin == CLIENT:
+            try:
+                self.limits.admit_model(model.name)
+            except BaseException:
+                if ticket is not None:
+                    ticket.end("cancelled")  # no call was made
+                raise
+        return ticket
+
+    def _cache_key(
+        self, name: str, task: str | None, inputs: list[Any], params: Params, ctx: RequestContext
+    ) -> tuple[bytes, ServedModel, str] | None:
+        """A client's deterministic call's response cache key (host/cache.py), else None."""
+        if self.cache is None or ctx.origin != CLIENT or ctx.cache == "off":
+            return None
+        model = self.loader.catalog.get(name)
+        if model is None or not inputs or len(inputs) > self.max_inputs:
+            return None
+        task = task or model.tasks[0]
+        if not cacheable(task, params):
+            return None
+        digest = self.cache.key_of(model, task, inputs, params)
+        return (digest, model, task) if digest is not None else None
+
+    def _cached(self, name: str, digest: bytes, model: ServedModel, task: str) -> Outcome | None:
+        """The stored answer while its model is resident (its tokenizer may render the
+        answer), else None (a miss). A hit is no model call: not recorded, not billed."""
+        assert self.cache is not None
+        self.loader.resolve(name, task)  # a retired model, or a task it lacks: 4xx, cached or not
+        loaded = self.loader.cache.get((model.name, task))
+        entry = None
+        if loaded is None or loaded.evicted:
+            self.cache.counted(model.name, hit=False)
+        else:
+            entry = self.cache.get(digest, model.name)
+        note_header("x-hfskills-cache", "hit" if entry is not None else "miss")
+        if entry is None or loaded is None:
+            return None
+        answer.note(model.name)
+        results = self.cache.results(entry)
+        hit = {"event": "cache_hit", "model": model.name, "task": task, "batch_size": len(results)}
+        log.info(json.dumps(hit))
+        return Outcome(results, loaded, entry.prompt_tokens, entry.completion_tokens, cached=True)
+
     # -- bookkeeping ----------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:
         """Series are per served model: aliases fold into it, unknown names into one label."""
@@ -466,6 +563,8 @@ class InferenceService:
         )
         if self.ledger is not None:
             _quietly(self.ledger.finished, hold, call)
+        if self.limits is not None and ctx.origin == CLIENT:  # tokens per minute, once spent
+            self.limits.used(ctx.caller, name, tokens)
         for watch in self.observers:
             _quietly(watch, call)
         self.metrics.requests.labels(model=name, hardware=hardware, status=status).inc()
@@ -492,6 +591,23 @@ def _work(loaded: Loaded) -> str:
     """The span of a model's work: ``batch`` (a dynamic batcher's, whose forward passes are
     its ``forward`` children) or ``engine`` (a generation engine's, or a remote model's)."""
     return "batch" if isinstance(loaded.worker, BatchWorker) else "engine"
+
+
+async def _reported(events: AsyncIterator[Event], ticket: Ticket) -> AsyncIterator[Event]:
+    """A stream's events; how they end (whole, a failure, or the consumer leaving) goes to the
+    model's circuit breaker."""
+    try:
+        async for event in events:
+            yield event
+    except BaseException as error:
+        ticket.end("timeout" if isinstance(error, DeadlineExceeded) else "error", error)
+        raise
+    else:
+        ticket.end("ok")
+    finally:
+        ticket.end("cancelled")  # left early (no-op once ended)
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
 
 
 def _quietly(fn: Callable[..., None], *args: Any) -> None:

@@ -109,9 +109,44 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        # limits, circuit breakers and the response cache (limits.py, breakers.py, cache.py)
+        self.rate_limited = Counter(
+            PREFIX + "rate_limited_total",
+            "Requests refused 429 by a limit: scope key or model; limit requests, tokens or "
+            "concurrency",
+            ["scope", "limit"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            PREFIX + "circuit_breaker_state",
+            "A model's circuit breaker: 0 closed, 1 open, 2 half-open",
+            ["model"],
+            registry=r,
+        )
+        self.breaker_rejected = Counter(
+            PREFIX + "circuit_breaker_rejected_total",
+            "Requests failed fast (503) because their model's breaker was open",
+            ["model"],
+            registry=r,
+        )
+        self.response_cache_hit_ratio = Gauge(
+            PREFIX + "response_cache_hit_ratio",
+            "Response cache hits / lookups (deterministic requests only)",
+            registry=r,
+        )
+        self.response_cache_lookups = Counter(
+            PREFIX + "response_cache_lookups_total",
+            "Response cache lookups by model and result (hit or miss)",
+            ["model", "result"],
+            registry=r,
+        )
+        self.response_cache_bytes = Gauge(
+            PREFIX + "response_cache_bytes", "Bytes the response cache holds", registry=r
+        )
         for priority in ("high", "normal", "low"):
             self.queue_depth.labels(priority=priority).set(0)
         self.cache_hit_ratio.set(0)
+        self.response_cache_hit_ratio.set(0)
 
     # -- the request path ----------------------------------------------------------------------
 

@@ -63,6 +63,11 @@ class RequestContext:
     origin: str = "client"
     #: The route whose target this run is (set by the core while it tries a route's targets).
     route: str | None = None
+    #: Who per-key limits count (host/limits.py's `caller_id`; None: anonymous), and the
+    #: response cache's use (``Cache-Control``, host/cache.py): ``use``, ``refresh``
+    #: (no-cache: no lookup, the answer is stored) or ``off`` (no-store).
+    caller: str | None = None
+    cache: str = "use"
 
     @classmethod
     def start(

@@ -3,6 +3,7 @@ JSON responses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import cache, limits
 from ..auth import principal_of
 from ..control.strategies import STRATEGIES
 from ..errors import APIError
@@ -100,7 +102,7 @@ def context(request: Request, named_user: str | None = None) -> RequestContext:
             param="X-HFSkills-Strategy",
         )
     raw_weights = request.headers.get("x-hfskills-weights")
-    return RequestContext.start(
+    ctx = RequestContext.start(
         priority,
         timeout,
         lambda: _disconnect(request),
@@ -108,6 +110,9 @@ def context(request: Request, named_user: str | None = None) -> RequestContext:
         strategy,
         weights=weights(raw_weights) if raw_weights is not None else None,
     )
+    # per-key limits' caller (host/limits.py) and the response cache's Cache-Control
+    cache_use = cache.use(request.headers.get("cache-control"))
+    return dataclasses.replace(ctx, caller=limits.caller_id(request), cache=cache_use)
 
 
 #: The terms ``X-HFSkills-Weights`` may weigh (strategies.py's composite score).
