@@ -21,6 +21,7 @@ from pydantic_settings import (
 from hfskills.skillset.runtime import hardware
 
 from .protocol.routes import RouteEntry
+from .safety.settings import SafetySettings
 
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
 
@@ -322,6 +323,11 @@ class Settings(BaseSettings):
         le=3600,
         description="POST /model/switch: seconds to wait for the old version's requests to end "
         "before unloading it (still busy then: it closes when its last request ends)",
+    )
+    safety: SafetySettings = Field(
+        default_factory=SafetySettings,
+        description="the safety pipeline ([safety]): regex and keyword rules, PII redaction and "
+        "a classifier model, at the pre, during and post stages (docs/security.md#safety)",
     )
 
     # -- security (host/auth.py, docs/security.md) ---------------------------------------------

@@ -15,7 +15,9 @@ chooses from its in-memory snapshot; a target that fails (load error, 424, 5xx) 
 and the next candidate tried (`_routed`). Whoever answers is noted for the
 ``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py). A route's
 challenger gets a copy of a sampled share of its requests after the answer (`_shadow`; a
-stream's copy once the stream has ended).
+stream's copy once the stream has ended). A client's request passes the safety pipeline's
+hooks (host/safety): its inputs before routing (`Guard.pre`), its answer after (`Guard.post`),
+a stream's text as it flows (`Guard.during`).
 
 Around each model call (`_run`, `_open`): a client's per-request limits (limits.py: input size,
 max tokens; the model's rates), the model's circuit breaker (breakers.py: 503 at once while it
@@ -34,7 +36,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, generated_tokens
@@ -57,6 +59,9 @@ from .metrics import Metrics
 from .scheduler import RequestContext, Scheduler
 from .workers import BatchWorker, Params
 
+if TYPE_CHECKING:
+    from .safety.pipeline import Guard, Safety
+
 log = logging.getLogger("hfskills.requests")
 
 T = TypeVar("T")
@@ -74,6 +79,8 @@ class Outcome:
     route: str | None = None
     #: Answered by the response cache (host/cache.py), not by the model.
     cached: bool = False
+    #: The inputs the model got (the safety pipeline's ``pre`` stage may redact them).
+    inputs: list[Any] | None = None
 
     def model_name(self, asked: str) -> str:
         """What the response's ``model`` says: the name asked for, or, when a route chose,
@@ -88,6 +95,8 @@ class Stream:
     loaded: Loaded
     events: AsyncIterator[Event]
     route: str | None = None
+    #: The prompt the model got (the safety pipeline's ``pre`` stage may redact it).
+    prompt: Any = None
 
     def model_name(self, asked: str) -> str:
         return self.loaded.model.name if self.route is not None else asked
@@ -118,6 +127,9 @@ class InferenceService:
         self.limits: Limits | None = None
         self.breakers: Breakers | None = None
         self.cache: ResponseCache | None = None
+        #: The safety pipeline's hooks (host/safety): a client's inputs before the model, a
+        #: stream's text as it flows, an answer's text after; None: none configured.
+        self.safety: Safety | None = None
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -131,15 +143,19 @@ class InferenceService:
         """One request's inputs through the model (or the target its route chooses); results
         in input order."""
         check_model(name, self.loader.catalog.get(name))  # a key limited to models: 403
+        guard = self._guard(name, task, ctx)
+        if guard is not None:  # safety's pre stage: reject (400), or redact and continue
+            inputs = await guard.pre(inputs)
         plan = self._routing(name, task, ctx)
         if plan is None:
-            return await self._run(name, task, inputs, params, ctx)
+            outcome = await self._run(name, task, inputs, params, ctx)
+            return await self._checked(guard, inputs, outcome)
         started = time.perf_counter()
         outcome = await self._routed(plan, ctx, lambda t, c: self._run(t, task, inputs, params, c))
         if plan.challenger is not None and random.random() < plan.sample and not outcome.cached:
             elapsed = time.perf_counter() - started
             self._shadow(plan, outcome.results, elapsed, task, inputs, params, ctx)
-        return outcome
+        return await self._checked(guard, inputs, outcome)
 
     async def open_stream(
         self,
@@ -152,18 +168,37 @@ class InferenceService:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later.
         A route fails over while the stream opens, never once tokens flow."""
         check_model(name, self.loader.catalog.get(name))
+        guard = self._guard(name, task, ctx)
+        if guard is not None:
+            prompt = (await guard.pre([prompt]))[0]
         plan = self._routing(name, task, ctx)
         if plan is None:
-            return await self._open(name, task, prompt, params, ctx)
+            return self._watched(guard, prompt, await self._open(name, task, prompt, params, ctx))
         started = time.perf_counter()
         stream = await self._routed(plan, ctx, lambda t, c: self._open(t, task, prompt, params, c))
         if plan.challenger is not None and random.random() < plan.sample:
             stream.events = self._copied_at_end(
                 stream.events, plan, started, task, prompt, params, ctx
             )
-        return stream
+        return self._watched(guard, prompt, stream)
 
     # -- how a request runs ---------------------------------------------------------------------
+    def _guard(self, name: str, task: str | None, ctx: RequestContext) -> Guard | None:
+        """The safety hooks on for this request (None: none, or not a client's request)."""
+        return self.safety.guard(name, task, ctx) if self.safety is not None else None
+
+    async def _checked(self, guard: Guard | None, inputs: list[Any], outcome: Outcome) -> Outcome:
+        """Safety's post stage on the answer (reject, or redact)."""
+        outcome.inputs = inputs
+        return outcome if guard is None else await guard.post(outcome)
+
+    def _watched(self, guard: Guard | None, prompt: Any, stream: Stream) -> Stream:
+        """Safety's during stage on the stream's text (it may only stop it)."""
+        stream.prompt = prompt
+        if guard is not None:
+            guard.during(stream)
+        return stream
+
     def _routing(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
         """`_plan`, in the request's "route" span."""
         with tracing.span("route", model=name) as routing:

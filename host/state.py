@@ -24,6 +24,7 @@ from .inference import InferenceService
 from .limits import Limits
 from .loader import ModelLoader
 from .metrics import Metrics
+from .safety import pipeline as safety
 from .scheduler import Scheduler
 
 log = logging.getLogger("hfskills.host")
@@ -111,6 +112,11 @@ class Host:
         if s.response_cache_bytes:
             served = self.control.registry.served
             self.service.cache = ResponseCache(s.response_cache_bytes, self.metrics, served)
+        # the safety pipeline (host/safety): None when no hook is configured; its `switches`
+        # is the seam for per-key hooks
+        self.safety = self.service.safety = safety.build(
+            s.safety, self.service, self.metrics, self.control.events
+        )
         self.metrics.watch_budgets(self.control.budgets.status)  # budget gauges, per scrape
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
