@@ -473,3 +473,75 @@ def test_the_classifier_refuses_above_its_threshold_when_switched_on(
     # a key whose hooks are all off passes what every other key is refused
     assert ask("say kaboom", "trusted", "trusted").choices
     assert events(guarded, "trusted") == []
+
+
+def test_the_classifier_stops_a_stream_beside_the_generation(serve, task_checkpoint, tmp_path):
+    """``during``: the classifier runs on the text so far while tokens flow (threshold 0: any
+    text is refused), for the user whose key switches it on; a stream for anyone else ends."""
+    server = serve(
+        models=[
+            entry("gen", task_checkpoint("llama", "text_generation")),
+            entry("clf", task_checkpoint("bert", "text_classification")),
+        ],
+        embedded_default=False,
+        database_url=f"sqlite:///{tmp_path}/control.db",
+        safety={
+            "during_every_tokens": 2,
+            "classifier": {
+                "model": "clf",
+                "label": "LABEL_A",
+                "threshold": 0.0,
+                "stages": ["during"],
+                "default": False,
+            },
+        },
+    )
+    server.host.safety.switches = lambda ctx: {"classifier": ctx.user == "user:watched"}
+    body = {"model": "gen", "prompt": STREAMED, "max_tokens": 16, "temperature": 0}
+    body.update(stream=True, ignore_eos=True)
+
+    def streamed(user: str) -> list[Any]:
+        sent: list[Any] = []
+        headers = {"X-User-Id": user}
+        with (
+            server.client() as http,
+            http.stream("POST", "/v1/completions", json=body, headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    data = line.removeprefix("data: ")
+                    sent.append(data if data == "[DONE]" else json.loads(data))
+        return sent
+
+    watched = streamed("watched")
+    errors = [e for e in watched if isinstance(e, dict) and "error" in e]
+    assert len(errors) == 1 and errors[0]["error"]["code"] == "content_policy"
+    assert "rule 'classifier'" in errors[0]["error"]["message"] and watched[-1] == "[DONE]"
+    assert decisions(server)[("during", "classifier", "stop")] == 1
+    other = streamed("someone")
+    assert not any(isinstance(e, dict) and "error" in e for e in other)
+    assert other[-2]["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_classifier_that_cannot_answer_fails_the_request_with_503(
+    serve, task_checkpoint, tmp_path
+) -> None:
+    server = serve(
+        models=[entry("gen", task_checkpoint("llama", "text_generation"))],
+        embedded_default=False,
+        database_url=f"sqlite:///{tmp_path}/control.db",
+        safety={"classifier": {"model": "absent", "label": "toxic", "stages": ["pre"]}},
+    )
+    with openai.OpenAI(base_url=f"{server.base}/v1", api_key="k", max_retries=0) as sdk:
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.completions.create(
+                model="gen",
+                prompt="hello",
+                max_tokens=1,
+                extra_headers={"X-Request-Id": "clf-absent"},
+            )
+    assert caught.value.status_code == 503 and caught.value.code == "safety_unavailable"
+    assert "'absent'" in caught.value.message
+    [event] = events(server, "clf-absent")
+    assert event["data"]["rule"] == "classifier" and event["data"]["action"] == "error"
