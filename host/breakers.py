@@ -67,6 +67,8 @@ class _Circuit:
     successes: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
     open_until: float = 0.0
     probing: bool = False
+    #: The latest failure, in the fast failures' message.
+    last_error: str = ""
 
 
 class Ticket:
@@ -84,7 +86,9 @@ class Ticket:
         if self.ended:
             return
         self.ended = True
-        self.breakers.ended(self, self._verdict(status, error))
+        verdict = self._verdict(status, error)
+        why = getattr(error, "message", None) or str(error or "the server's deadline passed")
+        self.breakers.ended(self, verdict, why)
 
     def _verdict(self, status: str, error: BaseException | None) -> bool | None:
         """True: the model succeeded; False: it failed; None: this call says nothing."""
@@ -136,15 +140,17 @@ class Breakers:
                 self.metrics.breaker_rejected.labels(model=model).inc()
                 raise CircuitOpen(
                     f"model {model!r} is failing: its circuit breaker is "
-                    f"{STATES[circuit.state].replace('_', '-')} (after {self.failures} failures "
-                    f"within {self.window_s:g} s); try again in {left} s",
+                    f"{STATES[circuit.state].replace('_', '-')} (the latest failure: "
+                    f"{circuit.last_error}); try again in {left} s",
                     retry_after_s=left,
                 )
             circuit.probing = probe = True
         return Ticket(self, model, probe, timeout_s >= self.server_timeout_s)
 
-    def ended(self, ticket: Ticket, verdict: bool | None) -> None:
+    def ended(self, ticket: Ticket, verdict: bool | None, why: str = "") -> None:
         circuit = self.circuits[ticket.model]
+        if verdict is False:
+            circuit.last_error = why.splitlines()[0][:500] if why else "failed"
         if ticket.probe:
             circuit.probing = False
             if verdict is True:
