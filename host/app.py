@@ -3,7 +3,8 @@ and the lifespan. Nothing else lives here.
 
 One warm request's whole path (docs/architecture.md tells it at length):
 
-1. `middleware.BodyLimit` refuses bodies over ``max_body_bytes`` (413).
+1. With authentication on, `auth.Authentication` answers 401/403 by credentials and role
+   (``auth.py``); `middleware.BodyLimit` refuses bodies over ``max_body_bytes`` (413).
 2. A route (``routes/``) parses its pydantic request model (``protocol/``) and hands it to the
    serving layer of its API family (``serving/``), which turns it into typed work: task, inputs,
    generation params, and a `RequestContext` (priority, deadline, disconnect watch, user).
@@ -16,6 +17,9 @@ One warm request's whole path (docs/architecture.md tells it at length):
    batching continuously, or a `DynamicBatcher` running the skill's handler in the worker pool.
 5. The serving layer writes the answer in its API's shape (JSON or SSE); any exception becomes
    that API's error body (``errors.py``).
+
+With tracing on (``tracing.py``), an outermost middleware makes each request one trace, with a
+span for each step above.
 """
 
 from __future__ import annotations
@@ -31,18 +35,22 @@ from starlette.exceptions import HTTPException
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
-from . import errors
+from . import auth, errors, tracing
 from .config import Settings
 from .control.answer import AnswerHeaders
 from .control.gate import DeprecationNotices
+from .control.keys import KeyStore
+from .headers import NotedHeaders
+from .limits import KeyLimits
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, bench, costs, hf, openai, registry, routing, switch
+from .routes import admin, bench, costs, hf, keys, openai, registry, routing, switch
 from .state import Host
 
 
 def build_app(settings: Settings) -> Starlette:
+    traces = tracing.setup(settings.tracing)  # None: tracing off (host/tracing.py)
     host = Host(settings)
 
     @contextlib.asynccontextmanager
@@ -56,6 +64,8 @@ def build_app(settings: Settings) -> Starlette:
         host.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(host.shadows.close)  # the last write
         host.control.close()
+        if traces is not None:  # the spans still buffered are sent
+            await asyncio.to_thread(traces.shutdown)
 
     routes = [
         *openai.routes,
@@ -66,6 +76,7 @@ def build_app(settings: Settings) -> Starlette:
         *routing.routes,
         *switch.routes,
         *bench.routes,
+        *keys.routes,
     ]
     app = Starlette(
         routes=[*routes, openapi_route(routes, list(host.catalog.names))],
@@ -79,10 +90,19 @@ def build_app(settings: Settings) -> Starlette:
         },
     )
     app.state.host = host
+    app.state.tracing = traces
     app.add_middleware(DeprecationNotices, gate=host.control.gate)
+    if host.service.limits is not None:  # per caller: concurrency and rates (host/limits.py)
+        app.add_middleware(KeyLimits, limits=host.service.limits)
+    app.add_middleware(NotedHeaders)  # x-ratelimit-*, X-HFSkills-Cache (host/headers.py)
     served, remote = host.control.registry.served, host.control.registry.remote
     versions = ChainMap(served, remote.versions) if remote is not None else served
     ids = host.control.registry.ids
     app.add_middleware(AnswerHeaders, versions=versions, ids=ids)  # local and remote models
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # 401/403 before anything reads the body; CORS outside it (a preflight has no credentials)
+    auth.install(app, settings, KeyStore(host.control.engine), host.control.writer)
+    if traces is not None:  # outermost: the request's server span covers everything
+        tracer, excluded = tracing.tracer_of(traces), settings.tracing_excluded_paths
+        app.add_middleware(tracing.Middleware, tracer=tracer, excluded=excluded)
     return app

@@ -37,6 +37,7 @@ from hfskills.skillset.runtime.errors import HFSkillsError
 from hfskills.skillset.runtime.generation import Event, FinalEvent, GenerationParams
 from hfskills.skillset.runtime.staged import Prepared, by_tokens
 
+from . import tracing
 from .errors import DeadlineExceeded
 
 
@@ -86,6 +87,8 @@ class _Pending:
     future: asyncio.Future[list[Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: Its request's span, where its batch's "forward" span goes (None: tracing off).
+    trace: tracing.Parent | None = field(default_factory=tracing.parent)
 
     def __post_init__(self) -> None:
         self.length = max(item.tokens for item in self.items)
@@ -293,9 +296,9 @@ class DynamicBatcher:
         items = [item for part in group for item in part.items]
         params = group[0].params
         self.batches += 1
-        self.shapes.append(
-            (len(items), max(p.length for p in group), sum(item.tokens for item in items))
-        )
+        shape = (len(items), max(p.length for p in group), sum(item.tokens for item in items))
+        self.shapes.append(shape)
+        started = tracing.now()
         try:
             output = await self.stages.forward(items, params)
         except Exception as exc:
@@ -306,6 +309,8 @@ class DynamicBatcher:
             self._forward_ended()
             raise
         self._forward_ended()
+        rows, padded = shape[0], shape[0] * shape[1]
+        tracing.record((p.trace for p in group), "forward", started, rows=rows, padded=padded)
         try:
             results = await self.stages.finish(items, output, params)
         except Exception as exc:

@@ -6,6 +6,7 @@ hfskills models [MODEL ...] [--config FILE] [--skills-dir D]...   (exit 1: an en
 hfskills hardware
 hfskills skills [--skills-dir D]...
 hfskills bench [--url URL | --config FILE] [--model NAME]... [--eval FILE] [--summary] ...
+hfskills keys create --name NAME [--role R] [--model M]... | keys list | keys revoke ID
 hfskills --version
 """
 
@@ -47,6 +48,8 @@ def _settings(args: argparse.Namespace):
         preload=True if getattr(args, "preload", False) else None,
         log_level=getattr(args, "log_level", None),
         on_demand_models=True if getattr(args, "on_demand_models", False) else None,
+        ssl_certfile=getattr(args, "ssl_certfile", None),
+        ssl_keyfile=getattr(args, "ssl_keyfile", None),
     )
     return with_positional(
         settings, getattr(args, "models", None) or [], getattr(args, "served_model_name", None)
@@ -56,8 +59,9 @@ def _settings(args: argparse.Namespace):
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from . import logs
+    from . import logs, tls
     from .app import build_app
+    from .auth import loopback
 
     settings = _settings(args)
     logs.setup(settings.log_level)
@@ -77,16 +81,25 @@ def serve(args: argparse.Namespace) -> int:
             "on_demand_models is on: requests may name any local checkpoint path or cached hub "
             "id, and this server will read and load it"
         )
-    log.info("hfskills listening on http://%s:%s", settings.host, settings.port)
-    uvicorn.run(
+    if not settings.auth_on and not loopback(settings.host):
+        log.warning(
+            "authentication is off and hfskills listens on %s: anyone who reaches this port can "
+            "use every model, load and unload models and change the registry; turn it on with "
+            "auth_enabled and `hfskills keys create` (docs/security.md)",
+            settings.host,
+        )
+    scheme = "https" if settings.ssl_certfile is not None else "http"
+    log.info("hfskills listening on %s://%s:%s", scheme, settings.host, settings.port)
+    config = tls.server_config(
         app,
-        host=settings.host,
-        port=settings.port,
+        settings,
         log_level=settings.log_level,
         log_config=None,  # logs.setup configured uvicorn's loggers (JSON lines)
         access_log=False,
     )
-    return 0
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3
 
 
 def backend(model: ServedModel, task: str, hardware: str) -> str:
@@ -167,6 +180,52 @@ def bench(args: argparse.Namespace) -> int:
     from . import bench_client
 
     return bench_client.main(args, _settings(args))
+
+
+def keys(args: argparse.Namespace) -> int:
+    """``hfskills keys``: create, list and revoke API keys in the control plane's database
+    (the ``database_url`` of --config and HFSKILLS_*). A created key is printed once, alone on
+    stdout; only its hash is stored."""
+    from .config import load_settings
+    from .control import db
+    from .control.keys import KeyStore
+    from .errors import validation_message
+    from .protocol.keys import KeyCreate
+
+    settings = load_settings(args.config)
+    if args.keys_command == "create":
+        try:
+            body = KeyCreate(name=args.name, role=args.role, models=args.model)
+        except ValidationError as exc:
+            print(f"hfskills: error: {validation_message(exc)[1]}", file=sys.stderr)
+            return 2
+    engine = db.open_database(settings.database_url or db.default_url())
+    try:
+        store = KeyStore(engine)
+        if args.keys_command == "create":
+            record, key = store.create(body.name, body.role, body.models)
+            print(key)
+            print(
+                f"created API key {record.id} ({record.name}, role {record.role}, models "
+                f"{', '.join(record.models) if record.models else 'all'}): it is shown this "
+                "once; only its hash is stored",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "list":
+            for r in store.records():
+                state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+                used = f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never"
+                models = ",".join(r.models) if r.models else "*"
+                print(
+                    f"{r.id:<13} {r.prefix:<18} {r.name:<20} {r.role:<9} {models:<24} "
+                    f"created {r.created_at:%Y-%m-%d %H:%M}  used {used:<16} {state}"
+                )
+        else:
+            record = store.revoke(args.key_id)
+            print(f"revoked API key {record.id} ({record.name})")
+    finally:
+        engine.dispose()
+    return 0
 
 
 SERVE_EPILOG = """\
@@ -272,6 +331,12 @@ def parser() -> argparse.ArgumentParser:
         "RISK: any client can then make the server read local files and load them (memory, "
         "CPU); use only where every client is trusted",
     )
+    s.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        help="serve HTTPS (TLS 1.2 or newer) with this certificate chain; with --ssl-keyfile",
+    )
+    s.add_argument("--ssl-keyfile", metavar="PEM", help="the private key of --ssl-certfile")
     s.set_defaults(run=serve)
     m = sub.add_parser(
         "models",
@@ -305,7 +370,41 @@ def parser() -> argparse.ArgumentParser:
     )
     k.set_defaults(run=skills)
     _bench_parser(sub)
+    _keys_parser(sub)
     return p
+
+
+def _keys_parser(sub: argparse._SubParsersAction) -> None:
+    k = sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys (docs/security.md)",
+        description="API keys in the control plane's database (database_url): a key is shown "
+        "once when created and stored only as its SHA-256. A running server sees a change "
+        "within auth_keys_refresh_s.",
+    )
+    actions = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    c = actions.add_parser("create", help="create a key and print it (once)")
+    c.add_argument("--name", required=True, help="who or what holds the key, e.g. ci-bot")
+    c.add_argument(
+        "--role",
+        choices=("admin", "user", "readonly"),
+        default="user",
+        help="admin: everything; user: inference and reads (default); readonly: lists, metrics",
+    )
+    c.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="a model (name, alias or route) the key may use; repeatable (default: every model)",
+    )
+    listing = actions.add_parser("list", help="list the keys, revoked ones too (never the keys)")
+    r = actions.add_parser("revoke", help="revoke a key by its id")
+    r.add_argument("key_id", metavar="ID", help="the key's id (hfskills keys list)")
+    for action in (c, listing, r):
+        action.add_argument(
+            "--config", metavar="FILE", help="TOML settings file (its database_url)"
+        )
+    k.set_defaults(run=keys)
 
 
 BENCH_EPILOG = """\

@@ -10,7 +10,7 @@ import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
 from hfskills.skillset.runtime import hardware
 
 from .protocol.routes import RouteEntry
+from .safety.settings import SafetySettings
 
 _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
 
@@ -159,6 +160,61 @@ class Settings(BaseSettings):
         "X-Request-Timeout header overrides it): still queued then, it answers 503; still "
         "running, its work is cancelled and it answers 504",
     )
+    # -- limits, circuit breakers, response cache (host/limits.py, breakers.py, cache.py) ----
+    rate_limit_requests_per_minute: int | None = Field(
+        None, ge=1, description="requests per minute per caller (API key, X-User-Id); over: 429"
+    )
+    rate_limit_tokens_per_minute: int | None = Field(
+        None, ge=1, description="prompt and generated tokens per minute per caller; over: 429"
+    )
+    model_rate_limit_requests_per_minute: int | None = Field(
+        None, ge=1, description="model calls per minute per served model (cache hits not)"
+    )
+    model_rate_limit_tokens_per_minute: int | None = Field(
+        None, ge=1, description="prompt and generated tokens per minute per served model"
+    )
+    max_concurrent_requests_per_key: int | None = Field(
+        None, ge=1, description="requests of one caller running at once; one more: 429"
+    )
+    max_tokens_per_request: int | None = Field(
+        None,
+        ge=1,
+        description="the most tokens a generation may ask for: a client's max_tokens above it "
+        "is a 400, a server default is cut to it",
+    )
+    max_input_chars: int | None = Field(
+        None, ge=1, description="characters of text a request's inputs may hold; more: 413"
+    )
+    breaker_failures: int = Field(
+        5,
+        ge=0,
+        le=1_000_000,
+        description="a model's failures (load error, 424, 5xx, server deadline) within "
+        "breaker_window_s that open its circuit breaker (0: no breakers)",
+    )
+    breaker_window_s: float = Field(
+        60.0, gt=0, le=86400, description="the window a model's failures are counted in"
+    )
+    breaker_failure_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="the share of a model's calls within breaker_window_s that must have failed "
+        "(as well as breaker_failures of them) for its breaker to open",
+    )
+    breaker_open_s: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="seconds an open breaker fails its model's requests fast (503) before one "
+        "probe request is let through",
+    )
+    response_cache_bytes: int = Field(
+        0,
+        ge=0,
+        description="bytes of deterministic answers (embeddings, classification, greedy "
+        "generation) kept and served again (LRU; 0: no response cache)",
+    )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass (dynamic batching)")
     max_batch_tokens: int = Field(
         16384,
@@ -180,6 +236,17 @@ class Settings(BaseSettings):
     max_batch_inputs: int = Field(256, ge=1, description="most inputs one request may carry")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="debug, info, warning, error or critical"
+    )
+    tracing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="OpenTelemetry traces, exported as the standard OTEL_* environment says "
+        "(docs/observability.md): auto: on when OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_TRACES_EXPORTER is set; on: always "
+        "(default endpoint http://localhost:4318); off: never",
+    )
+    tracing_excluded_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/metrics"],
+        description="paths served without a trace (probes and scrapes would fill the traces)",
     )
     database_url: str | None = Field(
         None,
@@ -257,11 +324,70 @@ class Settings(BaseSettings):
         description="POST /model/switch: seconds to wait for the old version's requests to end "
         "before unloading it (still busy then: it closes when its last request ends)",
     )
+    safety: SafetySettings = Field(
+        default_factory=SafetySettings,
+        description="the safety pipeline ([safety]): regex and keyword rules, PII redaction and "
+        "a classifier model, at the pre, during and post stages (docs/security.md#safety)",
+    )
+
+    # -- security (host/auth.py, docs/security.md) ---------------------------------------------
+    auth_enabled: bool | None = Field(
+        None,
+        description="require credentials (an API key or a JWT) on every route but "
+        "auth_public_paths, with roles (admin, user, readonly); default: on when "
+        "auth_jwt_secret or auth_jwt_public_key is set, else off. Keys: `hfskills keys create`",
+    )
+    auth_public_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/metrics"],
+        description="paths that answer without credentials when authentication is on",
+    )
+    auth_keys_refresh_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=3600,
+        description="seconds between reloads of the active API keys from the database (a key "
+        "created or revoked by `hfskills keys` in another process counts from then; through "
+        "/api/keys, at once)",
+    )
+    auth_jwt_secret: SecretStr | None = Field(
+        None, min_length=32, description="HS256: the shared secret bearer JWTs are signed with"
+    )
+    auth_jwt_public_key: str | None = Field(
+        None,
+        description="RS256: the PEM public key bearer JWTs are verified with, or the path of a "
+        "PEM file",
+    )
+    auth_jwt_issuer: str | None = Field(None, description="JWTs must carry this iss claim")
+    auth_jwt_audience: str | None = Field(None, description="JWTs must carry this aud claim")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='origins browsers may call from (CORS), e.g. ["https://app.example.com"]; '
+        '["*"]: any; default: none (no CORS headers)',
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="serve HTTPS (TLS 1.2 or newer) with this PEM certificate chain"
+    )
+    ssl_keyfile: Path | None = Field(None, description="the PEM private key of ssl_certfile")
+
+    @property
+    def jwt_configured(self) -> bool:
+        return self.auth_jwt_secret is not None or self.auth_jwt_public_key is not None
+
+    @property
+    def auth_on(self) -> bool:
+        """Whether requests need credentials: ``auth_enabled``, else whether a JWT key is set."""
+        return self.auth_enabled if self.auth_enabled is not None else self.jwt_configured
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        return self
 
     @model_validator(mode="after")
     def _per_model_below_global(self) -> Settings:

@@ -24,6 +24,8 @@ log = logging.getLogger("hfskills.host")
 
 OPENAI_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     409: "invalid_request_error",
@@ -37,6 +39,8 @@ OPENAI_TYPES = {
 }
 TGI_TYPES = {
     400: "validation",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -51,6 +55,8 @@ TGI_TYPES = {
 #: The code of an error that names none, by status.
 CODES = {
     400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",

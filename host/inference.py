@@ -15,7 +15,14 @@ chooses from its in-memory snapshot; a target that fails (load error, 424, 5xx) 
 and the next candidate tried (`_routed`). Whoever answers is noted for the
 ``X-HFSkills-Model`` and ``X-HFSkills-Route`` headers (host/control/answer.py). A route's
 challenger gets a copy of a sampled share of its requests after the answer (`_shadow`; a
-stream's copy once the stream has ended).
+stream's copy once the stream has ended). A client's request passes the safety pipeline's
+hooks (host/safety): its inputs before routing (`Guard.pre`), its answer after (`Guard.post`),
+a stream's text as it flows (`Guard.during`).
+
+Around each model call (`_run`, `_open`): a client's per-request limits (limits.py: input size,
+max tokens; the model's rates), the model's circuit breaker (breakers.py: 503 at once while it
+is open; a route treats an open target as a failing one), and the response cache (cache.py: a
+deterministic call answered again without the model, never billed).
 """
 
 from __future__ import annotations
@@ -29,21 +36,31 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
 from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, generated_tokens
 
+from . import tracing
+from .auth import check_model
+from .breakers import Breakers, CircuitOpen, Ticket
+from .cache import ResponseCache, cacheable
+from .catalog import ServedModel
 from .control import answer, shadow
-from .control.calls import SHADOW, Call
+from .control.calls import CLIENT, SHADOW, Call
 from .control.ledger import Hold, Ledger
 from .control.routing import Plan, Router
 from .control.strategies import AUTO, Auto
 from .errors import APIError, ClientGone, DeadlineExceeded
+from .headers import note as note_header
+from .limits import Limits
 from .loader import Loaded, ModelLoader
 from .metrics import Metrics
 from .scheduler import RequestContext, Scheduler
-from .workers import Params
+from .workers import BatchWorker, Params
+
+if TYPE_CHECKING:
+    from .safety.pipeline import Guard, Safety
 
 log = logging.getLogger("hfskills.requests")
 
@@ -60,6 +77,10 @@ class Outcome:
     completion_tokens: int = 0
     #: The route that chose the model, None when the request named the model.
     route: str | None = None
+    #: Answered by the response cache (host/cache.py), not by the model.
+    cached: bool = False
+    #: The inputs the model got (the safety pipeline's ``pre`` stage may redact them).
+    inputs: list[Any] | None = None
 
     def model_name(self, asked: str) -> str:
         """What the response's ``model`` says: the name asked for, or, when a route chose,
@@ -74,6 +95,8 @@ class Stream:
     loaded: Loaded
     events: AsyncIterator[Event]
     route: str | None = None
+    #: The prompt the model got (the safety pipeline's ``pre`` stage may redact it).
+    prompt: Any = None
 
     def model_name(self, asked: str) -> str:
         return self.loaded.model.name if self.route is not None else asked
@@ -99,6 +122,14 @@ class InferenceService:
         #: watches calls end (e.g. automatic benchmarking): each gets every `Call`.
         self.ledger: Ledger | None = None
         self.observers: list[Callable[[Call], None]] = []
+        #: A client's limits (limits.py), each model's circuit breaker (breakers.py), the
+        #: response cache (cache.py); None: off.
+        self.limits: Limits | None = None
+        self.breakers: Breakers | None = None
+        self.cache: ResponseCache | None = None
+        #: The safety pipeline's hooks (host/safety): a client's inputs before the model, a
+        #: stream's text as it flows, an answer's text after; None: none configured.
+        self.safety: Safety | None = None
 
     # -- the two entry points -----------------------------------------------------------------
     async def run(
@@ -111,15 +142,20 @@ class InferenceService:
     ) -> Outcome:
         """One request's inputs through the model (or the target its route chooses); results
         in input order."""
-        plan = self._plan(name, task, ctx)
+        check_model(name, self.loader.catalog.get(name))  # a key limited to models: 403
+        guard = self._guard(name, task, ctx)
+        if guard is not None:  # safety's pre stage: reject (400), or redact and continue
+            inputs = await guard.pre(inputs)
+        plan = self._routing(name, task, ctx)
         if plan is None:
-            return await self._run(name, task, inputs, params, ctx)
+            outcome = await self._run(name, task, inputs, params, ctx)
+            return await self._checked(guard, inputs, outcome)
         started = time.perf_counter()
         outcome = await self._routed(plan, ctx, lambda t, c: self._run(t, task, inputs, params, c))
-        if plan.challenger is not None and random.random() < plan.sample:
+        if plan.challenger is not None and random.random() < plan.sample and not outcome.cached:
             elapsed = time.perf_counter() - started
             self._shadow(plan, outcome.results, elapsed, task, inputs, params, ctx)
-        return outcome
+        return await self._checked(guard, inputs, outcome)
 
     async def open_stream(
         self,
@@ -131,18 +167,46 @@ class InferenceService:
     ) -> Stream:
         """Admit, validate and start now (errors become a normal 4xx); stream tokens later.
         A route fails over while the stream opens, never once tokens flow."""
-        plan = self._plan(name, task, ctx)
+        check_model(name, self.loader.catalog.get(name))
+        guard = self._guard(name, task, ctx)
+        if guard is not None:
+            prompt = (await guard.pre([prompt]))[0]
+        plan = self._routing(name, task, ctx)
         if plan is None:
-            return await self._open(name, task, prompt, params, ctx)
+            return self._watched(guard, prompt, await self._open(name, task, prompt, params, ctx))
         started = time.perf_counter()
         stream = await self._routed(plan, ctx, lambda t, c: self._open(t, task, prompt, params, c))
         if plan.challenger is not None and random.random() < plan.sample:
             stream.events = self._copied_at_end(
                 stream.events, plan, started, task, prompt, params, ctx
             )
-        return stream
+        return self._watched(guard, prompt, stream)
 
     # -- how a request runs ---------------------------------------------------------------------
+    def _guard(self, name: str, task: str | None, ctx: RequestContext) -> Guard | None:
+        """The safety hooks on for this request (None: none, or not a client's request)."""
+        return self.safety.guard(name, task, ctx) if self.safety is not None else None
+
+    async def _checked(self, guard: Guard | None, inputs: list[Any], outcome: Outcome) -> Outcome:
+        """Safety's post stage on the answer (reject, or redact)."""
+        outcome.inputs = inputs
+        return outcome if guard is None else await guard.post(outcome)
+
+    def _watched(self, guard: Guard | None, prompt: Any, stream: Stream) -> Stream:
+        """Safety's during stage on the stream's text (it may only stop it)."""
+        stream.prompt = prompt
+        if guard is not None:
+            guard.during(stream)
+        return stream
+
+    def _routing(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
+        """`_plan`, in the request's "route" span."""
+        with tracing.span("route", model=name) as routing:
+            plan = self._plan(name, task, ctx)
+            if plan is not None:
+                routing.set_attribute("hfskills.route", plan.name)
+            return plan
+
     def _plan(self, name: str, task: str | None, ctx: RequestContext) -> Plan | None:
         """The route ``name`` names, ``auto``'s ranking, or None: a model (from memory)."""
         if self.router is None:
@@ -182,7 +246,8 @@ class InferenceService:
                     error.status >= 500 or error.status == 424
                 ):
                     raise
-                self.router.failed(target, error)
+                if not isinstance(error, CircuitOpen):  # an open breaker is no new failure
+                    self.router.failed(target, error)
                 log.warning(
                     json.dumps(
                         {
@@ -266,10 +331,18 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Outcome:
+        params = self._within_limits(inputs, params, ctx)
+        keyed = self._cache_key(name, task, inputs, params, ctx)
+        if keyed is not None and ctx.cache == "use":
+            hit = self._cached(name, *keyed)
+            if hit is not None:
+                return hit
+        ticket = self._admit_model(name, ctx)  # 503 while its breaker is open; its rates: 429
         start = time.perf_counter()
         hardware, status, usage = "none", "error", (0, 0)
         label = self.metric_name(name)
         hold: Hold | None = None
+        failure: BaseException | None = None
         try:
             if len(inputs) > self.max_inputs:
                 raise APIError(413, f"at most {self.max_inputs} inputs per request", param="inputs")
@@ -284,7 +357,13 @@ class InferenceService:
                     hardware = loaded.endpoint.hardware
                     if self.ledger is not None:
                         self.ledger.started(hold, hardware)
-                    with self.metrics.request_running(label), _as_inference_errors(loaded):
+                    with (
+                        self.metrics.request_running(label),
+                        _as_inference_errors(loaded),
+                        tracing.span(
+                            _work(loaded), model=label, hardware=hardware, inputs=len(inputs)
+                        ),
+                    ):
                         rows = await loaded.worker.run(inputs, params, ctx.deadline)
                     answer.note(loaded.model.name)
                     return _outcome(loaded, rows)
@@ -294,6 +373,8 @@ class InferenceService:
             if outcome.completion_tokens:
                 self.metrics.generated.labels(model=label).inc(outcome.completion_tokens)
             status = "ok"
+            if keyed is not None and self.cache is not None:
+                self.cache.put(keyed[0], outcome.results, usage)
             return outcome
         except DeadlineExceeded:
             status = "timeout"
@@ -301,7 +382,12 @@ class InferenceService:
         except (ClientGone, asyncio.CancelledError):
             status = "cancelled"
             raise
+        except Exception as error:
+            failure = error
+            raise
         finally:
+            if ticket is not None:
+                ticket.end(status, failure)
             self._record(label, task, hardware, len(inputs), usage, start, status, ctx, hold)
 
     async def _open(
@@ -312,12 +398,15 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Stream:
+        params = self._within_limits([prompt], params, ctx)
+        ticket = self._admit_model(name, ctx)  # 503 while its breaker is open; its rates: 429
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
         hold: Hold | None = None
+        generation: Any = tracing.NOOP  # the "engine" span, ended with the stream
 
         async def start() -> tuple[Loaded, AsyncIterator[Event]]:
-            nonlocal hold
+            nonlocal hold, generation
             await self.loader.admit(name)
             if self.ledger is not None:
                 hold = self.ledger.plan(self.metric_name(name), task, [prompt], params, ctx)
@@ -326,6 +415,10 @@ class InferenceService:
             stack.enter_context(self.metrics.request_running(loaded.model.name))
             if self.ledger is not None:
                 self.ledger.started(hold, loaded.endpoint.hardware)
+            generation = tracing.start(
+                "engine", model=loaded.model.name, hardware=loaded.endpoint.hardware, stream=True
+            )
+            stack.callback(generation.end)
             with _as_inference_errors(loaded):
                 return loaded, await loaded.worker.stream(prompt, params, ctx.deadline)
 
@@ -334,13 +427,17 @@ class InferenceService:
         except BaseException as error:
             await stack.aclose()
             status = "timeout" if isinstance(error, DeadlineExceeded) else "error"
+            if ticket is not None:
+                ticket.end(status, error)
             if hold is not None:  # the reservation is released, the failure recorded
                 self._record(
                     self.metric_name(name), task, "none", 1, (0, 0), arrived, status, ctx, hold
                 )
             raise
+        if ticket is not None:  # the breaker hears how the stream ends
+            events = _reported(events, ticket)
         answer.note(loaded.model.name)
-        return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold))
+        return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold, generation))
 
     def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
         model, _ = self.loader.resolve(name)
@@ -354,9 +451,11 @@ class InferenceService:
         arrived: float,
         ctx: RequestContext,
         hold: Hold | None,
+        generation: Any = tracing.NOOP,
     ) -> AsyncIterator[Event]:
         """The stream's events, with its metrics (tokens, time to first token, inter-token
-        latency), its log line, and its slot and model released when it ends."""
+        latency), its log line, and its slot and model released when it ends (and its
+        ``engine`` span: one span for the whole stream, the first token an event in it)."""
         model = loaded.model.name
         status, generated, prompt_tokens = "cancelled", 0, 0
         last = arrived
@@ -367,6 +466,7 @@ class InferenceService:
                         now = time.perf_counter()
                         if generated == 0:
                             self.metrics.first_token(model, now - arrived)
+                            generation.add_event("first_token")
                         else:
                             self.metrics.inter_token(model, now - last)
                         generated, last = generated + 1, now
@@ -385,6 +485,8 @@ class InferenceService:
         finally:
             with contextlib.suppress(Exception):
                 await events.aclose()  # type: ignore[attr-defined]
+            generation.set_attribute("hfskills.completion_tokens", generated)
+            generation.set_attribute("hfskills.status", status)
             await stack.aclose()
             self._record(
                 model,
@@ -397,6 +499,64 @@ class InferenceService:
                 ctx,
                 hold,
             )
+
+    # -- around a model call: limits, breakers, the response cache ------------------------------
+    def _within_limits(self, inputs: list[Any], params: Params, ctx: RequestContext) -> Params:
+        """A client's call within the per-request limits (input size 413, max tokens 400)."""
+        if self.limits is None or ctx.origin != CLIENT:
+            return params
+        return self.limits.checked(inputs, params)
+
+    def _admit_model(self, name: str, ctx: RequestContext) -> Ticket | None:
+        """A model call's admission: its circuit breaker (`CircuitOpen`, 503, while open) and,
+        for a client, the model's rate limits (429); the ticket reports how the call went."""
+        model = self.loader.catalog.get(name)
+        if model is None:  # unknown (404 later), or on demand and not admitted yet
+            return None
+        ticket = self.breakers.enter(model.name, ctx.timeout_s) if self.breakers else None
+        if self.limits is not None and ctx.origin == CLIENT:
+            try:
+                self.limits.admit_model(model.name)
+            except BaseException:
+                if ticket is not None:
+                    ticket.end("cancelled")  # no call was made
+                raise
+        return ticket
+
+    def _cache_key(
+        self, name: str, task: str | None, inputs: list[Any], params: Params, ctx: RequestContext
+    ) -> tuple[bytes, ServedModel, str] | None:
+        """A client's deterministic call's response cache key (host/cache.py), else None."""
+        if self.cache is None or ctx.origin != CLIENT or ctx.cache == "off":
+            return None
+        model = self.loader.catalog.get(name)
+        if model is None or not inputs or len(inputs) > self.max_inputs:
+            return None
+        task = task or model.tasks[0]
+        if not cacheable(task, params):
+            return None
+        digest = self.cache.key_of(model, task, inputs, params)
+        return (digest, model, task) if digest is not None else None
+
+    def _cached(self, name: str, digest: bytes, model: ServedModel, task: str) -> Outcome | None:
+        """The stored answer while its model is resident (its tokenizer may render the
+        answer), else None (a miss). A hit is no model call: not recorded, not billed."""
+        assert self.cache is not None
+        self.loader.resolve(name, task)  # a retired model, or a task it lacks: 4xx, cached or not
+        loaded = self.loader.cache.get((model.name, task))
+        entry = None
+        if loaded is None or loaded.evicted:
+            self.cache.counted(model.name, hit=False)
+        else:
+            entry = self.cache.get(digest, model.name)
+        note_header("x-hfskills-cache", "hit" if entry is not None else "miss")
+        if entry is None or loaded is None:
+            return None
+        answer.note(model.name)
+        results = self.cache.results(entry)
+        hit = {"event": "cache_hit", "model": model.name, "task": task, "batch_size": len(results)}
+        log.info(json.dumps(hit))
+        return Outcome(results, loaded, entry.prompt_tokens, entry.completion_tokens, cached=True)
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:
@@ -438,6 +598,8 @@ class InferenceService:
         )
         if self.ledger is not None:
             _quietly(self.ledger.finished, hold, call)
+        if self.limits is not None and ctx.origin == CLIENT:  # tokens per minute, once spent
+            self.limits.used(ctx.caller, name, tokens)
         for watch in self.observers:
             _quietly(watch, call)
         self.metrics.requests.labels(model=name, hardware=hardware, status=status).inc()
@@ -458,6 +620,29 @@ class InferenceService:
                 }
             )
         )
+
+
+def _work(loaded: Loaded) -> str:
+    """The span of a model's work: ``batch`` (a dynamic batcher's, whose forward passes are
+    its ``forward`` children) or ``engine`` (a generation engine's, or a remote model's)."""
+    return "batch" if isinstance(loaded.worker, BatchWorker) else "engine"
+
+
+async def _reported(events: AsyncIterator[Event], ticket: Ticket) -> AsyncIterator[Event]:
+    """A stream's events; how they end (whole, a failure, or the consumer leaving) goes to the
+    model's circuit breaker."""
+    try:
+        async for event in events:
+            yield event
+    except BaseException as error:
+        ticket.end("timeout" if isinstance(error, DeadlineExceeded) else "error", error)
+        raise
+    else:
+        ticket.end("ok")
+    finally:
+        ticket.end("cancelled")  # left early (no-op once ended)
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
 
 
 def _quietly(fn: Callable[..., None], *args: Any) -> None:

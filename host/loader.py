@@ -34,7 +34,7 @@ from typing import Any
 from hfskills.skillset.runtime import Endpoint, Handler
 from hfskills.skillset.runtime.errors import HFSkillsError, ModelLoadError, UnsupportedTask
 
-from . import workers
+from . import tracing, workers
 from .catalog import Catalog, ServedModel
 from .control import remote
 from .control.gate import Gate
@@ -192,11 +192,14 @@ class ModelLoader:
             return self.cache[key]
         self.misses += 1
         self._update_ratio()
-        if key not in self.loading:
-            future: asyncio.Future[Loaded] = asyncio.get_running_loop().create_future()
-            self.loading[key] = future
-            asyncio.get_running_loop().create_task(self._load_into(model, task, future))
-        return await asyncio.shield(self.loading[key])
+        # a request that finds its model absent waits in a "load" span (the load's log lines
+        # carry the trace of the request that started it)
+        with tracing.span("load", model=model.name, task=task, joined=key in self.loading):
+            if key not in self.loading:
+                future: asyncio.Future[Loaded] = asyncio.get_running_loop().create_future()
+                self.loading[key] = future
+                asyncio.get_running_loop().create_task(self._load_into(model, task, future))
+            return await asyncio.shield(self.loading[key])
 
     async def _drop_replaced(self) -> None:
         """Unload what the catalog replaced or no longer holds (remote models)."""

@@ -4,7 +4,9 @@ Every record is written as ``{"ts", "level", "logger", "message"}`` (``ts``: ISO
 to the millisecond), plus ``exc`` (the traceback) when one is attached. A message that is
 itself a JSON object, such as the request line ``{"event": "request", ...}``, is merged into
 the record instead of being nested as a string: ``{"ts", "level", "logger", "event", "model",
-...}``; its keys never replace ``ts``, ``level`` or ``logger``.
+...}``; its keys never replace ``ts``, ``level`` or ``logger``. While a traced request's span
+is active (host/tracing.py), ``trace_id`` and ``span_id`` (hex, as OTLP backends show them)
+follow, so a log line leads to its trace.
 
 Levels (`setup`): hfskills' own loggers and uvicorn's follow ``log_level``. Libraries
 (transformers, huggingface_hub, torch, Python ``warnings``) log at ``WARNING`` when it is
@@ -21,6 +23,8 @@ import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from . import tracing
 
 #: Loggers of libraries that would otherwise write their own lines (some with a handler of
 #: their own): routed through the JSON handler at the library level.
@@ -54,6 +58,9 @@ class JsonFormatter(logging.Formatter):
         else:
             for key, value in merged.items():
                 entry.setdefault(key, value)
+        ids = tracing.current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

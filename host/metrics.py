@@ -5,14 +5,28 @@ vLLM's buckets (``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency
 dashboards made for vLLM read them the same way. The request path reports through the small
 methods below (`request_started`, `request_finished`, `first_token`, `inter_token`); loads,
 evictions, queue and cache gauges are set where they happen (loader.py, scheduler.py).
+
+The design's names (``model_requests_total{model,hardware,status}``,
+``model_request_duration_seconds``, ``model_tokens_processed_total``,
+``hardware_utilization_percent``, ``hardware_memory_used_bytes``, ``queue_depth{priority}``,
+``circuit_breaker_state``, ``cache_hit_ratio``) are kept as they are, after the prefix: one
+namespace per exporter, as Prometheus' naming practice asks (bare ``queue_depth`` would mix
+with any other exporter's), and the names dashboards, alerts (deploy/) and tests already use.
+No unprefixed copies: they would double every series. Read at each scrape rather than set:
+``hardware_utilization_percent`` (`HardwareUtilization`) and the budgets (`BudgetGauges`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 PREFIX = "hfskills_"
 #: vLLM's buckets for time to first token (seconds).
@@ -31,6 +45,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(HardwareUtilization())  # read at each scrape
         self.requests = Counter(
             PREFIX + "model_requests_total",
             "Requests by model, hardware and status",
@@ -94,9 +109,44 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        # limits, circuit breakers and the response cache (limits.py, breakers.py, cache.py)
+        self.rate_limited = Counter(
+            PREFIX + "rate_limited_total",
+            "Requests refused 429 by a limit: scope key or model; limit requests, tokens or "
+            "concurrency",
+            ["scope", "limit"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            PREFIX + "circuit_breaker_state",
+            "A model's circuit breaker: 0 closed, 1 open, 2 half-open",
+            ["model"],
+            registry=r,
+        )
+        self.breaker_rejected = Counter(
+            PREFIX + "circuit_breaker_rejected_total",
+            "Requests failed fast (503) because their model's breaker was open",
+            ["model"],
+            registry=r,
+        )
+        self.response_cache_hit_ratio = Gauge(
+            PREFIX + "response_cache_hit_ratio",
+            "Response cache hits / lookups (deterministic requests only)",
+            registry=r,
+        )
+        self.response_cache_lookups = Counter(
+            PREFIX + "response_cache_lookups_total",
+            "Response cache lookups by model and result (hit or miss)",
+            ["model", "result"],
+            registry=r,
+        )
+        self.response_cache_bytes = Gauge(
+            PREFIX + "response_cache_bytes", "Bytes the response cache holds", registry=r
+        )
         for priority in ("high", "normal", "low"):
             self.queue_depth.labels(priority=priority).set(0)
         self.cache_hit_ratio.set(0)
+        self.response_cache_hit_ratio.set(0)
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -132,3 +182,84 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch_budgets(self, status: Callable[[], list[dict[str, Any]]]) -> None:
+        """Export the control plane's daily budgets (``Budgets.status``), read at each scrape."""
+        self.registry.register(BudgetGauges(status))
+
+
+class HardwareUtilization:
+    """``hardware_utilization_percent{hardware, device}``, computed when scraped: ``cpu``, the
+    process's CPU time over the wall time since the previous reading, as a share of the cores
+    it may use (a reading spans at least a second; scrapes closer than that repeat the last);
+    ``cuda``, each device's utilization as NVML reports it through torch, once torch has set up
+    CUDA (never set up by a scrape; absent without NVML)."""
+
+    MIN_SPAN_S = 1.0
+
+    def __init__(self) -> None:
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        self.cores = self.cores or os.cpu_count() or 1
+        self.last = (time.monotonic(), time.process_time())
+        self.percent = 0.0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            PREFIX + "hardware_utilization_percent",
+            "Busy share of the hardware: the process's CPU time over its cores (cpu), NVML's "
+            "utilization per device (cuda)",
+            labels=["hardware", "device"],
+        )
+        wall, cpu = time.monotonic(), time.process_time()
+        span = wall - self.last[0]
+        if span >= self.MIN_SPAN_S:
+            used = (cpu - self.last[1]) / (span * self.cores) * 100
+            self.percent, self.last = min(100.0, max(0.0, used)), (wall, cpu)
+        family.add_metric(["cpu", "cpu"], self.percent)
+        for device, percent in _cuda_utilization():
+            family.add_metric(["cuda", device], percent)
+        yield family
+
+
+def _cuda_utilization() -> Iterator[tuple[str, float]]:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    for index in range(torch.cuda.device_count()):
+        try:
+            percent = float(torch.cuda.utilization(index))
+        except Exception:  # no NVML (pynvml) here
+            return
+        yield f"cuda:{index}", percent
+
+
+class BudgetGauges:
+    """The daily budgets (host/control/budgets.py), read when scraped, per ``scope``
+    (``global``, ``model:<model_id>``): ``budget_used_ratio`` (today's spend / the budget; the
+    control plane's ``budget.threshold_crossed`` events fire at 0.7, 0.9 and 1),
+    ``budget_spent_usd`` and ``budget_daily_usd``."""
+
+    def __init__(self, status: Callable[[], list[dict[str, Any]]]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily(
+            PREFIX + "budget_used_ratio", "Today's spend / the daily budget", labels=["scope"]
+        )
+        spent = GaugeMetricFamily(
+            PREFIX + "budget_spent_usd", "Spent today (UTC), in USD", labels=["scope"]
+        )
+        daily = GaugeMetricFamily(PREFIX + "budget_daily_usd", "The daily budget", labels=["scope"])
+        try:
+            rows = self.status()
+        except Exception:  # a scrape never fails for the accounts
+            rows = []
+        for row in rows:
+            scope = [str(row["scope"])]
+            daily.add_metric(scope, float(row["daily_usd"]))
+            spent.add_metric(scope, float(row["spent_usd"]))
+            if row.get("used") is not None:
+                used.add_metric(scope, float(row["used"]))
+        yield used
+        yield spent
+        yield daily

@@ -22,6 +22,7 @@ from typing import Any
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
+from . import tracing
 from .metrics import Metrics
 
 PRIORITIES = ("high", "normal", "low")
@@ -62,6 +63,11 @@ class RequestContext:
     origin: str = "client"
     #: The route whose target this run is (set by the core while it tries a route's targets).
     route: str | None = None
+    #: Who per-key limits count (host/limits.py's `caller_id`; None: anonymous), and the
+    #: response cache's use (``Cache-Control``, host/cache.py): ``use``, ``refresh``
+    #: (no-cache: no lookup, the answer is stored) or ``off`` (no-store).
+    caller: str | None = None
+    cache: str = "use"
 
     @classmethod
     def start(
@@ -163,12 +169,15 @@ class Scheduler:
                 f"{len(gate.waiters)} waiting); try again shortly"
             )
 
-        await gate.acquire(ctx, full)
-        try:
-            await self.global_gate.acquire(ctx, full)
+        with tracing.span("queue", model=model, priority=ctx.priority):  # the wait for slots
+            await gate.acquire(ctx, full)
             try:
-                yield
-            finally:
-                self.global_gate.release()
+                await self.global_gate.acquire(ctx, full)
+            except BaseException:
+                gate.release()
+                raise
+        try:
+            yield
         finally:
+            self.global_gate.release()
             gate.release()

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import catalog as catalog_mod
 from . import control, workers
+from .breakers import Breakers
+from .cache import ResponseCache
 from .config import Settings
 from .control import bench
 from .control.autobench import AutoBench
@@ -19,8 +21,10 @@ from .control.shadow import ShadowRecords
 from .discovery import discover
 from .hardware import HardwareManager
 from .inference import InferenceService
+from .limits import Limits
 from .loader import ModelLoader
 from .metrics import Metrics
+from .safety import pipeline as safety
 from .scheduler import Scheduler
 
 log = logging.getLogger("hfskills.host")
@@ -33,6 +37,21 @@ def default_budget() -> int:
     except (ValueError, OSError, AttributeError):
         available = 10 * 2**30
     return int(available * 0.8)
+
+
+def limits_of(s: Settings, metrics: Metrics) -> Limits | None:
+    """The settings' limits (host/limits.py), None when every one is off."""
+    limits = Limits(
+        metrics,
+        requests_per_minute=s.rate_limit_requests_per_minute,
+        tokens_per_minute=s.rate_limit_tokens_per_minute,
+        model_requests_per_minute=s.model_rate_limit_requests_per_minute,
+        model_tokens_per_minute=s.model_rate_limit_tokens_per_minute,
+        max_concurrent_per_key=s.max_concurrent_requests_per_key,
+        max_tokens_per_request=s.max_tokens_per_request,
+        max_input_chars=s.max_input_chars,
+    )
+    return limits if limits.configured else None
 
 
 class Host:
@@ -77,6 +96,28 @@ class Host:
         # routes' challengers (shadow traffic): persisted in the background (lifespan)
         self.shadows = self.service.shadows = ShadowRecords(self.control.engine)
         self.service.ledger = self.control.ledger  # costs, budgets, events per call
+        # limits (limits.py), a breaker per model (breakers.py), the response cache (cache.py)
+        self.service.limits = limits_of(s, self.metrics)
+        if s.breaker_failures:
+            self.service.breakers = Breakers(
+                self.metrics,
+                s.breaker_failures,
+                s.breaker_window_s,
+                s.breaker_open_s,
+                s.request_timeout_s,
+                s.breaker_failure_ratio,
+            )
+            for name in self.catalog.models:  # every model's gauge exists from the start
+                self.service.breakers.state_gauge(name)
+        if s.response_cache_bytes:
+            served = self.control.registry.served
+            self.service.cache = ResponseCache(s.response_cache_bytes, self.metrics, served)
+        # the safety pipeline (host/safety): None when no hook is configured; its `switches`
+        # is the seam for per-key hooks
+        self.safety = self.service.safety = safety.build(
+            s.safety, self.service, self.metrics, self.control.events
+        )
+        self.metrics.watch_budgets(self.control.budgets.status)  # budget gauges, per scrape
         self.started = int(time.time())
         for name, why in self.catalog.errors.items():
             log.error("model %s is not served: %s", name, why)

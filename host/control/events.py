@@ -2,10 +2,12 @@
 
 Kinds: ``model_call.planned`` (a target was chosen and its budget reserved: the estimate),
 ``model_call.started`` (the model holds the call), ``model_call.completed`` and
-``model_call.failed`` (tokens, cost, latency, status), and ``budget.threshold_crossed``
-(70 %, 90 %, 100 % of a daily budget). Client calls only: the host's own shadow copies and
-benchmark runs make none. `Events.emit` buffers the row through the `Writer` (never a query on
-the request path) and, when ``events_webhook_url`` is set, queues it for the `Webhook`.
+``model_call.failed`` (tokens, cost, latency, status), ``budget.threshold_crossed``
+(70 %, 90 %, 100 % of a daily budget), and ``safety.decision`` (a safety hook fired: stage,
+rule, action, user, model, the texts' SHA-256, never a text; host/safety/pipeline.py). Client
+calls only: the host's own shadow copies and benchmark runs make none. `Events.emit` buffers
+the row through the `Writer` (never a query on the request path) and, when
+``events_webhook_url`` is set, queues it for the `Webhook`.
 
 The webhook is its own thread: batches of up to 100 events as ``{"events": [...]}`` in one
 POST, retried with backoff (1 s doubling, 5 attempts) on a connection error or a 5xx, then
@@ -40,6 +42,7 @@ KINDS = (
     "model_call.completed",
     "model_call.failed",
     "budget.threshold_crossed",
+    "safety.decision",
 )
 MAX_EVENTS = 1000
 SWEEP_S = 3600.0

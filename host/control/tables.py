@@ -2,10 +2,11 @@
 
 Revision 0001 holds the registry: `RegisteredModel` (``registered_models``) and `AuditEntry`
 (``audit_log``); 0002 the routes (`Route`, ``routes``) and the audit log's ``kind``; 0003 a
-route's challenger; 0004 the challengers' shadow records (`ShadowComparison`). Later
-revisions add their own tables beside them (cost events, budgets, events) on the same `Base`;
-every change to these classes comes with an alembic revision in ``migrations/versions``
-(tests/control checks that the two match).
+route's challenger; 0004 the challengers' shadow records (`ShadowComparison`); 0005 the
+accounts (cost events, budgets, events, feedback); 0006 the API keys (`ApiKey`). Later
+revisions add their own tables beside them on the same `Base`; every change to these classes
+comes with an alembic revision in ``migrations/versions`` (tests/control checks that the two
+match).
 """
 
 from __future__ import annotations
@@ -240,3 +241,26 @@ class FeedbackRecord(Base):
     label: Mapped[str | None] = mapped_column(String(64))
     comment: Mapped[str | None] = mapped_column(String(1000))
     actor: Mapped[str] = mapped_column(String(256))
+
+
+class ApiKey(Base):
+    """An API key (revision 0006; host/control/keys.py): its public id and prefix, the SHA-256
+    of the whole key (never the key), a role, and the models it may use (None: all)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("hash"),)
+
+    #: The key's public id, the part after ``hfsk_`` (``hfsk_<id>_<secret>``).
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    #: What the key starts with, shown by listings: ``hfsk_<id>``.
+    prefix: Mapped[str] = mapped_column(String(48))
+    #: Hex SHA-256 of the whole key.
+    hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    #: ``admin``, ``user`` or ``readonly`` (host/auth.py).
+    role: Mapped[str] = mapped_column(String(16))
+    #: Model names (or aliases, routes) the key may use; None: every model.
+    models: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -3,6 +3,7 @@ JSON responses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -10,10 +11,13 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import cache, limits
+from ..auth import principal_of
 from ..control.strategies import STRATEGIES
 from ..errors import APIError
 from ..scheduler import PRIORITIES, RequestContext
 from ..serving.common import FastJSONResponse
+from ..tracing import span
 
 if TYPE_CHECKING:
     from ..state import Host
@@ -51,17 +55,22 @@ def _finite(text: str) -> float:
 
 async def parse(request: Request, schema: type[M], **defaults: Any) -> M:
     """Validate the JSON body as ``schema``; ``defaults`` fill fields the body leaves out."""
-    return schema.model_validate({**defaults, **json_object(await request.body())})
+    with span("parse"):  # reading the body included
+        return schema.model_validate({**defaults, **json_object(await request.body())})
 
 
 def user(request: Request, named: str | None = None) -> str | None:
     """Who a route's assignment sticks to: the body's ``user`` (``named``), else the
-    ``X-User-Id`` header, else the API key the request carries; None: anonymous."""
+    ``X-User-Id`` header, else the authenticated subject (host/auth.py), else the API key the
+    request carries; None: anonymous."""
     if named:
         return f"user:{named}"
     header = request.headers.get("x-user-id", "").strip()
     if header:
         return f"user:{header}"
+    principal = principal_of(request)
+    if principal is not None:
+        return principal.subject
     key = request.headers.get("authorization") or request.headers.get("api-key")
     return f"key:{key.strip()}" if key and key.strip() else None
 
@@ -93,7 +102,7 @@ def context(request: Request, named_user: str | None = None) -> RequestContext:
             param="X-HFSkills-Strategy",
         )
     raw_weights = request.headers.get("x-hfskills-weights")
-    return RequestContext.start(
+    ctx = RequestContext.start(
         priority,
         timeout,
         lambda: _disconnect(request),
@@ -101,6 +110,9 @@ def context(request: Request, named_user: str | None = None) -> RequestContext:
         strategy,
         weights=weights(raw_weights) if raw_weights is not None else None,
     )
+    # per-key limits' caller (host/limits.py) and the response cache's Cache-Control
+    cache_use = cache.use(request.headers.get("cache-control"))
+    return dataclasses.replace(ctx, caller=limits.caller_id(request), cache=cache_use)
 
 
 #: The terms ``X-HFSkills-Weights`` may weigh (strategies.py's composite score).

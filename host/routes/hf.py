@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 import hfskills
 
+from .. import auth
 from ..control.strategies import AUTO
 from ..errors import APIError
 from ..openapi import protocol
@@ -29,13 +30,18 @@ from ..protocol import hf
 from ..protocol import openai as oa
 from ..serving import hf as serving
 from ..serving import openai as openai_serving
+from ..tracing import span
 from .common import FastJSONResponse, context, host, json_object, model_json, parse
 
 
 async def _payload(request: Request) -> hf.InferenceRequest:
     """A JSON body, or a raw image/audio body (the client sends bytes when there are no
     parameters, often without a content type)."""
-    raw = await request.body()
+    with span("parse"):
+        return _inference_request(request, await request.body())
+
+
+def _inference_request(request: Request, raw: bytes) -> hf.InferenceRequest:
     if not raw:
         raise APIError(400, "the request body is empty", code="invalid_input")
     content_type = request.headers.get("content-type", "")
@@ -162,6 +168,7 @@ async def generate_stream(request: Request) -> Response:
 
 
 async def _info_for(request: Request, name: str) -> Response:
+    auth.check_model(name, host(request).catalog.get(name))  # it loads the model
     name = _described(request, name, "text_generation")
     loaded = await host(request).loader.get(name, "text_generation")
     endpoint = loaded.endpoint

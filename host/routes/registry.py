@@ -2,8 +2,8 @@
 
 Each route parses its body (`host.protocol.registry`) and calls the `Registry` service in a
 thread (synchronous SQLAlchemy; the event loop keeps serving inference meanwhile). Errors
-answer in the OpenAI shape (host/errors.py). Who made a change is `actor`: the ``X-User-Id``
-header, else ``anonymous``.
+answer in the OpenAI shape (host/errors.py). Who made a change is `actor`: the authenticated
+subject, else the ``X-User-Id`` header, else ``anonymous``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..auth import principal_of
 from ..control.registry import ANONYMOUS, MAX_AUDIT, Registry
 from ..errors import APIError
 from ..openapi import protocol
@@ -29,8 +30,11 @@ MAX_ACTOR = 256
 
 
 def actor(request: Request) -> str:
-    """Who is changing the registry. The seam for authentication (issue 13): today the
-    ``X-User-Id`` header, unverified, else ``anonymous``."""
+    """Who is changing the registry: the authenticated subject (``key:<id>``, ``jwt:<sub>``;
+    host/auth.py), else the ``X-User-Id`` header, unverified, else ``anonymous``."""
+    principal = principal_of(request)
+    if principal is not None:
+        return principal.subject[:MAX_ACTOR]
     user = request.headers.get("x-user-id", "").strip()
     return user[:MAX_ACTOR] if user else ANONYMOUS
 

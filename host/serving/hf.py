@@ -151,7 +151,8 @@ async def tgi_generate(
     outcome = await service.run(name, "text_generation", [body.inputs], params, ctx)
     result = outcome.results[0]
     text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
-    text = (body.inputs + text) if body.parameters.return_full_text else text
+    if body.parameters.return_full_text:  # the prompt the model got (safety may redact it)
+        text = (outcome.inputs[0] if outcome.inputs else body.inputs) + text
     response = hf.GenerateResponse(generated_text=text)
     if body.parameters.details:
         tokenizer = outcome.loaded.endpoint.processor

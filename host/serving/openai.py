@@ -90,15 +90,17 @@ async def _choices(
     params: GenerationParams,
     n: int,
     ctx: RequestContext,
-) -> tuple[list[dict[str, Any]], Any, str]:
-    """``n`` results per prompt, prompt by prompt, the model's tokenizer, and the name the
-    answer's ``model`` says (`Outcome.model_name`). With a seed,
+) -> tuple[list[dict[str, Any]], Any, str, list[Any]]:
+    """``n`` results per prompt, prompt by prompt, the model's tokenizer, the name the
+    answer's ``model`` says (`Outcome.model_name`), and the prompts the model got (the safety
+    pipeline may have redacted them: ``echo`` shows these). With a seed,
     choice ``i`` samples with ``seed + i`` (as vLLM's choices differ), so the whole answer
     repeats for the same seed."""
     if params.seed is None or n == 1 or not params.sampling:
         inputs = [p for p in prompts for _ in range(n)]
         outcome = await service.run(model, "text_generation", inputs, params, ctx)
-        return outcome.results, outcome.loaded.endpoint.processor, outcome.model_name(model)
+        got = (outcome.inputs or inputs)[::n]
+        return outcome.results, outcome.loaded.endpoint.processor, outcome.model_name(model), got
     runs = await asyncio.gather(
         *(
             service.run(
@@ -112,7 +114,8 @@ async def _choices(
         )
     )
     results = [runs[i].results[p] for p in range(len(prompts)) for i in range(n)]
-    return results, runs[0].loaded.endpoint.processor, runs[0].model_name(model)
+    got = runs[0].inputs or prompts
+    return results, runs[0].loaded.endpoint.processor, runs[0].model_name(model), got
 
 
 def _text(prompt: str | list[int], tokenizer: Any) -> str:
@@ -133,7 +136,7 @@ async def completions(
                 body.model, "text_generation", prompts[0], params, ctx
             )
             return event_stream(_completion_events(stream, body, prompts[0], path))
-        results, tokenizer, answered = await _choices(
+        results, tokenizer, answered, prompts = await _choices(
             service, body.model, prompts, params, body.n, ctx
         )
     choices = [
@@ -167,7 +170,7 @@ async def chat(
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
             return event_stream(_chat_events(stream, body, stream.model_name(model), path))
-        results, _, answered = await _choices(service, model, [body.chat()], params, body.n, ctx)
+        results, _, answered, _ = await _choices(service, model, [body.chat()], params, body.n, ctx)
     choices = [
         oa.ChatChoice(
             index=i,
@@ -237,8 +240,9 @@ async def _completion_events(
             ).model_dump(mode="json")
         )
 
-    if body.echo:
-        yield chunk(_text(prompt, stream.loaded.endpoint.processor))
+    if body.echo:  # the prompt the model got (the safety pipeline may have redacted it)
+        got = stream.prompt if stream.prompt is not None else prompt
+        yield chunk(_text(got, stream.loaded.endpoint.processor))
     try:
         async for event in stream.events:
             final = isinstance(event, FinalEvent)
