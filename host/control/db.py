@@ -101,6 +101,13 @@ def head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def _known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic's ResolutionError and friends: not one of ours
+        return False
+
+
 def current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
@@ -114,6 +121,12 @@ def upgrade(engine: Engine) -> None:
         before, newest = current(connection), head()
         if before == newest:
             return
+        if before is not None and not _known(before):
+            raise DatabaseUnavailable(
+                f"database {safe(engine.url.render_as_string(hide_password=False))} is at "
+                f"revision {before}, which this hfskills does not know (its newest is {newest}): "
+                "a newer hfskills wrote it. Upgrade hfskills, or set database_url (HFSKILLS_DATABASE_URL) to another database"
+            )
         command.upgrade(alembic_config(connection), "head")
     log.info(
         "migrated the control plane's database %s from revision %s to %s",
@@ -132,6 +145,9 @@ def open_database(url: str) -> Engine:
         raise DatabaseUnavailable(f"database_url {where!r} is not usable: {error}") from None
     try:
         upgrade(engine)
+    except DatabaseUnavailable:
+        engine.dispose()
+        raise
     except exc.DBAPIError as error:
         engine.dispose()
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)

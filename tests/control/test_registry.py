@@ -415,3 +415,23 @@ def test_hfskills_serve_exits_2_with_one_line(task_checkpoint, url, words) -> No
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hfskills: error: "), done.stderr
     assert words in lines[0] and "secret" not in lines[0]
+
+
+def test_a_database_from_a_newer_hfskills_is_refused_in_one_line(tmp_path) -> None:
+    """A revision this version does not know (a newer hfskills migrated the file) stops start-up
+    with what happened and what to do, and leaves the file as it was."""
+    url = f"sqlite:///{tmp_path}/control.db"
+    db.open_database(url).dispose()
+    engine = db.create(url)
+    with engine.begin() as connection:
+        connection.execute(db.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(DatabaseUnavailable) as caught:
+        db.open_database(url)
+    message = caught.value.message
+    assert "revision 9999" in message and "a newer hfskills wrote it" in message
+    assert f"its newest is {db.head()}" in message and caught.value.exit_code == 2
+    engine = db.create(url)
+    with engine.connect() as connection:
+        assert db.current(connection) == "9999"
+    engine.dispose()
