@@ -125,7 +125,8 @@ def upgrade(engine: Engine) -> None:
             raise DatabaseUnavailable(
                 f"database {safe(engine.url.render_as_string(hide_password=False))} is at "
                 f"revision {before}, which this hfskills does not know (its newest is {newest}): "
-                "a newer hfskills wrote it. Upgrade hfskills, or set database_url (HFSKILLS_DATABASE_URL) to another database"
+                "a newer hfskills wrote it. Upgrade hfskills, or set database_url "
+                "(HFSKILLS_DATABASE_URL) to another database"
             )
         command.upgrade(alembic_config(connection), "head")
     log.info(
