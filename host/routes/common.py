@@ -37,6 +37,10 @@ def json_object(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # arrays or objects nested deeper than the parser's stack
+        raise APIError(
+            400, "request body is not valid JSON: nested too deeply", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     return data

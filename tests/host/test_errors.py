@@ -180,6 +180,21 @@ def test_bodies_over_the_limit_get_413(http) -> None:
     hf_error(http.post("/models/embed", content=chunks()), 413)
 
 
+def test_deeply_nested_json_is_a_400_not_a_failure(http) -> None:
+    """JSON nested past the parser's recursion limit (a hostile body well under the size limit,
+    found by scripts/soak.py) is invalid JSON, not an unexpected error (424 and a traceback)."""
+    deep = b"[" * 5000 + b"]" * 5000
+    for path in ("/v1/embeddings", "/v1/chat/completions"):
+        body = b'{"model": "embed", "input": ' + deep + b"}"
+        response = http.post(path, content=body, headers={"content-type": "application/json"})
+        error = openai_error(response, 400)
+        assert error["code"] == "invalid_json" and "nested too deeply" in error["message"]
+    for path in ("/models/embed", "/embed"):
+        body = b'{"inputs": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
+        response = http.post(path, content=body, headers={"content-type": "application/json"})
+        assert hf_error(response, 400)["error_type"] == "validation"
+
+
 def test_stream_failing_midway_sends_one_error_event_and_ends(http) -> None:
     body = {
         "model": "flaky",
