@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -43,7 +44,39 @@ def json_object(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw) and _lone_surrogate(data):
+        # valid JSON syntax, but not text: tokenizers fail on it (424, counted by the model's
+        # circuit breaker), so a client could open a breaker with it
+        raise APIError(
+            400,
+            "request body is not valid JSON: a string holds an unpaired UTF-16 surrogate "
+            "escape (\\ud800-\\udfff), which is not a Unicode character",
+            code="invalid_json",
+        )
     return data
+
+
+#: a \uD800-\uDFFF escape: json.loads joins a pair into one character and keeps a lone one
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(data: Any) -> bool:
+    """Whether a string in ``data`` (keys included) holds an unpaired surrogate (iterative:
+    ``data`` may be nested as deep as the parser allows)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _not_json(name: str) -> float:

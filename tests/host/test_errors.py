@@ -195,6 +195,31 @@ def test_deeply_nested_json_is_a_400_not_a_failure(http) -> None:
         assert hf_error(response, 400)["error_type"] == "validation"
 
 
+def test_an_unpaired_surrogate_escape_is_a_400_not_a_model_failure(http, server) -> None:
+    """``"\\ud800"`` is valid JSON syntax but no Unicode text: tokenizers raised on it (424
+    inference_failed, a failure of the model that its circuit breaker counted, so a client could
+    open the breaker for everyone; found by scripts/soak.py). Now it is invalid JSON, on every
+    family; a proper pair, and the same six characters written as text, still work."""
+    listed = b'{"model": "embed", "input": ["fine", {"x": 1}, "left \\ud800 right"]}'
+    for body in (b'{"model": "embed", "input": "\\udfff"}', listed):
+        response = http.post(
+            "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+        )
+        error = openai_error(response, 400)
+        assert error["code"] == "invalid_json" and "surrogate" in error["message"]
+    deep = b'{"inputs": "x", "y": ' + b"[" * 600 + b'"\\udc00"' + b"]" * 600 + b"}"
+    for body in (b'{"inputs": "\\ud83d"}', deep):
+        hf_error(http.post("/embed", content=body), 400)
+    chat = b'{"model": "gen", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    hf_error(http.post("/generate", content=b'{"inputs": "a\\udbff"}'), 400)
+    openai_error(http.post("/v1/chat/completions", content=chat), 400)
+    for text in (b"\\ud83d\\ude00", b"\\\\ud800"):  # an emoji's pair; a backslash, then ud800
+        body = b'{"model": "embed", "input": "' + text + b'"}'
+        assert http.post("/v1/embeddings", content=body).status_code == 200
+    text = server.host.metrics.render().decode()
+    assert 'hfskills_circuit_breaker_state{model="embed"} 0.0' in text
+
+
 def test_stream_failing_midway_sends_one_error_event_and_ends(http) -> None:
     body = {
         "model": "flaky",
