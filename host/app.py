@@ -102,6 +102,8 @@ def build_app(settings: Settings) -> Starlette:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     # 401/403 before anything reads the body; CORS outside it (a preflight has no credentials)
     auth.install(app, settings, KeyStore(host.control.engine), host.control.writer)
+    if host.safety is not None:  # the hooks a request's key switches (its `safety`)
+        host.safety.switches = auth.safety_switches
     if traces is not None:  # outermost: the request's server span covers everything
         tracer, excluded = tracing.tracer_of(traces), settings.tracing_excluded_paths
         app.add_middleware(tracing.Middleware, tracer=tracer, excluded=excluded)

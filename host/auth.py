@@ -19,8 +19,12 @@ Policy:
 - A key or token limited to models (a key's ``models``, a JWT's ``models`` claim) runs only
   those, each named as the client names it (a model, one of its aliases, a route, ``auto``):
   `check_model` is called where the name is known (``InferenceService.run`` and
-  ``open_stream``, TGI's ``/info``); any other answers 403 naming the model.
-- The principal (subject, role, key id, models) is kept in the request's scope
+  ``open_stream``, TGI's ``/info``); any other answers 403 naming the model. ``/v1/models``
+  lists only those (`may_use`).
+- A key's own limits and safety switches (host/control/keys.py) ride on its principal:
+  host/limits.py counts the key by its limits, host/safety/ runs the hooks it switches
+  (`safety_switches`).
+- The principal (subject, role, key id, models, limits, switches) is kept in the request's scope
   (``request.state.principal``) and in the `PRINCIPAL` context variable for the code below
   the routes (`current`). Its subject, ``key:<id>`` or ``jwt:<sub>``, is the audit actor.
 - API keys are checked against an in-memory snapshot of the active keys (host/control/keys.py:
@@ -43,7 +47,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +97,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("POST", r"/api/feedback", USER),
     ("GET", r"/api/(models|models/.+|routes|routes/.+|budgets|events|feedback)", READONLY),
     ("GET", r"/api/audit", ADMIN),
-    ("GET,POST,DELETE", r"/api/keys(/.+)?", ADMIN),
+    ("GET,POST,PATCH,DELETE", r"/api/keys(/.+)?", ADMIN),
     ("POST,PUT,PATCH,DELETE", r"/api/.+", ADMIN),
 )
 _RULES = [(frozenset(methods.split(",")), re.compile(path), role) for methods, path, role in RULES]
@@ -118,6 +122,10 @@ class Principal:
     key_id: str | None = None
     #: Names it may run; None: every model.
     models: frozenset[str] | None = None
+    #: A key's own limits (host/limits.py); None: the server's per-key settings.
+    limits: Mapping[str, int] | None = None
+    #: A key's safety switches, hook name -> on (host/safety/); None: the defaults.
+    safety: Mapping[str, bool] | None = None
 
     def may(self, role: str) -> bool:
         return RANK[self.role] >= RANK[role]
@@ -152,24 +160,36 @@ def required_role(method: str, path: str) -> str:
     return rule(method, path) or ADMIN
 
 
-def check_model(asked: str, model: Any = None) -> None:
-    """403 unless the request's principal may run ``asked``; ``model``: the served model the
-    name resolves to (its name and aliases count as the same model)."""
+def may_use(asked: str, model: Any = None) -> bool:
+    """Whether the request's principal may run ``asked``; ``model``: the served model the name
+    resolves to (its name and aliases count as the same model)."""
     principal = PRINCIPAL.get()
     if principal is None or principal.models is None:
-        return
+        return True
     names = {asked}
     if model is not None:
         names.update((model.name, *model.aliases))
-    if names & principal.models:
+    return bool(names & principal.models)
+
+
+def check_model(asked: str, model: Any = None) -> None:
+    """403 unless the request's principal may run ``asked`` (`may_use`)."""
+    if may_use(asked, model):
         return
-    allowed = ", ".join(sorted(principal.models))
+    principal = PRINCIPAL.get()
+    allowed = ", ".join(sorted(principal.models or ())) if principal is not None else ""
     raise errors.APIError(
         403,
         f"model {asked!r} is not one this credential may use (it may use: {allowed})",
         code="model_not_allowed",
         param="model",
     )
+
+
+def safety_switches(ctx: object) -> Mapping[str, bool]:
+    """host/safety/'s per-key seam (`Safety.switches`): the request's key's switches."""
+    principal = PRINCIPAL.get()
+    return principal.safety if principal is not None and principal.safety else {}
 
 
 def loopback(host: str) -> bool:
@@ -248,7 +268,9 @@ class Authenticator:
         record = entry[1]
         self._used(record.id)
         models = frozenset(record.models) if record.models is not None else None
-        return Principal(f"key:{record.id}", record.role, record.id, models)
+        return Principal(
+            f"key:{record.id}", record.role, record.id, models, record.limits, record.safety
+        )
 
     def _used(self, ident: str) -> None:
         at = time.monotonic()

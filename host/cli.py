@@ -190,26 +190,38 @@ def keys(args: argparse.Namespace) -> int:
     from .control import db
     from .control.keys import KeyStore
     from .errors import validation_message
-    from .protocol.keys import KeyCreate
+    from .protocol.keys import KeyCreate, KeyUpdate
 
     settings = load_settings(args.config)
-    if args.keys_command == "create":
+    if args.keys_command in ("create", "update"):
         try:
-            body = KeyCreate(name=args.name, role=args.role, models=args.model)
-        except ValidationError as exc:
-            print(f"hfskills: error: {validation_message(exc)[1]}", file=sys.stderr)
+            given = _key_fields(args)
+            if args.keys_command == "create":
+                body = KeyCreate(name=args.name, role=args.role, **given)
+            else:
+                update = KeyUpdate(**given)
+        except (ValidationError, ValueError) as exc:
+            message = validation_message(exc)[1] if isinstance(exc, ValidationError) else exc
+            print(f"hfskills: error: {message}", file=sys.stderr)
             return 2
     engine = db.open_database(settings.database_url or db.default_url())
     try:
         store = KeyStore(engine)
         if args.keys_command == "create":
-            record, key = store.create(body.name, body.role, body.models)
+            limits = body.limits.stored() if body.limits is not None else None
+            record, key = store.create(body.name, body.role, body.models, limits, body.safety)
             print(key)
             print(
                 f"created API key {record.id} ({record.name}, role {record.role}, models "
-                f"{', '.join(record.models) if record.models else 'all'}): it is shown this "
-                "once; only its hash is stored",
+                f"{', '.join(record.models) if record.models else 'all'}{_key_extras(record)}): "
+                "it is shown this once; only its hash is stored",
                 file=sys.stderr,
+            )
+        elif args.keys_command == "update":
+            record = store.update(args.key_id, update.changes())
+            print(
+                f"updated API key {record.id} ({record.name}, role {record.role}, models "
+                f"{', '.join(record.models) if record.models else 'all'}{_key_extras(record)})"
             )
         elif args.keys_command == "list":
             for r in store.records():
@@ -219,6 +231,7 @@ def keys(args: argparse.Namespace) -> int:
                 print(
                     f"{r.id:<13} {r.prefix:<18} {r.name:<20} {r.role:<9} {models:<24} "
                     f"created {r.created_at:%Y-%m-%d %H:%M}  used {used:<16} {state}"
+                    f"{_key_extras(r)}"
                 )
         else:
             record = store.revoke(args.key_id)
@@ -226,6 +239,57 @@ def keys(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _key_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """``hfskills keys create|update``'s options as `KeyFields` takes them: only those given
+    (an update changes what it names); ``--all-models``, ``--no-limits`` and
+    ``--default-safety`` clear."""
+    fields: dict[str, Any] = {}
+    if args.model:
+        fields["models"] = args.model
+    elif getattr(args, "all_models", False):
+        fields["models"] = None
+    limits = {
+        name: value
+        for name, value in (
+            ("requests_per_minute", args.rpm),
+            ("tokens_per_minute", args.tpm),
+            ("max_concurrent_requests", args.max_concurrent),
+        )
+        if value is not None
+    }
+    if limits:
+        fields["limits"] = limits
+    elif getattr(args, "no_limits", False):
+        fields["limits"] = None
+    if args.safety:
+        switches: dict[str, bool] = {}
+        for item in args.safety:
+            hook, _, state = item.partition("=")
+            if state not in ("on", "off") or not hook:
+                raise ValueError(f"--safety {item!r}: give HOOK=on or HOOK=off")
+            switches[hook] = state == "on"
+        fields["safety"] = switches
+    elif getattr(args, "default_safety", False):
+        fields["safety"] = None
+    if getattr(args, "name", None) is not None and args.keys_command == "update":
+        fields["name"] = args.name
+    if getattr(args, "role", None) is not None and args.keys_command == "update":
+        fields["role"] = args.role
+    return fields
+
+
+def _key_extras(record: Any) -> str:
+    """A key's own limits and safety switches, for one line of output ("" when it has none)."""
+    out = ""
+    if record.limits:
+        out += ", limits " + " ".join(f"{k}={v}" for k, v in record.limits.items())
+    if record.safety:
+        out += ", safety " + " ".join(
+            f"{k}={'on' if v else 'off'}" for k, v in record.safety.items()
+        )
+    return out
 
 
 SERVE_EPILOG = """\
@@ -391,16 +455,57 @@ def _keys_parser(sub: argparse._SubParsersAction) -> None:
         default="user",
         help="admin: everything; user: inference and reads (default); readonly: lists, metrics",
     )
-    c.add_argument(
-        "--model",
-        action="append",
-        metavar="NAME",
-        help="a model (name, alias or route) the key may use; repeatable (default: every model)",
+    u = actions.add_parser(
+        "update",
+        help="change a key's name, role, models, own limits or safety switches",
+        description="Change what the options name; the rest stays. The key itself never "
+        "changes. A running server sees the change within auth_keys_refresh_s.",
     )
+    u.add_argument("key_id", metavar="ID", help="the key's id (hfskills keys list)")
+    u.add_argument("--name", help="a new name")
+    u.add_argument("--role", choices=("admin", "user", "readonly"), help="a new role")
+    u.add_argument("--all-models", action="store_true", help="let it use every model again")
+    u.add_argument("--no-limits", action="store_true", help="back to the server's limits")
+    u.add_argument(
+        "--default-safety", action="store_true", help="every safety hook at its default again"
+    )
+    for action in (c, u):
+        action.add_argument(
+            "--model",
+            action="append",
+            metavar="NAME",
+            help="a model (name, alias or route) the key may use; repeatable (default: every "
+            "model)",
+        )
+        action.add_argument(
+            "--rpm",
+            type=int,
+            metavar="N",
+            help="its own requests per minute (in place of rate_limit_requests_per_minute)",
+        )
+        action.add_argument(
+            "--tpm",
+            type=int,
+            metavar="N",
+            help="its own tokens per minute (in place of rate_limit_tokens_per_minute)",
+        )
+        action.add_argument(
+            "--max-concurrent",
+            type=int,
+            metavar="N",
+            help="its own requests at once (in place of max_concurrent_requests_per_key)",
+        )
+        action.add_argument(
+            "--safety",
+            action="append",
+            metavar="HOOK=on|off",
+            help="switch a safety hook for this key: a rule's name, pii, classifier, or * for "
+            "all; repeatable (default: every hook at its default)",
+        )
     listing = actions.add_parser("list", help="list the keys, revoked ones too (never the keys)")
     r = actions.add_parser("revoke", help="revoke a key by its id")
     r.add_argument("key_id", metavar="ID", help="the key's id (hfskills keys list)")
-    for action in (c, listing, r):
+    for action in (c, u, listing, r):
         action.add_argument(
             "--config", metavar="FILE", help="TOML settings file (its database_url)"
         )

@@ -20,6 +20,9 @@ The policy, stated once:
   headers for the tightest limit that applies: ``x-ratelimit-limit-requests``,
   ``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests`` (``20ms``, ``1s``,
   ``6m0s``) and the same three for ``-tokens``.
+- **A key's own limits** (``requests_per_minute``, ``tokens_per_minute``,
+  ``max_concurrent_requests`` on its record: host/control/keys.py, ``PATCH /api/keys/{id}``)
+  replace the three per-caller settings for that key, higher or lower; the others still apply.
 - **Concurrency**: ``max_concurrent_requests_per_key`` POST requests of one caller at once,
   each until its response has ended (a stream's last byte); one more: 429 at once, without
   queueing.
@@ -37,7 +40,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerMinute
@@ -53,6 +56,10 @@ from . import errors, headers
 from .metrics import Metrics
 from .workers import Params
 
+#: The limits an API key may set for itself (host/control/keys.py), each in place of the
+#: server's per-key setting: rate_limit_requests_per_minute, rate_limit_tokens_per_minute,
+#: max_concurrent_requests_per_key.
+LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests")
 #: The API key headers a caller may send (as routes/common.py's `user` reads them).
 KEY_HEADERS = ("x-api-key", "authorization", "api-key")
 
@@ -102,11 +109,15 @@ class KeyLimits:
         self.app, self.limits = app, limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not self.limits.per_caller:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        principal = scope.get("state", {}).get("principal")
+        own = getattr(principal, "limits", None)
+        if not (self.limits.per_caller or own):
             return await self.app(scope, receive, send)
         caller = caller_id(Request(scope))
         try:
-            self.limits.admit_caller(caller)
+            self.limits.admit_caller(caller, own)
         except RateLimited as refused:
             response = errors.error_response(
                 scope["path"],
@@ -132,6 +143,7 @@ def reset_text(seconds: float) -> str:
     return f"{int(minutes)}m{rest_text}" if minutes else rest_text
 
 
+@functools.lru_cache(maxsize=1024)
 def _per_minute(amount: int | None) -> RateLimitItem | None:
     return RateLimitItemPerMinute(amount) if amount else None
 
@@ -159,6 +171,8 @@ class Limits:
         self.model_requests = _per_minute(model_requests_per_minute)
         self.model_tokens = _per_minute(model_tokens_per_minute)
         self.max_concurrent, self.running = max_concurrent_per_key, dict[str, int]()
+        #: Callers whose key has limits of its own -> those (at most one entry per such key).
+        self.own: dict[str, Mapping[str, int]] = {}
         self.max_tokens, self.max_input_chars = max_tokens_per_request, max_input_chars
 
     @functools.cached_property
@@ -181,18 +195,47 @@ class Limits:
                 )
         return self._capped(params)
 
-    def admit_caller(self, caller: str) -> None:
+    def admit_caller(self, caller: str, own: Mapping[str, int] | None = None) -> None:
         """One of the caller's requests: within its concurrency (429 at once) and its rates
-        (429); counted, and running until `release`."""
-        if self.max_concurrent is not None and self.running.get(caller, 0) >= self.max_concurrent:
+        (429); counted, and running until `release`. ``own``: the caller's key's own limits
+        (`LIMIT_NAMES`), each in place of the server's setting."""
+        if own:
+            self.own[caller] = own  # for `used`: its tokens count when the call ends
+        else:
+            self.own.pop(caller, None)
+        most, requests, tokens = self._caller(caller)
+        if most is not None and self.running.get(caller, 0) >= most:
             self.metrics.rate_limited.labels(scope="key", limit="concurrency").inc()
+            setting = (
+                "this key's max_concurrent_requests"
+                if own and "max_concurrent_requests" in own
+                else "max_concurrent_requests_per_key"
+            )
             raise RateLimited(
-                f"{self.max_concurrent} requests of this caller are running already; at most "
-                f"{self.max_concurrent} at once (max_concurrent_requests_per_key)",
+                f"{most} requests of this caller are running already; at most {most} at once "
+                f"({setting})",
                 retry_after_s=1,
             )
-        self._hit("key", [(self.caller_requests, caller)], [(self.caller_tokens, caller)])
+        self._hit("key", [(requests, caller)], [(tokens, caller)])
         self.running[caller] = self.running.get(caller, 0) + 1
+
+    def _caller(
+        self, caller: str | None
+    ) -> tuple[int | None, RateLimitItem | None, RateLimitItem | None]:
+        """The caller's concurrency and its request and token windows: its key's own where
+        it has them, else the server's."""
+        own = self.own.get(caller) if caller is not None else None
+        if not own:
+            return self.max_concurrent, self.caller_requests, self.caller_tokens
+        return (
+            own.get("max_concurrent_requests", self.max_concurrent),
+            _per_minute(own["requests_per_minute"])
+            if "requests_per_minute" in own
+            else self.caller_requests,
+            _per_minute(own["tokens_per_minute"])
+            if "tokens_per_minute" in own
+            else self.caller_tokens,
+        )
 
     def release(self, caller: str) -> None:
         left = self.running.get(caller, 0) - 1
@@ -224,8 +267,9 @@ class Limits:
         """A call's tokens (prompt and generated), counted once it ended."""
         if tokens <= 0:
             return
-        if self.caller_tokens is not None and caller is not None:
-            self.limiter.hit(self.caller_tokens, caller, cost=tokens)
+        caller_tokens = self._caller(caller)[2] if caller is not None else None
+        if caller_tokens is not None:
+            self.limiter.hit(caller_tokens, caller, cost=tokens)
         if self.model_tokens is not None:
             self.limiter.hit(self.model_tokens, model, cost=tokens)
 

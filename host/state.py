@@ -40,7 +40,8 @@ def default_budget() -> int:
 
 
 def limits_of(s: Settings, metrics: Metrics) -> Limits | None:
-    """The settings' limits (host/limits.py), None when every one is off."""
+    """The settings' limits (host/limits.py), None when every one is off and no key can bring
+    its own (authentication is off)."""
     limits = Limits(
         metrics,
         requests_per_minute=s.rate_limit_requests_per_minute,
@@ -51,7 +52,7 @@ def limits_of(s: Settings, metrics: Metrics) -> Limits | None:
         max_tokens_per_request=s.max_tokens_per_request,
         max_input_chars=s.max_input_chars,
     )
-    return limits if limits.configured else None
+    return limits if limits.configured or s.auth_on else None
 
 
 class Host:

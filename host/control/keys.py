@@ -12,6 +12,11 @@ safe, and costs a microsecond per request instead of the tens of milliseconds an
 memory a password hash is tuned to cost. Digests are compared in constant time
 (`hmac.compare_digest`).
 
+A key may carry its own rate limits (``requests_per_minute``, ``tokens_per_minute``,
+``max_concurrent_requests``: each replaces the server's per-key setting for this key, higher or
+lower; host/limits.py) and safety switches (hook name -> on; host/safety/), set when it is
+created and changed with `update`.
+
 Revoking sets ``revoked_at``; the row stays (listings and audits keep naming it). The request
 path never reads this table: `active` fills the authenticator's snapshot, which the control
 plane's writer thread reloads every ``auth_keys_refresh_s`` (and this process's
@@ -46,6 +51,11 @@ class UnknownKey(HFSkillsError):
     status = 404
 
 
+class RevokedKey(HFSkillsError):
+    code = "key_revoked"
+    status = 409
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """One key as listed: everything but its hash."""
@@ -56,6 +66,10 @@ class KeyRecord:
     role: str
     #: Model names the key may use; None: every model.
     models: tuple[str, ...] | None
+    #: Its own limits (host/limits.py's `LIMIT_NAMES`); None: the server's.
+    limits: dict[str, int] | None
+    #: Safety hooks switched for it (host/safety/); None: every hook at its default.
+    safety: dict[str, bool] | None
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
@@ -69,6 +83,8 @@ class KeyRecord:
             row.name,
             row.role,
             models,
+            dict(row.limits) if row.limits else None,
+            dict(row.safety) if row.safety else None,
             row.created_at,
             row.revoked_at,
             row.last_used_at,
@@ -81,6 +97,8 @@ class KeyRecord:
             "name": self.name,
             "role": self.role,
             "models": list(self.models) if self.models is not None else None,
+            "limits": self.limits,
+            "safety": self.safety,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
             "last_used_at": self.last_used_at,
@@ -109,7 +127,12 @@ class KeyStore:
         self.sessions = db.sessions(engine)
 
     def create(
-        self, name: str, role: str, models: list[str] | None = None
+        self,
+        name: str,
+        role: str,
+        models: list[str] | None = None,
+        limits: dict[str, int] | None = None,
+        safety: dict[str, bool] | None = None,
     ) -> tuple[KeyRecord, str]:
         """A new key: its record and the key itself (shown to the caller once, never kept)."""
         if role not in ROLES:
@@ -122,6 +145,8 @@ class KeyStore:
             name=name,
             role=role,
             models=list(dict.fromkeys(models)) if models is not None else None,
+            limits=limits or None,
+            safety=safety or None,
             created_at=now(),
         )
         with db.transaction(self.sessions) as session:
@@ -134,6 +159,28 @@ class KeyStore:
         with db.transaction(self.sessions) as session:
             rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
             return [KeyRecord.of(row) for row in rows]
+
+    def update(self, ident: str, changes: dict[str, Any]) -> KeyRecord:
+        """Change a key's ``name``, ``role``, ``models``, ``limits`` or ``safety`` (the keys of
+        ``changes``; a None value clears ``models``, ``limits`` or ``safety``). A revoked key
+        cannot change; `UnknownKey` when there is none."""
+        unknown = set(changes) - {"name", "role", "models", "limits", "safety"}
+        if unknown:
+            raise ValueError(f"an API key has no field {sorted(unknown)[0]!r}")
+        if "role" in changes and changes["role"] not in ROLES:
+            raise ValueError(f"role must be one of {list(ROLES)}")
+        with db.transaction(self.sessions) as session:
+            row = session.get(ApiKey, ident)
+            if row is None:
+                raise UnknownKey(f"no API key has the id {ident!r} (hfskills keys list)")
+            if row.revoked_at is not None:
+                raise RevokedKey(f"API key {ident!r} is revoked: it cannot change")
+            for field, value in changes.items():
+                if field in ("limits", "safety"):
+                    value = value or None  # {} clears, as null does
+                setattr(row, field, value)
+            session.flush()
+            return KeyRecord.of(row)
 
     def revoke(self, ident: str) -> KeyRecord:
         """Revoke a key by id (again: nothing changes); `UnknownKey` when there is none."""

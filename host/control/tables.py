@@ -245,7 +245,8 @@ class FeedbackRecord(Base):
 
 class ApiKey(Base):
     """An API key (revision 0006; host/control/keys.py): its public id and prefix, the SHA-256
-    of the whole key (never the key), a role, and the models it may use (None: all)."""
+    of the whole key (never the key), a role, the models it may use (None: all), and its own
+    limits and safety switches (revision 0007)."""
 
     __tablename__ = "api_keys"
     __table_args__ = (UniqueConstraint("hash"),)
@@ -261,6 +262,11 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     #: Model names (or aliases, routes) the key may use; None: every model.
     models: Mapped[list[str] | None] = mapped_column(JSON)
+    #: Its own rate limits (revision 0007): ``requests_per_minute``, ``tokens_per_minute``,
+    #: ``max_concurrent_requests``, each in place of the server's per-key setting; None: those.
+    limits: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    #: Safety hooks switched on or off for it, by hook name (``*``: all); None: the defaults.
+    safety: Mapped[dict[str, bool] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

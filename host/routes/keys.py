@@ -1,5 +1,6 @@
 """The API keys' admin routes: ``GET /api/keys``, ``POST /api/keys`` (the key is in this
-answer only), ``DELETE /api/keys/{id}`` (revokes; the row stays). host/auth.py's `RULES` give
+answer only), ``PATCH /api/keys/{id}`` (its name, role, models, own limits and safety
+switches), ``DELETE /api/keys/{id}`` (revokes; the row stays). host/auth.py's `RULES` give
 them to admins. A change reloads this process's snapshot of the active keys at once; other
 processes see it within ``auth_keys_refresh_s``. Each change writes one log line naming the
 key's id and who made it (never the key).
@@ -34,8 +35,8 @@ def _out(record: KeyRecord, **extra: str) -> dict:
     return {**out, **extra}
 
 
-def _logged(action: str, record: KeyRecord, request: Request) -> None:
-    line = {"event": f"api_key.{action}", "key_id": record.id, "role": record.role}
+def _logged(action: str, record: KeyRecord, request: Request, **more: object) -> None:
+    line = {"event": f"api_key.{action}", "key_id": record.id, "role": record.role, **more}
     log.info(json.dumps({**line, "actor": actor(request)}))
 
 
@@ -51,10 +52,26 @@ async def create_key(request: Request) -> Response:
     """Create an API key; the answer holds the key, shown this once."""
     body = await parse(request, proto.KeyCreate)
     auth = _auth(request)
-    record, key = await run_in_threadpool(auth.store.create, body.name, body.role, body.models)
+    limits = body.limits.stored() if body.limits is not None else None
+    record, key = await run_in_threadpool(
+        auth.store.create, body.name, body.role, body.models, limits, body.safety
+    )
     await run_in_threadpool(auth.reload)
     _logged("created", record, request)
     return JSONResponse(_out(record, key=key), status_code=201)
+
+
+@protocol(proto.KeyUpdate, proto.KeyOut)
+async def update_key(request: Request) -> Response:
+    """Change an API key's name, role, models, own limits or safety switches (the fields the
+    body gives); 404 when no key has the id, 409 when it is revoked."""
+    body = await parse(request, proto.KeyUpdate)
+    auth = _auth(request)
+    changes = body.changes()
+    record = await run_in_threadpool(auth.store.update, request.path_params["key_id"], changes)
+    await run_in_threadpool(auth.reload)
+    _logged("updated", record, request, changed=sorted(changes))
+    return JSONResponse(_out(record))
 
 
 @protocol(None, proto.KeyOut)
@@ -70,5 +87,6 @@ async def revoke_key(request: Request) -> Response:
 routes = [
     Route("/api/keys", list_keys, methods=["GET"]),
     Route("/api/keys", create_key, methods=["POST"]),
+    Route("/api/keys/{key_id}", update_key, methods=["PATCH"]),
     Route("/api/keys/{key_id}", revoke_key, methods=["DELETE"]),
 ]

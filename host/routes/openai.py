@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..auth import may_use
 from ..openapi import protocol
 from ..protocol import openai as oa
 from ..serving import openai as serving
@@ -19,16 +20,18 @@ from .common import context, host, model_json, parse
 
 @protocol(None, oa.ModelList)
 async def list_models(request: Request) -> Response:
-    """List the served models (names and aliases) and the routes."""
+    """List the served models (names and aliases) and the routes: those the request's
+    credential may use (a key limited to models sees only those)."""
     catalog, gate = host(request).catalog, host(request).control.gate
     created = host(request).started
     cards = [
         oa.ModelCard(id=name, created=created)
         for name, model in catalog.names.items()
-        if not gate.retired(model)  # a retired model is not served (host/control/gate.py)
+        # a retired model is not served (host/control/gate.py)
+        if not gate.retired(model) and may_use(name, catalog.get(name))
     ]
     routes = host(request).control.router.names()  # routes answer too (control/routing.py)
-    cards += [oa.ModelCard(id=name, created=created) for name in routes]
+    cards += [oa.ModelCard(id=name, created=created) for name in routes if may_use(name)]
     return model_json(oa.ModelList(data=cards))
 
 
