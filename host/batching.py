@@ -18,6 +18,10 @@ forward -> finish, see `hfskills.skillset.runtime.staged`) as a pipeline:
 If a batch fails, each request in it is retried alone, so a poisoned input fails only its own
 request.
 
+Tracing (host/tracing.py): the batcher's tasks start in an empty context, not in the context of
+the request that happened to start them; a prepare call or a batch runs under its oldest
+request's trace (`tracing.attached`), so the worker threads it hands work to log that trace id.
+
 `GenerationStream` feeds one request into a generation engine (the torch `DecodeEngine`,
 GenAI, vLLM) and turns its events into an async iterator; leaving the iterator early
 cancels the sequence.
@@ -26,6 +30,7 @@ cancels the sequence.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,6 +78,8 @@ class _Arrival:
     future: asyncio.Future[list[Prepared]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: Its request's span, the trace its prepare runs under (None: tracing off).
+    trace: tracing.Parent | None = field(default_factory=tracing.parent)
 
 
 @dataclass(eq=False)
@@ -145,7 +152,10 @@ class DynamicBatcher:
         self.pending.extend(parts)
         self._wake.set()
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._loop())
+            self._worker = asyncio.get_running_loop().create_task(
+                self._loop(),
+                context=contextvars.Context(),  # no request's (module docstring)
+            )
         try:
             done = await asyncio.gather(*(p.future for p in parts))
         finally:
@@ -165,7 +175,9 @@ class DynamicBatcher:
         arrival = _Arrival(inputs, params, key)
         self.arrivals.append(arrival)
         if self._preparer is None or self._preparer.done():
-            self._preparer = asyncio.get_running_loop().create_task(self._prepare_loop())
+            self._preparer = asyncio.get_running_loop().create_task(
+                self._prepare_loop(), context=contextvars.Context()
+            )
         try:
             return await arrival.future
         finally:
@@ -188,9 +200,10 @@ class DynamicBatcher:
         if len(group) > 1:
             try:
                 self.prepare_calls += 1
-                items = await self.stages.prepare(
-                    [x for a in group for x in a.inputs], group[0].params
-                )
+                with tracing.attached(group[0].trace):
+                    items = await self.stages.prepare(
+                        [x for a in group for x in a.inputs], group[0].params
+                    )
             except Exception:
                 pass  # one request's input is bad: prepare each alone, below
             else:
@@ -204,7 +217,9 @@ class DynamicBatcher:
                 continue
             try:
                 self.prepare_calls += 1
-                _settle(arrival.future, await self.stages.prepare(arrival.inputs, arrival.params))
+                with tracing.attached(arrival.trace):
+                    prepared = await self.stages.prepare(arrival.inputs, arrival.params)
+                _settle(arrival.future, prepared)
             except Exception as exc:
                 _settle(arrival.future, exc)
 
@@ -292,7 +307,12 @@ class DynamicBatcher:
         return group
 
     async def _run_group(self, group: list[_Pending]) -> None:
-        """Forward, then finish, which overlaps the next batch's forward."""
+        """Forward, then finish, which overlaps the next batch's forward; under the trace of
+        the batch's oldest request (its first: arrival order)."""
+        with tracing.attached(group[0].trace):
+            await self._run(group)
+
+    async def _run(self, group: list[_Pending]) -> None:
         items = [item for part in group for item in part.items]
         params = group[0].params
         self.batches += 1
@@ -330,8 +350,9 @@ class DynamicBatcher:
             if part.future.done():
                 continue
             try:
-                output = await self.stages.forward(part.items, part.params)
-                _settle(part.future, await self.stages.finish(part.items, output, part.params))
+                with tracing.attached(part.trace):
+                    output = await self.stages.forward(part.items, part.params)
+                    _settle(part.future, await self.stages.finish(part.items, output, part.params))
             except Exception as own:
                 _settle(part.future, own)
 

@@ -419,7 +419,7 @@ class InferenceService:
                 "engine", model=loaded.model.name, hardware=loaded.endpoint.hardware, stream=True
             )
             stack.callback(generation.end)
-            with _as_inference_errors(loaded):
+            with _as_inference_errors(loaded), tracing.current(generation):
                 return loaded, await loaded.worker.stream(prompt, params, ctx.deadline)
 
         try:

@@ -153,7 +153,7 @@ class ModelLoader:
         resolve = self.catalog.on_demand
         assert resolve is not None
         try:
-            model = await asyncio.get_running_loop().run_in_executor(self.executor, resolve, name)
+            model = await tracing.in_thread(self.executor, resolve, name)
             if model is not None and self.catalog.get(name) is None:
                 self.catalog.add(model)
                 log.info(
@@ -220,9 +220,7 @@ class ModelLoader:
             if model.remote is not None:  # a client to its server (control/remote.py)
                 endpoint, handler, worker = remote.connect(model, task)
             else:
-                endpoint = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self._load, model, task
-                )
+                endpoint = await tracing.in_thread(self.executor, self._load, model, task)
                 handler = model.skill.cls().handler(endpoint)
                 worker = workers.create(
                     endpoint, handler, model.skill.cls.family, self.executor, self.policy
@@ -296,7 +294,7 @@ class ModelLoader:
         return len(keys)
 
     async def _close(self, item: Loaded) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, item.close)
+        await tracing.in_thread(self.executor, item.close)
         if item.model.remote is None:  # a remote model is a client: nothing much to free
             self._release_soon()
 

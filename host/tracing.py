@@ -20,22 +20,39 @@ The policy, stated once:
   ``parse`` (body and validation), ``route`` (a route's or ``auto``'s choice), ``queue`` (the
   scheduler's slot), ``load`` (waiting for a model that is not resident), ``batch`` (a
   request's time in the dynamic batcher) with ``forward`` (its batch's forward pass), and
-  ``engine`` (a generation engine's work; a stream's ends with the stream).
+  ``engine`` (a generation engine's work or a remote model's; a stream's ends with the stream,
+  and is current while the stream starts, `current`), with ``remote`` (a call to a remote
+  model's server, kind client).
 - Each app keeps its own provider (several apps may live in one process); the middleware puts
   its tracer in a context variable that the hooks read. Tracing off: no middleware, and each
   hook is that one context-variable read, which returns the shared no-op `NOOP`.
+- Threads: work handed to a thread (`in_thread`, `bound`: the worker pool, a model's forward
+  lanes, a stream's pump, a load) runs in a copy of the handing coroutine's context, as
+  `asyncio.to_thread` does: its log lines carry the trace id and spans opened there are
+  children of the request's. Work that serves several requests at once runs in none of their
+  contexts but under the oldest one's trace only (`attached`): a batch's prepare, forward pass
+  and finish log that request's trace id and ``batch`` span id (each request still gets its
+  own ``forward`` span, `record`); no other request state (auth principal, noted headers, the
+  request id) reaches it. A generation engine's own thread serves every sequence: its lines
+  carry no trace id.
+- Calls out: a remote model's HTTP request (host/control/remote.py) is a ``remote`` client span
+  (`outgoing`) whose W3C ``traceparent`` goes with it (`headers`, the ``OTEL_PROPAGATORS``), so
+  the remote's own spans join the request's trace.
 - Logs: `current_ids` gives the active span's trace and span id (logs.py adds them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,6 +65,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
 log = logging.getLogger("hfskills.host")
+
+T = TypeVar("T")
 
 #: The tracer of the app serving this request; None: tracing is off (every hook a no-op).
 _TRACER: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar(
@@ -121,6 +140,18 @@ def start(name: str, **attributes: Any) -> Any:
     return tracer.start_span(name, attributes=_attributes(attributes))
 
 
+def current(started: Any) -> contextlib.AbstractContextManager[Any]:
+    """``started`` (a span from `start`) current for the block, and not ended by it: what the
+    block starts (a remote model's call, work handed to a thread) is its child. `NOOP` when off."""
+    if started is NOOP or _TRACER.get() is None:
+        return NOOP
+    from opentelemetry import trace
+
+    return trace.use_span(
+        started, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+
+
 def parent() -> Parent | None:
     """Where a span `record`\\ ed later belongs: the current span; None when off."""
     tracer = _TRACER.get()
@@ -162,6 +193,68 @@ def current_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+# -- threads and calls out ---------------------------------------------------------------------
+
+
+def bound(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """``fn(*args)``, to run in another thread in a copy of the current context (its trace, for
+    spans and log lines): taken now, when the work is handed over."""
+    return functools.partial(contextvars.copy_context().run, fn, *args)
+
+
+async def in_thread(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in one of ``executor``'s threads, in a copy of the current context (what
+    `asyncio.to_thread` does for the loop's default executor)."""
+    return await asyncio.get_running_loop().run_in_executor(executor, bound(fn, *args))
+
+
+@contextlib.contextmanager
+def attached(taken: Parent | None) -> Iterator[None]:
+    """``taken``'s trace (a `parent`) current for the block: work for several requests (a
+    batch, in a context of its own) runs under the oldest one's; a no-op for None."""
+    if taken is None:
+        yield
+        return
+    from opentelemetry import context
+
+    tracer, otel = taken
+    token = _TRACER.set(tracer)
+    attach = context.attach(otel)
+    try:
+        yield
+    finally:
+        context.detach(attach)
+        _TRACER.reset(token)
+
+
+def outgoing(method: str, url: str, **attributes: Any) -> Any:
+    """A client span, child of the current span and not made current, for an HTTP call to
+    another service; used as ``with``, it ends with the block (an exception leaving it is
+    recorded and marks it an error). `NOOP` when off."""
+    tracer = _TRACER.get()
+    if tracer is None:
+        return NOOP
+    from opentelemetry import trace
+
+    return tracer.start_span(
+        "remote",
+        kind=trace.SpanKind.CLIENT,
+        attributes={"http.request.method": method, "url.full": url, **_attributes(attributes)},
+    )
+
+
+def headers(call: Any) -> dict[str, str]:
+    """The headers that carry ``call``'s span to the service called (W3C ``traceparent``, and
+    what else ``OTEL_PROPAGATORS`` names); empty when off."""
+    if call is NOOP or _TRACER.get() is None:
+        return {}
+    from opentelemetry import propagate, trace
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(call))
+    return carrier
 
 
 # -- set-up -------------------------------------------------------------------------------------

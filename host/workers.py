@@ -17,6 +17,8 @@ Every worker answers ``run(inputs, params, deadline)`` with one `Row` per input,
 has already arrived (so a refused prompt is a normal 4xx before any byte is sent). Cancelling
 ``run`` or leaving the iterator cancels the model's work at its next token; a request past its
 deadline ends with `DeadlineExceeded`. Nothing here runs on the event loop but bookkeeping.
+Work goes to threads (the pool, the forward lanes, a stream's pump) with the context it was
+handed over in (`tracing.in_thread`, `tracing.bound`): its log lines carry the request's trace.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import contextlib
 import inspect
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -37,6 +39,7 @@ from hfskills.skillset.runtime.engines import GenerationEngine
 from hfskills.skillset.runtime.errors import InvalidInput, UnsupportedTask
 from hfskills.skillset.runtime.generation import Event, GenerationParams, event_of
 
+from . import tracing
 from .batching import DynamicBatcher, GenerationStream, Stages, estimate_tokens, expire_at
 from .errors import DeadlineExceeded
 
@@ -154,7 +157,7 @@ class BatchWorker:
         return [Row(result, _prompt_tokens(result)) for result, _ in done]
 
     async def _thread(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await tracing.in_thread(self.executor, fn, *args)
 
     # -- a staged handler: each stage in a worker thread, under its own lock --------------------
 
@@ -213,7 +216,7 @@ class BatchWorker:
                 first = next(iterator)  # runs the encoding and parameter checks
             return _prepend(first, iterator)
 
-        iterator = await asyncio.get_running_loop().run_in_executor(self.executor, start)
+        iterator = await tracing.in_thread(self.executor, start)
         return _typed(pump(iterator, deadline))
 
     def close(self) -> None:
@@ -227,7 +230,7 @@ class _Lanes:
     one frees, with no trip through the event loop (which may be busy answering requests)."""
 
     def __init__(self, count: int, threads: int, name: str) -> None:
-        self.jobs: queue.SimpleQueue[tuple[Future[Any], Any, tuple[Any, ...]] | None] = (
+        self.jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
         )
         ready = threading.Barrier(count + 1)
@@ -249,17 +252,17 @@ class _Lanes:
             _intra_op_threads(threads)
         ready.wait()
         while (job := self.jobs.get()) is not None:
-            future, fn, args = job
+            future, call = job
             if not future.set_running_or_notify_cancel():
                 continue  # its caller left while it was queued
             try:
-                future.set_result(fn(*args))
+                future.set_result(call())
             except BaseException as exc:
                 future.set_exception(exc)
 
     def submit(self, fn: Any, *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        self.jobs.put((future, fn, args))
+        self.jobs.put((future, tracing.bound(fn, *args)))  # in the caller's context
         return future
 
     def close(self) -> None:
@@ -382,7 +385,7 @@ async def pump(iterator: Iterator[Any], deadline: float) -> AsyncIterator[Any]:
                 close()  # same thread as the iteration: safe, and it cancels generation
             put("end", None)
 
-    threading.Thread(target=run, name="hfskills-stream", daemon=True).start()
+    threading.Thread(target=tracing.bound(run), name="hfskills-stream", daemon=True).start()
     timer = expire_at(deadline, lambda: (stop.set(), queue.put_nowait(("error", None))))
     try:
         while True:

@@ -24,6 +24,10 @@ The policy, stated once:
   or broken connection, or a 401/403/404/405 (the registration's key, URL or model name is
   wrong) answer 502 ``remote_failed``; 408/429 (the remote is busy) answer 503
   ``remote_busy``. The client's message names the model, the server log also the URL.
+- Tracing (host/tracing.py): each HTTP call to the remote is a ``remote`` client span (child
+  of the request's ``engine`` span; a stream's ends with the stream) and carries its W3C
+  ``traceparent``, so the remote's own spans (another hfskills host's, any traced server's)
+  join the request's trace.
 - Usage: the remote's ``usage`` (prompt and completion tokens); results carry
   ``completion_tokens`` (no token ids come back: ``generation.generated_tokens``). A streamed
   token's id is unknown (`UNKNOWN_ID`).
@@ -53,6 +57,7 @@ from hfskills.skillset.runtime.generation import (
     TokenEvent,
 )
 
+from .. import tracing
 from ..catalog import Catalog, CatalogError, ServedModel
 from ..discovery import SkillInfo
 from ..errors import DeadlineExceeded
@@ -375,12 +380,20 @@ class RemoteWorker:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
+    def _url(self, path: str) -> str:
+        return f"{self.spec.base_url.rstrip('/')}/{path}"
+
     async def _post(self, path: str, body: dict[str, Any], deadline: float) -> Any:
-        response = await self._call(
-            self.client.post(path, json=body, timeout=self._timeout(deadline)), deadline
-        )
-        if response.status_code != 200:
-            raise self._refusal(path, response)
+        with tracing.outgoing("POST", self._url(path), model=self.name) as call:
+            response = await self._call(
+                self.client.post(
+                    path, json=body, timeout=self._timeout(deadline), headers=tracing.headers(call)
+                ),
+                deadline,
+            )
+            call.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code != 200:
+                raise self._refusal(path, response)
         try:
             return response.json()
         except ValueError:
@@ -390,54 +403,60 @@ class RemoteWorker:
         self, path: str, body: dict[str, Any], deadline: float
     ) -> AsyncIterator[Event]:
         """The remote's SSE stream as token events, then one final event with its usage."""
-        request = self.client.build_request(
-            "POST", path, json=body, timeout=self._timeout(deadline)
-        )
-        response = await self._call(self.client.send(request, stream=True), deadline)
-        try:
-            if response.status_code != 200:
-                await self._call(response.aread(), deadline)
-                raise self._refusal(path, response)
-            lines = response.aiter_lines()
-            pieces: list[str] = []
-            finish: str | None = None
-            usage: dict[str, Any] = {}
-            while True:
-                try:
-                    line = await self._call(anext(lines), deadline)
-                except StopAsyncIteration:
-                    break
-                if not line.startswith("data:"):
-                    continue  # blank lines, comments, event names
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise self._malformed(path) from None
-                if chunk.get("error"):
-                    message, _, _ = _error_fields(chunk)
-                    raise RemoteFailed(f"remote model {self.name!r} failed: {message}")
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content") if path == CHAT else choice.get("text")
-                    if text:
-                        pieces.append(text)
-                        yield TokenEvent(UNKNOWN_ID, text)
-                    finish = choice.get("finish_reason") or finish
-            completion = usage.get("completion_tokens")
-            yield FinalEvent(
-                text="",
-                generated_text="".join(pieces),
-                token_ids=[],
-                finish_reason=finish or "stop",
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(completion) if completion is not None else len(pieces),
+        with tracing.outgoing("POST", self._url(path), model=self.name, stream=True) as call:
+            request = self.client.build_request(
+                "POST",
+                path,
+                json=body,
+                timeout=self._timeout(deadline),
+                headers=tracing.headers(call),
             )
-        finally:
-            await response.aclose()
+            response = await self._call(self.client.send(request, stream=True), deadline)
+            call.set_attribute("http.response.status_code", response.status_code)
+            try:
+                if response.status_code != 200:
+                    await self._call(response.aread(), deadline)
+                    raise self._refusal(path, response)
+                lines = response.aiter_lines()
+                pieces: list[str] = []
+                finish: str | None = None
+                usage: dict[str, Any] = {}
+                while True:
+                    try:
+                        line = await self._call(anext(lines), deadline)
+                    except StopAsyncIteration:
+                        break
+                    if not line.startswith("data:"):
+                        continue  # blank lines, comments, event names
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise self._malformed(path) from None
+                    if chunk.get("error"):
+                        message, _, _ = _error_fields(chunk)
+                        raise RemoteFailed(f"remote model {self.name!r} failed: {message}")
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") if path == CHAT else choice.get("text")
+                        if text:
+                            pieces.append(text)
+                            yield TokenEvent(UNKNOWN_ID, text)
+                        finish = choice.get("finish_reason") or finish
+                completion = usage.get("completion_tokens")
+                yield FinalEvent(
+                    text="",
+                    generated_text="".join(pieces),
+                    token_ids=[],
+                    finish_reason=finish or "stop",
+                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                    completion_tokens=int(completion) if completion is not None else len(pieces),
+                )
+            finally:
+                await response.aclose()
 
     @staticmethod
     def _timeout(deadline: float) -> httpx.Timeout:

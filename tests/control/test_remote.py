@@ -6,14 +6,19 @@ primary to the remote fallback; a route splits between a local and a remote targ
 a remote that is down is a counted 502 that routes fail over on and cool down; a remote 4xx
 answers the client as it is; a missing key variable is a clear error naming it; and
 registering, patching and deleting at run time changes what A serves. A's registry on SQLite
-and on a real PostgreSQL (B's on SQLite)."""
+and on a real PostgreSQL (B's on SQLite). A traced host's calls to a remote (an upstream of the
+test's own that keeps the headers it gets) carry the request's W3C ``traceparent``, naming the
+call's ``remote`` client span, which a real OTLP receiver gets."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -357,6 +362,104 @@ def test_a_remote_cannot_take_a_local_name(a, http) -> None:
     register(http, "local-embed", "http://127.0.0.1:9/v1", "text_embedding", version="9")
     answer = http.post("/v1/embeddings", json={"model": "local-embed", "input": "hi"})
     assert answer.headers["x-hfskills-model"] == "local-embed@1"  # still the local model
+
+
+class Upstream:
+    """An OpenAI-compatible server of the test's own on 127.0.0.1: ``/v1/embeddings`` and
+    streamed ``/v1/chat/completions`` answered with fixed bodies; each request's headers kept."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, dict[str, str]]] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                upstream.headers.append(
+                    (self.path, {k.lower(): v for k, v in self.headers.items()})
+                )
+                if self.path.endswith("/embeddings"):
+                    data = [
+                        {"object": "embedding", "index": i, "embedding": [1.0, 0.0]}
+                        for i in range(len(body["input"]))
+                    ]
+                    usage = {"prompt_tokens": 2, "total_tokens": 2}
+                    self._send("application/json", json.dumps({"data": data, "usage": usage}))
+                    return
+                chunks = [
+                    {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]},
+                    {
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+                    },
+                ]
+                events = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+                self._send("text/event-stream", events)
+
+            def _send(self, kind: str, text: str) -> None:
+                payload = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_remote_call_carries_the_request_trace(fresh_database, task_checkpoint) -> None:
+    from tests.host.test_tracing import Receiver, _require_otel, spans_of, traceparent
+
+    _require_otel()
+    receiver, upstream = Receiver(), Upstream()
+    with pytest.MonkeyPatch.context() as env:  # read once, when the app is built
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        for key in ("OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+            env.delenv(key, raising=False)
+        traced = start(
+            load_settings(
+                models=[entry("local-embed", task_checkpoint("bert", "text_embedding"))],
+                embedded_default=False,
+                database_url=fresh_database("sqlite"),
+            )
+        )
+    try:
+        with traced.client() as client:
+            register(client, "up-embed", f"{upstream.url}/v1", "text_embedding")
+            register(client, "up-gen", f"{upstream.url}/v1", "text_generation")
+            calls = {
+                "/v1/embeddings": {"model": "up-embed", "input": ["the sea", "a ship"]},
+                "/v1/chat/completions": {"model": "up-gen", "messages": MESSAGES, "stream": True},
+            }
+            for path, body in calls.items():
+                trace_id, _, headers = traceparent()
+                with client.stream("POST", path, json=body, headers=headers) as answer:
+                    answer.read()
+                assert answer.status_code == 200, answer.text
+                sent = [h for p, h in upstream.headers if p == path][-1]
+                assert sent["authorization"] == f"Bearer {KEY}"
+                assert sent.get("traceparent", "").split("-")[1:2] == [trace_id], sent
+                spans = spans_of(traced, receiver, trace_id, at_least=6)
+                (call,) = [s for s in spans if s.name == "remote"]
+                (engine,) = [s for s in spans if s.name == "engine"]
+                assert call.kind == 3 and call.parent == engine.span_id  # SPAN_KIND_CLIENT
+                assert call.attributes["url.full"] == f"{upstream.url}{path}"
+                assert call.attributes["http.response.status_code"] == 200
+                assert sent["traceparent"] == f"00-{trace_id}-{call.span_id}-01"  # its parent
+    finally:
+        traced.stop()
+        upstream.stop()
+        receiver.stop()
 
 
 def test_a_stopped_remote_fails_over(a, b, http) -> None:

@@ -5,12 +5,17 @@ Each request carries a W3C ``traceparent`` of the test's own, so its spans are f
 id and the server span's parent is the test's span. Checked: the span tree of an embedding, a
 chat completion and a stream (parse, route, queue, load, batch -> forward or engine, response,
 all children of the one server span), one ``engine`` and one ``response`` span for a stream
-however many chunks it sends, the JSON log line carrying the trace id, and that tracing stays
-off (no middleware, no-op hooks) without the OTEL_* environment.
+however many chunks it sends, the JSON log line carrying the trace id (also a line written in
+a worker thread, and a batch's in its own request's trace, not in the one that started the
+batcher), and that tracing stays off (no middleware, no-op hooks) without the OTEL_*
+environment.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import gzip
 import itertools
 import json
@@ -27,6 +32,8 @@ from typing import Any
 import pytest
 
 from hfskills.host import logs, tracing
+from hfskills.host.batching import DynamicBatcher, Stages
+from hfskills.skillset.runtime.staged import Prepared
 
 from .conftest import Server, entry
 
@@ -150,6 +157,8 @@ def receiver() -> Iterator[Receiver]:
 def server(serve, task_checkpoint, receiver) -> Server:
     models = [
         entry("embed", task_checkpoint("bert", "text_embedding")),
+        # loaded by one test only: its load's lines, written in a worker thread
+        entry("embed-thread", task_checkpoint("bert", "text_embedding")),
         entry("gen", task_checkpoint("llama", "text_generation"), hardware=["cpu"]),  # torch
     ]
     env = {
@@ -309,6 +318,116 @@ def test_json_logs_carry_the_trace_id(server, receiver) -> None:
     assert line["trace_id"] == trace_id
     assert line["span_id"] in {s.span_id for s in spans}
     assert "trace_id" not in json.loads(formatter.format(logging.makeLogRecord({"msg": "x"})))
+
+
+class Collect(logging.Handler):
+    """Each record as the JSON formatter writes it, formatted where (in the thread) it is logged,
+    with that thread's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formatter_ = logs.JsonFormatter()
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.threadName, json.loads(self.formatter_.format(record))))
+
+
+@contextlib.contextmanager
+def collected(name: str) -> Iterator[Collect]:
+    logger, handler = logging.getLogger(name), Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_line_logged_in_a_worker_thread_carries_the_trace_id(server, receiver) -> None:
+    """The load runs in the worker pool: the line the skill's loader logs there ("loaded ...",
+    hfskills.runtime) carries the trace of the request that started the load, under its
+    ``load`` span."""
+    trace_id, _, headers = traceparent()
+    with collected("hfskills.runtime") as collect:
+        with server.client() as http:
+            answer = http.post(
+                "/v1/embeddings", json={"model": "embed-thread", "input": "x"}, headers=headers
+            )
+        assert answer.status_code == 200, answer.text
+    spans = spans_of(server, receiver, trace_id, at_least=8)
+    (load,) = [s for s in spans if s.name == "load"]
+    loaded = [(t, line) for t, line in collect.lines if line["message"].startswith("loaded ")]
+    assert loaded, collect.lines
+    for thread, line in loaded:
+        assert thread.startswith("hfskills-worker"), thread  # not the event loop's
+        assert line.get("trace_id") == trace_id, line
+        assert line["span_id"] == load.span_id
+
+
+def test_a_batch_runs_in_its_own_request_trace() -> None:
+    """The dynamic batcher's loop is started by one request and forms later requests' batches
+    too: a batch's thread work logs its own (oldest) request's trace, never the starter's, and
+    no request's other state (here a context variable of the test's) reaches it."""
+    _require_otel()
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    tracer = tracing.tracer_of(provider)
+    marker: contextvars.ContextVar[str | None] = contextvars.ContextVar("marker", default=None)
+    logger = logging.getLogger("hfskills.test.batch")
+    release = threading.Event()
+
+    def forward(items: list[Prepared]) -> list[Any]:
+        logger.info("forward %s marker=%s", items[0].features, marker.get())
+        if items[0].features == "first":
+            release.wait(10)  # the second request's batch forms while this one runs
+        return [item.features for item in items]
+
+    async def prepare(inputs: list[Any], params: dict[str, Any]) -> list[Prepared]:
+        return [Prepared(x, 1) for x in inputs]
+
+    async def run_forward(items: list[Prepared], params: dict[str, Any]) -> Any:
+        return await tracing.in_thread(None, forward, items)
+
+    async def finish(items: list[Prepared], output: Any, params: dict[str, Any]) -> list[Any]:
+        return output
+
+    async def request(batcher: DynamicBatcher, text: str, params: dict[str, Any]) -> str:
+        token = tracing._TRACER.set(tracer)  # as the middleware does for a request
+        marker.set(text)
+        try:
+            with tracer.start_as_current_span(text) as root:
+                with tracing.span("batch"):
+                    await batcher.submit([text], params)
+                return format(root.get_span_context().trace_id, "032x")
+        finally:
+            tracing._TRACER.reset(token)
+
+    async def main() -> dict[str, str]:
+        batcher = DynamicBatcher(Stages(prepare, run_forward, finish), max_wait_s=0.0)
+        texts = ("first", "starter", "second")
+        # other parameters each: no two share a batch
+        runs = {"first": asyncio.ensure_future(request(batcher, "first", {"n": 1}))}
+        while batcher.batches == 0:  # the first batch is in its forward pass
+            await asyncio.sleep(0.01)
+        for n, text in enumerate(texts[1:], 2):  # "starter" starts the loop that waits for
+            runs[text] = asyncio.ensure_future(request(batcher, text, {"n": n}))  # the model
+            await asyncio.sleep(0.2)  # and that forms "second"'s batch too
+        release.set()
+        return {text: await runs[text] for text in texts}
+
+    with collected("hfskills.test.batch") as collect:
+        traces = asyncio.run(main())
+    assert len(set(traces.values())) == 3
+    by_input = {line["message"].split()[1]: line for _, line in collect.lines}
+    assert set(by_input) == set(traces)
+    for text, trace_id in traces.items():
+        assert by_input[text].get("trace_id") == trace_id, (text, by_input)
+    assert all(line["message"].endswith("marker=None") for line in by_input.values())
+    provider.shutdown()
 
 
 def test_probes_and_scrapes_are_not_traced(server, receiver) -> None:
