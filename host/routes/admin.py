@@ -11,6 +11,7 @@ from starlette.routing import Route
 from hfskills.skillset.runtime.errors import HFSkillsError
 
 from ..errors import APIError, retry_after
+from ..openapi import protocol, query
 from .common import host
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ async def list_resident(request: Request) -> Response:
     )
 
 
+@protocol(None, query={"task": query(description="default: the model's first task")})
 async def load(request: Request) -> Response:
     h = host(request)
     name, task = request.path_params["name"], request.query_params.get("task")

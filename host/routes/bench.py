@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from ..control import bench
 from ..errors import APIError
+from ..openapi import protocol, query
 from .common import host
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def _beside(h: Host, rows: list[dict[str, Any]]) -> None:
         row["cost_per_1k_tokens"] = _cost_per_1k(profile, row["tokens_per_s"]["mean"])
 
 
+@protocol(None, query={"model": query(), "hardware": query(), "source": query(enum=SOURCES)})
 async def summary(request: Request) -> Response:
     """Runs, last run, mean and p95 of the key metrics, failures, quality, feedback and cost
     per model, version and hardware."""

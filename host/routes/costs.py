@@ -17,7 +17,7 @@ from ..control import ControlPlane
 from ..control.budgets import GLOBAL, MODEL_PREFIX
 from ..control.events import KINDS, MAX_EVENTS
 from ..errors import APIError
-from ..openapi import protocol
+from ..openapi import protocol, query
 from ..protocol.costs import BudgetBody, FeedbackBody
 from .common import host, parse
 from .registry import actor, call
@@ -47,7 +47,10 @@ async def _flushed(request: Request) -> ControlPlane:
     return plane
 
 
-@protocol(None)
+@protocol(
+    None,
+    query={"hours": query("number", "the window, in hours", minimum=1 / 60, maximum=MAX_HOURS)},
+)
 async def costs(request: Request) -> Response:
     """Costs over the last ``?hours=`` (default 24): total, by model, top models, efficiency
     (with each model version's feedback)."""
@@ -97,7 +100,16 @@ async def delete_budget(request: Request) -> Response:
     return JSONResponse({"scope": scope, "deleted": True})
 
 
-@protocol(None)
+@protocol(
+    None,
+    query={
+        "kind": query(enum=KINDS),
+        "model_id": query(),
+        "request_id": query(),
+        "after": query("integer", "the last id read", minimum=0, maximum=2**62),
+        "limit": query("integer", minimum=1, maximum=MAX_EVENTS),
+    },
+)
 async def events(request: Request) -> Response:
     """Stored events, oldest first: ``?kind=``, ``?model_id=``, ``?request_id=``, ``?after=``
     (the last id read), ``?limit=``."""
@@ -126,7 +138,7 @@ async def feedback(request: Request) -> Response:
     return JSONResponse(stored, status_code=201)
 
 
-@protocol(None)
+@protocol(None, query={"model_id": query()})
 async def feedback_summary(request: Request) -> Response:
     """Per model version: feedback count, mean score, label counts (``?model_id=``)."""
     summary = control(request).feedback.summary(request.query_params.get("model_id"))

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from ..auth import principal_of
 from ..control.registry import ANONYMOUS, MAX_AUDIT, Registry
 from ..errors import APIError
-from ..openapi import protocol
+from ..openapi import protocol, query
 from ..protocol import registry as reg
 from .common import host, parse
 
@@ -66,7 +66,15 @@ def _json(model: Any, status: int = 200) -> Response:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
 
 
-@protocol(None, reg.ModelListOut)
+@protocol(
+    None,
+    reg.ModelListOut,
+    query={
+        "status": query(enum=reg.STATUSES),
+        "task": query(),
+        "provider": query(enum=reg.PROVIDERS),
+    },
+)
 async def list_models(request: Request) -> Response:
     """List registered models (filters: status, task, provider)."""
     status = _choice(request, "status", reg.STATUSES)
@@ -84,14 +92,18 @@ async def register(request: Request) -> Response:
     return _json(model, 201 if created else 200)
 
 
-@protocol(None, reg.RegisteredModelOut)
+#: ``?version=`` of a registered model's routes (default: its latest version).
+VERSION = {"version": query(description="default: the latest version")}
+
+
+@protocol(None, reg.RegisteredModelOut, query=VERSION)
 async def get_model(request: Request) -> Response:
     """One registered model (``?version=``; default: its latest version)."""
     model_id = request.path_params["model_id"]
     return _json(await call(registry(request).get, model_id, _version(request)))
 
 
-@protocol(reg.ModelPatch, reg.RegisteredModelOut)
+@protocol(reg.ModelPatch, reg.RegisteredModelOut, query=VERSION)
 async def patch_model(request: Request) -> Response:
     """Change a registered model's status, tags, cost or quality (``?version=``)."""
     model_id, version = request.path_params["model_id"], _version(request)
@@ -100,14 +112,22 @@ async def patch_model(request: Request) -> Response:
     return _json(changed)
 
 
-@protocol(None, reg.RegisteredModelOut)
+@protocol(None, reg.RegisteredModelOut, query=VERSION)
 async def delete_model(request: Request) -> Response:
     """Remove a registration (``?version=``; default: the latest version); audited."""
     model_id, version = request.path_params["model_id"], _version(request)
     return _json(await call(registry(request).delete, model_id, version, actor(request)))
 
 
-@protocol(None, reg.AuditListOut)
+@protocol(
+    None,
+    reg.AuditListOut,
+    query={
+        "limit": query("integer", minimum=1, maximum=MAX_AUDIT),
+        "model_id": query(),
+        "kind": query(enum=("model", "route")),
+    },
+)
 async def audit(request: Request) -> Response:
     """The registry's and the routes' changes, newest first (``?limit=``, ``?model_id=``,
     ``?kind=model|route``)."""
