@@ -26,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import transformers
 
 from tests.checkpoints import build_checkpoint
+from tests.databases import fresh_database, postgres  # noqa: F401 (the session's fixtures)
 
 transformers.logging.disable_progress_bar()
 

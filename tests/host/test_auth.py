@@ -2,7 +2,10 @@
 403 per role on every route family in its API's error shape, the public paths, a key limited
 to models, a revoked key, JWTs (HS256, RS256, expired, forged), `hfskills keys` against the
 server's database, the admin API, the audit actor, CORS preflight, the openai SDK with a key,
-and HTTPS (TLS 1.2 at least) with a certificate made here, through `hfskills serve` itself."""
+and HTTPS (TLS 1.2 at least) with a certificate made here, through `hfskills serve` itself.
+
+The tests that write and read the keys' table (the admin API, the CLI, a key limited to models)
+run on SQLite and on a real PostgreSQL (`keyed`; tests/databases.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from hfskills.host.app import build_app
 from hfskills.host.cli import main
 from hfskills.host.config import load_settings
 from hfskills.host.control.keys import KeyStore
+from tests.databases import BACKENDS
 
 from .conftest import entry, start
 
@@ -50,11 +54,9 @@ def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-@pytest.fixture(scope="module")
-def authed(tmp_path_factory, task_checkpoint, rsa_key) -> Iterator[dict[str, Any]]:
-    """A server with authentication on: API keys, HS256 and RS256 JWTs, CORS for ORIGIN."""
-    root = tmp_path_factory.mktemp("auth")
-    url = f"sqlite:///{root / 'control.db'}"
+def _authed(root: Path, url: str, task_checkpoint, rsa_key) -> dict[str, Any]:
+    """A server with authentication on, its database at ``url``: API keys (one per role, one
+    limited to ``emb``), HS256 and RS256 JWTs, CORS for ORIGIN."""
     public = rsa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -81,7 +83,7 @@ def authed(tmp_path_factory, task_checkpoint, rsa_key) -> Iterator[dict[str, Any
     made = {role: store.create(f"{role}-key", role) for role in ("admin", "user", "readonly")}
     limited = store.create("limited", "user", ["emb"])
     server.app.state.auth.reload()
-    yield {
+    return {
         "server": server,
         "config": config,
         "store": store,
@@ -89,7 +91,31 @@ def authed(tmp_path_factory, task_checkpoint, rsa_key) -> Iterator[dict[str, Any
         "ids": {role: record.id for role, (record, _) in made.items()},
         "limited": limited[1],
     }
-    server.stop()
+
+
+@pytest.fixture(scope="module")
+def authed(tmp_path_factory, task_checkpoint, rsa_key) -> Iterator[dict[str, Any]]:
+    """The server with authentication on, on a SQLite file."""
+    root = tmp_path_factory.mktemp("auth")
+    made = _authed(root, f"sqlite:///{root / 'control.db'}", task_checkpoint, rsa_key)
+    yield made
+    made["server"].stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def keyed(
+    request, authed, fresh_database, tmp_path_factory, task_checkpoint, rsa_key
+) -> Iterator[dict[str, Any]]:
+    """`authed` for the tests that write and read the keys' table, on each backend: SQLite is
+    `authed` itself, PostgreSQL the same server on a fresh database (skipped, with the reason,
+    where PostgreSQL is not installed: tests/databases.py)."""
+    if request.param == "sqlite":
+        yield authed
+        return
+    url = fresh_database(request.param)
+    made = _authed(tmp_path_factory.mktemp("auth-pg"), url, task_checkpoint, rsa_key)
+    yield made
+    made["server"].stop()
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -163,9 +189,9 @@ def test_public_paths_and_x_api_key(authed) -> None:
         )
 
 
-def test_a_key_limited_to_models(authed) -> None:
-    headers = bearer(authed["limited"])
-    with authed["server"].client(headers=headers) as client:
+def test_a_key_limited_to_models(keyed) -> None:
+    headers = bearer(keyed["limited"])
+    with keyed["server"].client(headers=headers) as client:
         assert client.post("/v1/embeddings", json={"model": "emb", "input": "a"}).status_code == 200
         alias = client.post("/v1/embeddings", json={"model": "emb-alias", "input": "a"})
         assert alias.status_code == 200  # an alias of an allowed model is that model
@@ -180,11 +206,11 @@ def test_a_key_limited_to_models(authed) -> None:
         assert client.post("/models/emb", json={"inputs": "a"}).status_code == 200
 
 
-def test_admin_api_create_use_revoke(authed) -> None:
+def test_admin_api_create_use_revoke(keyed) -> None:
     """POST /api/keys shows the key once; it works at once; revoked, it is refused at once;
     listings never hold a key or a hash; the audit actor is the admin key's subject."""
-    admin = bearer(authed["keys"]["admin"])
-    with authed["server"].client() as client:
+    admin = bearer(keyed["keys"]["admin"])
+    with keyed["server"].client() as client:
         made = client.post("/api/keys", json={"name": "temp", "role": "readonly"}, headers=admin)
         assert made.status_code == 201, made.text
         key, ident = made.json()["key"], made.json()["id"]
@@ -203,10 +229,10 @@ def test_admin_api_create_use_revoke(authed) -> None:
         patched = client.patch("/api/models/emb", json={"tags": ["audited"]}, headers=admin)
         assert patched.status_code == 200
         audit = client.get("/api/audit", params={"limit": 1}, headers=admin).json()["data"]
-        assert audit[0]["actor"] == f"key:{authed['ids']['admin']}"
+        assert audit[0]["actor"] == f"key:{keyed['ids']['admin']}"
     # the table holds the hash, never the key; its use is recorded by the writer thread
     deadline = time.monotonic() + WAIT_S
-    while not [r for r in authed["store"].records() if r.id == ident and r.last_used_at]:
+    while not [r for r in keyed["store"].records() if r.id == ident and r.last_used_at]:
         assert time.monotonic() < deadline, "last_used_at was not written"
         time.sleep(0.2)
 
@@ -247,12 +273,12 @@ def test_jwt_hs256_and_rs256(authed, rsa_key) -> None:
         assert audit["data"][0]["actor"] == "jwt:root"
 
 
-def test_the_cli_creates_lists_and_revokes(authed, capsys) -> None:
-    config = str(authed["config"])
+def test_the_cli_creates_lists_and_revokes(keyed, capsys) -> None:
+    config = str(keyed["config"])
     assert main(["keys", "create", "--config", config, "--name", "cli", "--role", "user"]) == 0
     key = capsys.readouterr().out.strip()
     assert key.startswith("hfsk_")
-    with authed["server"].client() as client:
+    with keyed["server"].client() as client:
         _until(lambda: client.get("/v1/models", headers=bearer(key)).status_code == 200)
         assert main(["keys", "list", "--config", config]) == 0
         listing = capsys.readouterr().out

@@ -7,6 +7,10 @@ answers. The classifier's threshold is likewise set between two texts' observed 
 The per-key seam (`Safety.switches`) is connected here as authentication would connect it:
 ``X-User-Id: screened`` switches the classifier on (it is off by default), ``trusted`` switches
 every hook off.
+
+The audit events are written by the control plane's writer and read back from ``/api/events``:
+the ``guarded`` server's tests and the classifier's error decision run on SQLite and on a real
+PostgreSQL (tests/databases.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import ValidationError
 from hfskills.host.config import Settings
 from hfskills.host.safety.rules import CARD, EMAIL, PHONE, PII, Rule, luhn, redact_pii
 from hfskills.host.safety.settings import PIISettings, RuleSettings
+from tests.databases import BACKENDS
 from tests.host.conftest import Server, entry
 
 openai = pytest.importorskip("openai")
@@ -206,11 +211,12 @@ def _literal(text: str) -> str:
     return text.strip()
 
 
-@pytest.fixture(scope="module")
-def guarded(serve, task_checkpoint, tmp_path_factory, observed) -> Server:
+@pytest.fixture(scope="module", params=BACKENDS)
+def guarded(request, serve, task_checkpoint, observed, fresh_database) -> Server:
+    """The server with every hook, its audit events in SQLite or in PostgreSQL (skipped, with
+    the reason, where PostgreSQL is not installed: tests/databases.py)."""
     outputs = observed["outputs"]
     stop, _ = stop_literal(observed["streamed"])
-    root = tmp_path_factory.mktemp("safety-guarded")
     server = serve(
         models=[
             entry("gen", task_checkpoint("llama", "text_generation")),
@@ -218,7 +224,7 @@ def guarded(serve, task_checkpoint, tmp_path_factory, observed) -> Server:
             entry("emb", task_checkpoint("bert", "text_embedding")),
         ],
         embedded_default=False,
-        database_url=f"sqlite:///{root}/control.db",
+        database_url=fresh_database(request.param),
         safety={
             "during_every_tokens": 1,
             "rules": [
@@ -524,13 +530,14 @@ def test_the_classifier_stops_a_stream_beside_the_generation(serve, task_checkpo
     assert other[-2]["choices"][0]["finish_reason"] == "length"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_classifier_that_cannot_answer_fails_the_request_with_503(
-    serve, task_checkpoint, tmp_path
+    serve, task_checkpoint, fresh_database, backend
 ) -> None:
     server = serve(
         models=[entry("gen", task_checkpoint("llama", "text_generation"))],
         embedded_default=False,
-        database_url=f"sqlite:///{tmp_path}/control.db",
+        database_url=fresh_database(backend),
         safety={"classifier": {"model": "absent", "label": "toxic", "stages": ["pre"]}},
     )
     with openai.OpenAI(base_url=f"{server.base}/v1", api_key="k", max_retries=0) as sdk:
