@@ -219,6 +219,13 @@ def test_admin_api_create_use_revoke(keyed) -> None:
         listed = client.get("/api/keys", headers=admin).json()["data"]
         assert next(k for k in listed if k["id"] == ident)["revoked_at"] is None
         assert key not in json.dumps(listed) and "hash" not in listed[0]
+        # its own settings (JSON columns) are written and read back on this backend
+        own = {"models": ["emb", "other"], "limits": {"requests_per_minute": 1000}}
+        changed = client.patch(f"/api/keys/{ident}", json=own, headers=admin)
+        assert changed.status_code == 200, changed.text
+        listed = client.get("/api/keys", headers=admin).json()["data"]
+        mine = next(k for k in listed if k["id"] == ident)
+        assert mine["models"] == own["models"] and mine["limits"] == own["limits"]
         revoked = client.delete(f"/api/keys/{ident}", headers=admin)
         assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
         refused = client.get("/v1/models", headers=bearer(key))
