@@ -3,7 +3,8 @@ host/safety/, docs/security.md): its own requests and tokens per minute and conc
 place of the server's per-key settings, its safety switches (a default-on rule switched off, a
 default-off rule switched on, ``*``), ``PATCH /api/keys/{id}`` changing them on a running
 server, ``/v1/models`` listing only a model-limited key's models, and ``hfskills keys
-create|update`` with the same options. Tiny checkpoints; every wait is bounded."""
+create|update`` with the same options; on SQLite and PostgreSQL (skipped where absent).
+Tiny checkpoints; every wait is bounded."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from hfskills.host.cli import main
 from hfskills.host.control.keys import KeyStore
+from tests.databases import BACKENDS
 
 from .conftest import entry
 
@@ -24,10 +26,13 @@ WORDS = " ".join(f"word{i}" for i in range(40))  # over 20 tokens for the tiny b
 WAIT_S = 20
 
 
-@pytest.fixture(scope="module")
-def server(serve, task_checkpoint, long_llama, tmp_path_factory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request, serve, fresh_database, task_checkpoint, long_llama, tmp_path_factory
+) -> Iterator[dict[str, Any]]:
+    """On SQLite and on PostgreSQL (skipped, with the reason, where it is not installed)."""
     root = tmp_path_factory.mktemp("key-settings")
-    url = f"sqlite:///{root / 'control.db'}"
+    url = fresh_database(request.param)
     config = root / "hfskills.toml"  # what `hfskills keys --config` reads: the same database
     config.write_text(f'database_url = "{url}"\n')
     embedder = task_checkpoint("bert", "text_embedding")
