@@ -22,7 +22,15 @@ from typing import Any
 
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HFSkillsError
-from .generation import GenerationParams, TokenText, context_limit, stop_ids
+from .generation import (
+    GenerationParams,
+    TokenLogprob,
+    TokenText,
+    context_limit,
+    logprobs_of,
+    prompt_logprobs,
+    stop_ids,
+)
 
 
 class DecodeEngine(EngineThread):
@@ -63,9 +71,13 @@ class DecodeEngine(EngineThread):
             else:
                 sequence.generator.seed()
         out = self.model(input_ids=ids, use_cache=True)
-        token = self._sample(out.logits[:, -1], [sequence])[0]
+        if params.prompt_logprobs is not None:  # every position's logits, from this prefill
+            sequence.text.prompt_logprobs = prompt_logprobs(
+                out.logits[0], ids[0].tolist(), params.prompt_logprobs
+            )
+        token, logprob = self._choose(out.logits[:, -1], [sequence])[0]
         self._join(sequence, out.past_key_values, torch.ones_like(ids))
-        self._emit(sequence, token)
+        self._emit(sequence, token, logprob)
 
     def _join(self, sequence: Sequence, cache: Any, mask: Any) -> None:
         """Merge one prefilled sequence into the running batch, left-padding the shorter side."""
@@ -104,17 +116,18 @@ class DecodeEngine(EngineThread):
         )
         self.cache, self.mask = out.past_key_values, mask
         running = list(self.running)  # _emit may retire rows while we walk them
-        for sequence, token in zip(running, self._sample(out.logits[:, -1], running), strict=True):
-            self._emit(sequence, token)
+        chosen = self._choose(out.logits[:, -1], running)
+        for sequence, (token, logprob) in zip(running, chosen, strict=True):
+            self._emit(sequence, token, logprob)
 
-    def _emit(self, sequence: Sequence, token: int) -> None:
+    def _emit(self, sequence: Sequence, token: int, logprob: TokenLogprob | None = None) -> None:
         """Record the sampled token, send its event, and retire the sequence when it is done."""
         import torch
 
         row = self.running.index(sequence)
         self.last[row, 0] = token
         sequence.history = torch.cat([sequence.history, self.last[row]])
-        event = sequence.text.add(token)
+        event = sequence.text.add(token, logprob)
         if event is not None:
             sequence.put(event)
         if sequence.text.done or sequence.cancelled.is_set():
@@ -139,6 +152,24 @@ class DecodeEngine(EngineThread):
             self.mask = self.mask[:, first:]
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def _choose(
+        self, logits: Any, sequences: list[Sequence]
+    ) -> list[tuple[int, TokenLogprob | None]]:
+        """Each row's next token (`_sample`) and, for the sequences that asked, its logprob
+        under the model's raw distribution (before `_sample` penalises or masks the logits),
+        with the top alternatives only as many as asked."""
+        asked = [row for row, s in enumerate(sequences) if s.params.logprobs is not None]
+        raw = logits[asked].float() if asked else None  # a copy: `_sample` writes into logits
+        tokens = self._sample(logits, sequences)
+        found: list[TokenLogprob | None] = [None] * len(tokens)
+        if raw is not None:
+            top = max(sequences[row].params.logprobs or 0 for row in asked)
+            rows = logprobs_of(raw, [tokens[r] for r in asked], top)
+            for row, got in zip(asked, rows, strict=True):
+                k = sequences[row].params.logprobs or 0
+                found[row] = TokenLogprob(got.token_id, got.logprob, got.top[:k])
+        return list(zip(tokens, found, strict=True))
 
     def _sample(self, logits: Any, sequences: list[Sequence]) -> list[int]:
         """Each row with its own parameters: greedy rows in one argmax, sampled rows alone."""

@@ -30,6 +30,9 @@ MAX_TEMPERATURE = 100.0
 MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 100.0
 MAX_TOP_K = 2**31 - 1
 MAX_SEED = 2**64 - 1  # a u64, as TGI's; GenAI's rng_seed and torch generators take it whole
+#: The most alternatives a request may ask for per token: OpenAI's ``top_logprobs`` bound and
+#: vLLM's default ``max_logprobs``.
+MAX_LOGPROBS = 20
 
 
 class GenerationParams(BaseModel):
@@ -56,6 +59,11 @@ class GenerationParams(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=16)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     ignore_eos: bool = False
+    #: Each generated token's log-probability, with this many most likely alternatives (0: the
+    #: token's alone); None: none. As vLLM's ``SamplingParams.logprobs`` (see `TokenLogprob`).
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    #: The same for the prompt's tokens (the first has none), as vLLM's ``prompt_logprobs``.
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     #: ``max_new_tokens`` is a server default, not the client's number: when the context has
     #: less room, generate what fits instead of refusing (as vLLM and TGI do).
     fit_context: bool = False
@@ -370,16 +378,81 @@ class TextGenerator:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One token's log-probability, and the most likely tokens at its position when asked
+    (``top``: ``(token id, logprob)``, most likely first; empty when not asked).
+
+    Every engine reports the model's raw distribution: the log-softmax of its logits before
+    any sampling parameter (temperature, top-k/top-p, repetition penalty, a grammar's mask)
+    touched them, as vLLM's default ``logprobs_mode`` ("raw_logprobs") and OpenVINO GenAI do.
+    ``logprob`` is None for a prompt's first token, which nothing predicts."""
+
+    token_id: int
+    logprob: float | None
+    top: tuple[tuple[int, float], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "token_id": self.token_id,
+            "logprob": self.logprob,
+            "top": [list(t) for t in self.top],
+        }
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> TokenLogprob:
+        top = tuple((int(i), float(lp)) for i, lp in data.get("top") or ())
+        logprob = data.get("logprob")
+        return cls(int(data["token_id"]), None if logprob is None else float(logprob), top)
+
+
+def logprobs_of(logits: Any, tokens: list[int], top: int = 0) -> list[TokenLogprob]:
+    """``tokens[i]``'s log-probability under row ``i`` of ``logits`` (``[len(tokens), vocab]``,
+    the model's raw scores), with the ``top`` most likely tokens of each row (none when 0:
+    the top-k costs a sort of the vocabulary, so it is computed only when asked)."""
+    import torch
+
+    rows = torch.log_softmax(logits.float(), dim=-1)
+    index = torch.tensor(tokens, dtype=torch.long, device=rows.device).unsqueeze(-1)
+    chosen = rows.gather(-1, index).squeeze(-1).tolist()
+    if not top:
+        return [TokenLogprob(t, lp) for t, lp in zip(tokens, chosen, strict=True)]
+    values, ids = rows.topk(min(top, rows.shape[-1]), dim=-1)
+    return [
+        TokenLogprob(t, lp, tuple(zip(i, v, strict=True)))
+        for t, lp, i, v in zip(tokens, chosen, ids.tolist(), values.tolist(), strict=True)
+    ]
+
+
+def prompt_logprobs(logits: Any, prompt: list[int], top: int) -> list[TokenLogprob]:
+    """A prompt's logprobs from its prefill's ``logits`` (``[len(prompt), vocab]``): each token
+    under the position before it; the first, which nothing predicts, without one."""
+    return [TokenLogprob(prompt[0], None), *logprobs_of(logits[:-1], prompt[1:], top)]
+
+
+@dataclass(frozen=True, slots=True)
 class TokenEvent:
-    """One generated token: its id and the text it adds (empty while text is held back)."""
+    """One generated token: its id and the text it adds (empty while text is held back); its
+    `TokenLogprob` when the request asked (``GenerationParams.logprobs``), and on a sequence's
+    first token the prompt's (``prompt_logprobs``, first entry without a logprob)."""
 
     token_id: int
     text: str
     finish_reason: None = None
+    logprob: TokenLogprob | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready event a skill's ``handler.stream`` yields."""
-        return {"token_id": self.token_id, "text": self.text, "finish_reason": None}
+        event: dict[str, Any] = {
+            "token_id": self.token_id,
+            "text": self.text,
+            "finish_reason": None,
+        }
+        if self.logprob is not None:
+            event["logprob"] = self.logprob.as_dict()
+        if self.prompt_logprobs is not None:
+            event["prompt_logprobs"] = [p.as_dict() for p in self.prompt_logprobs]
+        return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +470,10 @@ class FinalEvent:
     #: Generated tokens when there are no ids to count (a remote model's usage); see
     #: `generated_tokens`.
     completion_tokens: int | None = None
+    #: One `TokenLogprob` per token of ``token_ids`` when the request asked for logprobs, and
+    #: the prompt's when it asked for ``prompt_logprobs`` (the first without a logprob).
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
 
     @property
     def generated_tokens(self) -> int:
@@ -413,7 +490,17 @@ class FinalEvent:
             "token_ids": self.token_ids,
             "prompt_tokens": self.prompt_tokens,
             "stop_sequence": self.stop_sequence,
+            **self._logprobs(),
         }
+
+    def _logprobs(self) -> dict[str, Any]:
+        """The logprobs as JSON-ready lists (keys only for what was asked)."""
+        out: dict[str, Any] = {}
+        if self.logprobs is not None:
+            out["logprobs"] = [lp.as_dict() for lp in self.logprobs]
+        if self.prompt_logprobs is not None:
+            out["prompt_logprobs"] = [lp.as_dict() for lp in self.prompt_logprobs]
+        return out
 
     def result(self) -> dict[str, Any]:
         """The batch handler's result for this sequence."""
@@ -426,6 +513,7 @@ class FinalEvent:
         }
         if self.completion_tokens is not None:
             result["completion_tokens"] = self.completion_tokens
+        result.update(self._logprobs())
         return result
 
 
@@ -443,8 +531,17 @@ Event = TokenEvent | FinalEvent
 
 def event_of(data: dict[str, Any]) -> Event:
     """A skill stream's JSON event as a typed one."""
+    prompt = data.get("prompt_logprobs")
+    prompt_logprobs = None if prompt is None else [TokenLogprob.of(p) for p in prompt]
     if data.get("finish_reason") is None:
-        return TokenEvent(int(data["token_id"]), str(data["text"]))
+        logprob = data.get("logprob")
+        return TokenEvent(
+            int(data["token_id"]),
+            str(data["text"]),
+            logprob=None if logprob is None else TokenLogprob.of(logprob),
+            prompt_logprobs=prompt_logprobs,
+        )
+    logprobs = data.get("logprobs")
     return FinalEvent(
         text=data["text"],
         generated_text=data["generated_text"],
@@ -452,6 +549,8 @@ def event_of(data: dict[str, Any]) -> Event:
         finish_reason=data["finish_reason"],
         prompt_tokens=int(data.get("prompt_tokens", 0)),
         stop_sequence=data.get("stop_sequence"),
+        logprobs=None if logprobs is None else [TokenLogprob.of(p) for p in logprobs],
+        prompt_logprobs=prompt_logprobs,
     )
 
 
@@ -461,7 +560,9 @@ class TokenText:
     EOS (unless ``ignore_eos``), a stop string or ``max_new_tokens`` ends it. Text that could
     still grow into a stop string is held back, and an incomplete UTF-8 sequence waits for the
     next token. `add` returns the token's event (None for the EOS that ended it); `final`
-    returns the last event, with the whole text, the token ids and why it ended.
+    returns the last event, with the whole text, the token ids and why it ended. An engine
+    that reports logprobs hands each token's to `add` and the prompt's to ``prompt_logprobs``
+    before the first token: the first event carries the prompt's, `final` both.
     """
 
     def __init__(
@@ -470,6 +571,8 @@ class TokenText:
         self.tokenizer, self.params, self.eos_ids = tokenizer, params, eos_ids
         self.prompt_tokens = prompt_tokens
         self.ids: list[int] = []
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        self.prompt_logprobs: list[TokenLogprob] | None = None
         self.sent = ""  # text already yielded
         self.reason: str | None = None  # why it ended; None while it runs
 
@@ -477,11 +580,20 @@ class TokenText:
     def done(self) -> bool:
         return self.reason is not None
 
-    def add(self, token: int) -> TokenEvent | None:
+    def add(self, token: int, logprob: TokenLogprob | None = None) -> TokenEvent | None:
         if token in self.eos_ids and not self.params.ignore_eos:
             self.reason = "stop"
             return None
         self.ids.append(token)
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
+        event = self._event(token)
+        prompt = self.prompt_logprobs if len(self.ids) == 1 else None
+        if logprob is None and prompt is None:
+            return event
+        return TokenEvent(token, event.text, logprob=logprob, prompt_logprobs=prompt)
+
+    def _event(self, token: int) -> TokenEvent:
         if len(self.ids) >= self.params.max_new_tokens:
             self.reason = "length"
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
@@ -507,6 +619,8 @@ class TokenText:
             finish_reason=self.reason or "length",
             prompt_tokens=self.prompt_tokens,
             stop_sequence=stop[1] if stop else None,
+            logprobs=self.logprobs,
+            prompt_logprobs=self.prompt_logprobs,
         )
 
 

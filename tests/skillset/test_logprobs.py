@@ -1,0 +1,109 @@
+"""Logprobs at the engine level: what each engine reports equals the model's own distribution.
+
+The torch `DecodeEngine` on a tiny random-weight llama: every generated token's logprob equals
+transformers' ``log_softmax(model(ids).logits)`` at that position (greedy, 1e-4), the top
+alternatives are the true top-k, batched sequences with different asks get their own, and
+sampling parameters do not change what is reported (the raw distribution, as vLLM's default
+``logprobs_mode``). Prompt logprobs: the first token has none, the rest are the model's.
+OpenVINO GenAI on the same checkpoint (f32) reports the same numbers for the chosen tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hfskills.skillset.runtime.generation import GenerationParams
+from tests.conftest import skill_class
+
+PROMPTS = ["hello world", "one two three four five", [{"role": "user", "content": "the sky"}]]
+
+
+@pytest.fixture(scope="module")
+def tiny(task_checkpoint) -> Any:
+    """(endpoint, engine): a tiny llama on torch CPU and a `DecodeEngine` over it."""
+    from hfskills.skillset.runtime.continuous import DecodeEngine
+
+    skill = skill_class("llama")()
+    endpoint = skill.init_cpu(str(task_checkpoint("llama", "text_generation")), "text_generation")
+    engine = DecodeEngine(endpoint.model, endpoint.processor, endpoint.device)
+    yield endpoint, engine
+    engine.close()
+
+
+def reference(endpoint: Any, prompt: Any, generated: list[int]) -> Any:
+    """transformers' log-softmax over the prompt and the generated ids, one forward pass."""
+    import torch
+
+    from hfskills.skillset.runtime.engines import prompt_ids
+
+    ids = prompt_ids(endpoint.processor, prompt)
+    with torch.inference_mode():
+        logits = endpoint.model(torch.tensor([ids + generated])).logits[0]
+    return ids, torch.log_softmax(logits.float(), dim=-1)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_torch_engine_logprobs_equal_transformers(tiny, prompt) -> None:
+    endpoint, engine = tiny
+    params = GenerationParams(max_new_tokens=8, ignore_eos=True, logprobs=5, prompt_logprobs=3)
+    result = engine.submit(prompt, params).result()
+    generated = result["token_ids"]
+    ids, table = reference(endpoint, prompt, generated)
+    assert len(result["logprobs"]) == len(generated) == 8
+    for i, (token, got) in enumerate(zip(generated, result["logprobs"], strict=True)):
+        row = table[len(ids) - 1 + i]
+        assert got["token_id"] == token
+        assert got["logprob"] == pytest.approx(float(row[token]), abs=1e-4)
+        assert got["logprob"] == pytest.approx(float(row.max()), abs=1e-4)  # greedy: the top-1
+        values, top_ids = row.topk(5)
+        assert [t for t, _ in got["top"]] == top_ids.tolist()
+        assert [lp for _, lp in got["top"]] == pytest.approx(values.tolist(), abs=1e-4)
+    prompt_lp = result["prompt_logprobs"]
+    assert [p["token_id"] for p in prompt_lp] == ids
+    assert prompt_lp[0]["logprob"] is None and prompt_lp[0]["top"] == []
+    for i in range(1, len(ids)):
+        assert prompt_lp[i]["logprob"] == pytest.approx(float(table[i - 1, ids[i]]), abs=1e-4)
+        assert [t for t, _ in prompt_lp[i]["top"]] == table[i - 1].topk(3).indices.tolist()
+
+
+def test_batched_asks_are_each_their_own(tiny) -> None:
+    """Sequences in one batch asking 0, 2 or no alternatives (and sampled, penalised ones):
+    each gets what it asked, and the raw distribution whatever its sampling parameters."""
+    endpoint, engine = tiny
+    base = {"max_new_tokens": 6, "ignore_eos": True}
+    asks = [
+        GenerationParams(**base, logprobs=0),
+        GenerationParams(**base, logprobs=2),
+        GenerationParams(**base),
+        GenerationParams(
+            **base,
+            logprobs=1,
+            do_sample=True,
+            temperature=0.3,
+            top_k=3,
+            seed=1,
+            repetition_penalty=1.5,
+        ),
+    ]
+    results = [s.result() for s in [engine.submit("hello world", p) for p in asks]]
+    assert [len(r["logprobs"][0]["top"]) for r in results if "logprobs" in r] == [0, 2, 1]
+    assert "logprobs" not in results[2] and "prompt_logprobs" not in results[2]
+    for result in (results[0], results[1], results[3]):
+        ids, table = reference(endpoint, "hello world", result["token_ids"])
+        for i, got in enumerate(result["logprobs"]):
+            want = float(table[len(ids) - 1 + i, got["token_id"]])
+            assert got["logprob"] == pytest.approx(want, abs=1e-4)
+            assert got["logprob"] <= 0
+
+
+def test_stream_carries_each_tokens_logprob(tiny) -> None:
+    _, engine = tiny
+    params = GenerationParams(max_new_tokens=5, ignore_eos=True, logprobs=1, prompt_logprobs=0)
+    events = list(engine.submit("hello world", params).stream())
+    tokens, final = events[:-1], events[-1]
+    assert [e.logprob for e in tokens] == final.logprobs
+    assert tokens[0].prompt_logprobs == final.prompt_logprobs
+    assert all(e.prompt_logprobs is None for e in tokens[1:])
+    assert [e.token_id for e in tokens] == final.token_ids
