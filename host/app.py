@@ -45,7 +45,7 @@ from .limits import KeyLimits
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, bench, costs, hf, keys, openai, registry, routing, switch
+from .routes import admin, audio, bench, costs, hf, keys, openai, registry, routing, switch
 from .state import Host
 
 
@@ -69,6 +69,7 @@ def build_app(settings: Settings) -> Starlette:
 
     routes = [
         *openai.routes,
+        *audio.routes,
         *hf.routes,
         *admin.routes,
         *costs.routes,  # before the registry's /api/models/{model_id}

@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         None, ge=0, description="bytes the model cache may hold (default: 80% of available memory)"
     )
     max_body_bytes: int = Field(32 * 2**20, ge=1024, description="largest request body accepted")
+    max_audio_bytes: int = Field(
+        25 * 2**20,
+        ge=1024,
+        description="largest audio file a transcription takes (OpenAI's limit is 25 MB); more: "
+        "413 naming file (the body is also held to max_body_bytes)",
+    )
     workers: int = Field(4, ge=1, le=256, description="worker threads that run inference")
     max_concurrency: int = Field(256, ge=1, description="requests running at once, all models")
     max_concurrency_per_model: int = Field(

@@ -86,9 +86,10 @@ def schema(routes: list[Route], served: list[str] | None = None) -> dict[str, An
                 },
             }
             if request_model is not None:
+                content = getattr(route.endpoint, "__content__", "application/json")
                 op["requestBody"] = {
                     "content": {
-                        "application/json": {
+                        content: {
                             "schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}
                         }
                     }
@@ -180,13 +181,17 @@ def protocol(
     response: type[BaseModel] | None = None,
     *,
     query: dict[str, dict[str, Any]] | None = None,
+    content: str = "application/json",
 ):
     """Declare a route's request and response models, and its query parameters (name ->
-    `query`'s fields; the route still checks them itself), for the OpenAPI document."""
+    `query`'s fields; the route still checks them itself), for the OpenAPI document;
+    ``content``: the request body's media type (``multipart/form-data`` for a form, whose
+    ``bytes`` fields are files)."""
     models = (request, response)
 
     def mark(endpoint):
         endpoint.__protocol__ = models
+        endpoint.__content__ = content
         if query:
             endpoint.__query__ = query
         return endpoint

@@ -290,11 +290,25 @@ WHISPER_LANGUAGES = ("en", "fr", "de")
 
 
 def _whisper_tokenizer(scratch: Path) -> Tok:
-    """WhisperTokenizer: byte-level BPE followed by Whisper's special tokens, in hub order.
-
-    Timestamp tokens <|0.00|>..<|1.00|> come last (the feature extractor's chunk is 1 s).
+    """WhisperTokenizer laid out as the hub's: byte-level BPE, then <|endoftext|>, Whisper's
+    special tokens, and the timestamp tokens <|0.00|>..<|1.00|> last, as plain added tokens (the
+    feature extractor's chunk is 1 s). The tokenizer's own code relies on this order: a prompt's
+    ids must lie below every special id (``get_prompt_ids``), and timestamps start right after
+    the last special id (``decode(output_offsets=True)``, the pipeline's ``return_timestamps``).
     """
-    vocab, merges = _byte_level_bpe(["<|endoftext|>"])
+    from tokenizers import AddedToken
+
+    vocab, merges = _byte_level_bpe([])
+    end = "<|endoftext|>"
+    tokenizer = transformers.WhisperTokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=end,
+        bos_token=end,
+        eos_token=end,
+        pad_token=end,
+        model_max_length=64,
+    )
     specials = [
         "<|startoftranscript|>",
         *(f"<|{language}|>" for language in WHISPER_LANGUAGES),
@@ -304,12 +318,10 @@ def _whisper_tokenizer(scratch: Path) -> Tok:
         "<|startofprev|>",
         "<|nospeech|>",
         "<|notimestamps|>",
-        *(f"<|{i * 0.02:.2f}|>" for i in range(51)),
     ]
-    tokenizer = transformers.WhisperTokenizer(
-        vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=64
-    )
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    stamps = [f"<|{i * 0.02:.2f}|>" for i in range(51)]
+    tokenizer.add_tokens([AddedToken(s, special=False, normalized=False) for s in stamps])
     return tokenizer
 
 
