@@ -49,6 +49,7 @@ class Sequence:
     #: Where the engine sends events; a queue by default, an event loop's callback in a server.
     sink: Any = None
     text: Any = None  # the TokenText that turns its ids into streamed text
+    echo: int = 0  # prompt ids still to come back before generated ones (GenAI's echo)
     generator: Any = None  # torch.Generator for seeded sampling (torch engine)
     history: Any = None  # prompt + generated ids (torch engine's repetition penalty)
     handle: Any = None  # the engine's own handle (GenAI's GenerationHandle, vLLM's request)

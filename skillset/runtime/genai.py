@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HardwareUnavailable, HFSkillsError, InvalidInput, first_line
 from .generation import (
     GenerationParams,
+    TokenLogprob,
     TokenText,
     checkpoint_generation,
     context_limit,
@@ -88,6 +90,9 @@ class GenAIEngine(EngineThread):
         ids = np.array([prompt_ids(self.tokenizer, sequence.prompt)], dtype=np.int64)
         sequence.params = sequence.params.fit(ids.shape[1], self.limit)
         sequence.text = TokenText(self.tokenizer, sequence.params, self.eos_ids, ids.shape[1])
+        _check_logprobs(sequence.params)
+        if sequence.params.prompt_logprobs is not None:  # GenAI echoes the prompt, logprobs too
+            sequence.echo = ids.shape[1]
         request = next(self.ids)
         sequence.handle = self.pipeline.add_request(
             request, openvino.Tensor(ids), self._config(sequence.params)
@@ -110,6 +115,9 @@ class GenAIEngine(EngineThread):
             config.min_new_tokens = min(params.min_new_tokens, params.max_new_tokens)
         if params.repetition_penalty is not None:
             config.repetition_penalty = params.repetition_penalty
+        if params.logprobs is not None or params.prompt_logprobs is not None:
+            config.logprobs = 1  # the chosen token's (GenAI reports no alternatives)
+            config.echo = params.prompt_logprobs is not None
         config.do_sample = params.sampling
         if params.sampling:
             config.temperature = params.temperature or 1.0
@@ -138,10 +146,10 @@ class GenAIEngine(EngineThread):
             if handle.can_read():
                 for output in handle.read().values():
                     reason = output.finish_reason
-                    for token in output.generated_ids:
+                    for token, logprob in _tokens(sequence, output):
                         if text.done:
                             break
-                        event = text.add(int(token))
+                        event = text.add(token, logprob)
                         if event is not None:
                             sequence.put(event)
             status = handle.get_status()
@@ -162,6 +170,40 @@ class GenAIEngine(EngineThread):
             sequence.put(error)
             sequence.put(DONE)
         self.running = {}
+
+
+def _check_logprobs(params: GenerationParams) -> None:
+    """GenAI reports each token's own logprob (the raw distribution's, before sampling
+    parameters: as vLLM's default), not the most likely alternatives: asking for those is
+    refused by name."""
+    for name in ("logprobs", "prompt_logprobs"):
+        if getattr(params, name):
+            raise InvalidInput(
+                f"{name}: OpenVINO GenAI reports the chosen tokens' logprobs only, without "
+                "alternatives: ask for 0 alternatives, or serve this model on torch",
+                param=name,
+            )
+
+
+def _tokens(sequence: Sequence, output: Any) -> Iterator[tuple[int, TokenLogprob | None]]:
+    """One GenAI output's generated ids, with their logprobs when asked. With prompt logprobs
+    asked, the prompt comes back first (GenAI's echo): its ids and logprobs go to the
+    sequence's prompt logprobs (the first without one: GenAI reports 1.0 there)."""
+    params, text = sequence.params, sequence.text
+    ids = [int(t) for t in output.generated_ids]
+    asked = params.logprobs is not None or params.prompt_logprobs is not None
+    logprobs = [float(lp) for lp in output.generated_log_probs] if asked else []
+    echoed = min(sequence.echo, len(ids))
+    if echoed:
+        seen = text.prompt_logprobs or []
+        text.prompt_logprobs = seen + [
+            TokenLogprob(t, lp if len(seen) + i else None)
+            for i, (t, lp) in enumerate(zip(ids[:echoed], logprobs[:echoed], strict=True))
+        ]
+        sequence.echo -= echoed
+    for i in range(echoed, len(ids)):
+        logprob = TokenLogprob(ids[i], logprobs[i]) if params.logprobs is not None else None
+        yield ids[i], logprob
 
 
 def _hf_side(ckpt: checkpoint.Checkpoint, options: dict[str, Any]) -> tuple[Any, Any]:

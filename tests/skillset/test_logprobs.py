@@ -107,3 +107,66 @@ def test_stream_carries_each_tokens_logprob(tiny) -> None:
     assert tokens[0].prompt_logprobs == final.prompt_logprobs
     assert all(e.prompt_logprobs is None for e in tokens[1:])
     assert [e.token_id for e in tokens] == final.token_ids
+
+
+# -- OpenVINO GenAI ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def on_genai(task_checkpoint, tmp_path_factory) -> Any:
+    """The same tiny llama on OpenVINO GenAI (a stateful IR export, f32)."""
+    pytest.importorskip("openvino_genai")
+    pytest.importorskip("openvino_tokenizers")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HFSKILLS_CACHE", str(tmp_path_factory.mktemp("hfskills-cache")))
+    skill = skill_class("llama")()
+    path = str(task_checkpoint("llama", "text_generation"))
+    endpoint = skill.init_openvino(path, "text_generation", precision="f32")
+    yield endpoint
+    endpoint.close()
+    mp.undo()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS[:2])
+def test_genai_logprobs_equal_transformers(tiny, on_genai, prompt) -> None:
+    """GenAI's chosen-token and prompt logprobs are the model's raw distribution's, as torch's
+    (sampled and penalised too: the reported distribution is the raw one)."""
+    endpoint, _ = tiny
+    for extra in (
+        {},
+        {"do_sample": True, "temperature": 0.5, "seed": 3, "repetition_penalty": 1.3},
+    ):
+        params = GenerationParams(
+            max_new_tokens=6, ignore_eos=True, logprobs=0, prompt_logprobs=0, **extra
+        )
+        result = on_genai.engine.submit(prompt, params).result()
+        ids, table = reference(endpoint, prompt, result["token_ids"])
+        assert [p["token_id"] for p in result["prompt_logprobs"]] == ids
+        assert result["prompt_logprobs"][0]["logprob"] is None
+        for i in range(1, len(ids)):
+            want = float(table[i - 1, ids[i]])
+            assert result["prompt_logprobs"][i]["logprob"] == pytest.approx(want, abs=1e-4)
+        assert len(result["logprobs"]) == len(result["token_ids"]) == 6
+        for i, got in enumerate(result["logprobs"]):
+            want = float(table[len(ids) - 1 + i, got["token_id"]])
+            assert got["logprob"] == pytest.approx(want, abs=1e-4) and got["top"] == []
+
+
+def test_genai_refuses_alternatives_by_name(on_genai) -> None:
+    from hfskills.skillset.runtime.errors import InvalidInput
+
+    for name in ("logprobs", "prompt_logprobs"):
+        params = GenerationParams(max_new_tokens=2, **{name: 2})
+        with pytest.raises(InvalidInput) as info:
+            on_genai.engine.submit("hello", params).result()
+        assert info.value.param == name and "alternatives" in info.value.message
+
+
+def test_genai_stream_and_plain_requests_beside_logprobs(on_genai) -> None:
+    """A request without logprobs reports none; a stream's events carry each token's."""
+    plain = on_genai.engine.submit("hello world", GenerationParams(max_new_tokens=3)).result()
+    assert "logprobs" not in plain and "prompt_logprobs" not in plain
+    params = GenerationParams(max_new_tokens=4, ignore_eos=True, logprobs=0, prompt_logprobs=0)
+    events = list(on_genai.engine.submit("hello world", params).stream())
+    assert [e.logprob for e in events[:-1]] == events[-1].logprobs
+    assert events[0].prompt_logprobs == events[-1].prompt_logprobs
