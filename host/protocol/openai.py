@@ -219,7 +219,12 @@ class SamplingRequest(Request):
             params["seed"] = self.seed
         if self.min_tokens:
             params["min_new_tokens"] = self.min_tokens
+        params.update(self.logprob_params())
         return gen.GenerationParams(**params)
+
+    def logprob_params(self) -> dict[str, int]:
+        """The engines' ``logprobs``/``prompt_logprobs`` for this request (none by default)."""
+        return {}
 
 
 class CompletionRequest(SamplingRequest):
@@ -227,17 +232,32 @@ class CompletionRequest(SamplingRequest):
         ...,
         description="one prompt or a list of prompts; each a string or token ids (as OpenAI)",
     )
-    echo: bool = False
-    logprobs: int | None = None
+    echo: bool = Field(False, description="the prompt before the completion (with logprobs: its)")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="each token's logprob and this many most likely alternatives (OpenAI's "
+        "legacy shape: tokens, token_logprobs, top_logprobs, text_offset)",
+    )
     suffix: str | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> CompletionRequest:
-        if self.logprobs is not None or self.suffix is not None:
-            raise ValueError("logprobs and suffix are not supported")
+        if self.suffix is not None:
+            raise ValueError("suffix is not supported")
         if isinstance(self.prompt, list) and (not self.prompt or [] in self.prompt):
             raise ValueError("prompt must not be empty")
         return self
+
+    def logprob_params(self) -> dict[str, int]:
+        """``logprobs`` alternatives per generated token; with ``echo``, per prompt token too
+        (as vLLM: the prompt's logprobs are echoed with it)."""
+        if self.logprobs is None:
+            return {}
+        if not self.echo:
+            return {"logprobs": self.logprobs}
+        return {"logprobs": self.logprobs, "prompt_logprobs": self.logprobs}
 
     def prompts(self) -> list[str] | list[list[int]]:
         """One batch: a string or a flat list of token ids is one prompt."""
@@ -290,18 +310,28 @@ class ChatCompletionRequest(SamplingRequest):
     )
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(None, description="each generated token's logprob")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=gen.MAX_LOGPROBS, description="with logprobs: this many alternatives"
+    )
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
         if self.tools:
             raise ValueError("tools are not supported")
-        if self.logprobs or self.top_logprobs:
-            raise ValueError("logprobs are not supported")
         if self.response_format and self.response_format.get("type") not in (None, "text"):
             raise ValueError('only response_format {"type": "text"} is supported')
         return self
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    def logprob_params(self) -> dict[str, int]:
+        return {"logprobs": self.top_logprobs or 0} if self.logprobs else {}
 
     @field_validator("max_completion_tokens")
     @classmethod
@@ -334,10 +364,44 @@ class Usage(BaseModel):
         )
 
 
+class TopLogprob(BaseModel):
+    """A token's logprob as OpenAI reports it: its text, and its UTF-8 bytes (a token may hold
+    part of a character; vLLM's ``ChatCompletionLogProb``)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(TopLogprob):
+    """A generated token's logprob and the most likely tokens at its position (vLLM's
+    ``ChatCompletionLogProbsContent``)."""
+
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    """A chat choice's (or a chunk's) logprobs: one entry per token of its content."""
+
+    content: list[ChatTokenLogprob] | None = None
+    refusal: None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape (vLLM's ``CompletionLogProbs``): per token its text, its
+    logprob (None: a prompt's first token), ``{text: logprob}`` of the sampled token and the
+    most likely ones, and its offset in the choice's text."""
+
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None
 
 
@@ -360,7 +424,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None
 
 
@@ -382,7 +446,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 

@@ -26,6 +26,7 @@ from ..inference import InferenceService, Stream
 from ..protocol import openai as oa
 from ..scheduler import RequestContext
 from .common import FastJSONResponse, client_words, error_event, event_stream, sse
+from .logprobs import Pending, openai_chat, openai_completion
 
 #: max_tokens when a request gives none: OpenAI's legacy completions default, and a chat
 #: default long enough for an answer (OpenAI's chat has no fixed default); either is cut to
@@ -123,6 +124,17 @@ def _text(prompt: str | list[int], tokenizer: Any) -> str:
     return prompt if isinstance(prompt, str) else tokenizer.decode(prompt)
 
 
+def _completion_logprobs(
+    result: dict[str, Any], body: oa.CompletionRequest, tokenizer: Any
+) -> oa.CompletionLogprobs | None:
+    """A completion choice's logprobs: the echoed prompt's (first without a logprob), then the
+    generated tokens' (vLLM's order)."""
+    if body.logprobs is None:
+        return None
+    prompt = (result.get("prompt_logprobs") or []) if body.echo else []
+    return openai_completion([*prompt, *(result.get("logprobs") or [])], tokenizer)
+
+
 async def completions(
     service: InferenceService, body: oa.CompletionRequest, ctx: RequestContext, path: str
 ) -> oa.CompletionResponse | Response:
@@ -143,6 +155,7 @@ async def completions(
         oa.CompletionChoice(
             index=i,
             text=(_text(prompts[i // body.n], tokenizer) if body.echo else "") + r["text"],
+            logprobs=_completion_logprobs(r, body, tokenizer),
             finish_reason=r["finish_reason"],
         )
         for i, r in enumerate(results)
@@ -170,7 +183,9 @@ async def chat(
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
             return event_stream(_chat_events(stream, body, stream.model_name(model), path))
-        results, _, answered, _ = await _choices(service, model, [body.chat()], params, body.n, ctx)
+        results, tokenizer, answered, _ = await _choices(
+            service, model, [body.chat()], params, body.n, ctx
+        )
     choices = [
         oa.ChatChoice(
             index=i,
@@ -179,6 +194,9 @@ async def chat(
         )
         for i, r in enumerate(results)
     ]
+    if body.logprobs:
+        for choice, result in zip(choices, results, strict=True):
+            choice.logprobs = openai_chat(result.get("logprobs"), tokenizer)
     return oa.ChatCompletionResponse(
         id=oa.new_id("chatcmpl"),
         created=oa.now(),
@@ -192,6 +210,8 @@ async def _chat_events(
     stream: Stream, body: oa.ChatCompletionRequest, model: str, path: str
 ) -> AsyncIterator[str]:
     chunk_id, created = oa.new_id("chatcmpl"), oa.now()
+    pending = Pending(bool(body.logprobs), stream.loaded.endpoint.processor)
+    stream.events = pending.watch(stream.events)  # each chunk takes its tokens' logprobs
 
     def chunk(
         delta: oa.Delta,
@@ -199,7 +219,11 @@ async def _chat_events(
         usage: oa.Usage | None = None,
         choices: bool = True,
     ) -> str:
-        items = [oa.ChunkChoice(index=0, delta=delta, finish_reason=finish)] if choices else []
+        items = (
+            [oa.ChunkChoice(index=0, delta=delta, logprobs=pending.chat(), finish_reason=finish)]
+            if choices
+            else []
+        )
         return sse(
             oa.ChatCompletionChunk(
                 id=chunk_id, created=created, model=model, choices=items, usage=usage
@@ -225,11 +249,23 @@ async def _completion_events(
     stream: Stream, body: oa.CompletionRequest, prompt: str | list[int], path: str
 ) -> AsyncIterator[str]:
     chunk_id, created = oa.new_id("cmpl"), oa.now()
+    tokenizer = stream.loaded.endpoint.processor
+    pending = Pending(body.logprobs is not None, tokenizer)
 
     def chunk(
-        text: str, finish: str | None = None, usage: oa.Usage | None = None, choices: bool = True
+        text: str,
+        finish: str | None = None,
+        usage: oa.Usage | None = None,
+        choices: bool = True,
+        logprobs: oa.CompletionLogprobs | None = None,
     ) -> str:
-        items = [oa.CompletionChoice(index=0, text=text, finish_reason=finish)] if choices else []
+        if choices and logprobs is None:
+            logprobs = pending.completion(text)
+        items = (
+            [oa.CompletionChoice(index=0, text=text, logprobs=logprobs, finish_reason=finish)]
+            if choices
+            else []
+        )
         return sse(
             oa.CompletionResponse(
                 id=chunk_id,
@@ -240,11 +276,14 @@ async def _completion_events(
             ).model_dump(mode="json")
         )
 
-    if body.echo:  # the prompt the model got (the safety pipeline may have redacted it)
-        got = stream.prompt if stream.prompt is not None else prompt
-        yield chunk(_text(got, stream.loaded.endpoint.processor))
+    events = pending.watch(stream.events)
     try:
-        async for event in stream.events:
+        if body.echo:  # the prompt the model got (the safety pipeline may have redacted it)
+            got = stream.prompt if stream.prompt is not None else prompt
+            text = _text(got, tokenizer)
+            events = await pending.first(events)  # its logprobs come with the first token
+            yield chunk(text, logprobs=pending.echo(text))
+        async for event in events:
             final = isinstance(event, FinalEvent)
             if event.text or final:
                 yield chunk(event.text, finish=event.finish_reason)
