@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -17,6 +18,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from hfskills.skillset.runtime import generation as gen
+from hfskills.skillset.runtime.constraints import JSONObject, JSONSchema
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
@@ -277,10 +279,25 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(Request):
+    name: NonEmptyStr
+    arguments: str = Field(..., description="the call's arguments: a JSON object, as text")
+
+
+class ToolCall(Request):
+    """A call an assistant message made (OpenAI's ``tool_calls`` items)."""
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="an assistant's calls")
+    tool_call_id: str | None = Field(None, description="the call a tool message answers")
 
     @field_validator("content")
     @classmethod
@@ -303,13 +320,60 @@ class ChatMessage(Request):
         return "".join(part.text or "" for part in self.content)
 
 
+class JSONSchemaFormat(Request):
+    """``response_format.json_schema``: the schema the answer must validate against."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs json_schema")
+        return self
+
+
+class FunctionDefinition(Request):
+    name: str = Field(..., pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Request):
+    name: NonEmptyStr
+
+
+class NamedToolChoice(Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(
         None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens (wins)"
     )
-    tools: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="unset: auto with tools, none without"
+    )
+    parallel_tool_calls: bool | None = Field(None, description="unset: true")
+    response_format: ResponseFormat | None = None
     logprobs: bool | None = Field(None, description="each generated token's logprob")
     top_logprobs: int | None = Field(
         None, ge=0, le=gen.MAX_LOGPROBS, description="with logprobs: this many alternatives"
@@ -317,10 +381,14 @@ class ChatCompletionRequest(SamplingRequest):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
-        if self.tools:
-            raise ValueError("tools are not supported")
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
-            raise ValueError('only response_format {"type": "text"} is supported')
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        choice = self.tool_choice
+        if choice not in (None, "none", "auto") and not names:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not in tools")
         return self
 
     @field_validator("top_logprobs")
@@ -345,9 +413,68 @@ class ChatCompletionRequest(SamplingRequest):
     def max_tokens_field(self) -> str:
         return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
-    def chat(self) -> list[dict[str, str]]:
+    def chat(self) -> list[dict[str, Any]]:
+        """The messages as chat templates take them: an assistant's ``tool_calls`` with their
+        arguments as objects, a tool message with the name of the function it answers."""
         role = {"developer": "system"}
-        return [{"role": role.get(m.role, m.role), "content": m.text()} for m in self.messages]
+        names: dict[str, str] = {}
+        messages: list[dict[str, Any]] = []
+        for m in self.messages:
+            message: dict[str, Any] = {"role": role.get(m.role, m.role), "content": m.text()}
+            if m.tool_calls:
+                message["tool_calls"] = [tool_call(call) for call in m.tool_calls]
+                names.update((call.id, call.function.name) for call in m.tool_calls)
+            if m.role == "tool":
+                message["tool_call_id"] = m.tool_call_id or ""
+                message["name"] = m.name or names.get(m.tool_call_id or "", "")
+            messages.append(message)
+        return messages
+
+    def tool_mode(self) -> str | None:
+        """How tools take part: None (no tools, or ``none``), ``auto`` (the model may call:
+        its own output is parsed), ``required`` or a function's name (the output is held to
+        the call's JSON schema)."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        return self.tool_choice or "auto"
+
+    def rendered_tools(self) -> list[dict[str, Any]] | None:
+        """The tools the chat template renders (none with ``tool_choice`` none, as vLLM)."""
+        if self.tool_mode() is None:
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools or []]
+
+    def _generation_params(self, max_tokens: int | None, default: int) -> gen.GenerationParams:
+        """With ``response_format``'s constraint, and the tools the template renders (the
+        serving layer holds ``required`` and named tool choices to their calls' schema)."""
+        params = super()._generation_params(max_tokens, default)
+        update: dict[str, Any] = {"tools": self.rendered_tools()}
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_object":
+            update["constraint"] = JSONObject(type="json_object", field="response_format")
+        elif fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+            update["constraint"] = JSONSchema(
+                type="json_schema",
+                json_schema=fmt.json_schema.schema_,
+                field="response_format.json_schema.schema",
+            )
+        return params.model_copy(update=update)
+
+
+def tool_call(call: ToolCall) -> dict[str, Any]:
+    """An assistant's call as chat templates take it: its arguments as an object (arguments
+    that are not a JSON object stay text)."""
+    try:
+        arguments: Any = json.loads(call.function.arguments)
+    except ValueError:
+        arguments = call.function.arguments
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.function.name, "arguments": arguments},
+    }
 
 
 class Usage(BaseModel):
@@ -419,13 +546,17 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: FinishReason | None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -438,16 +569,32 @@ class ChatCompletionResponse(BaseModel):
     system_fingerprint: str | None = None
 
 
+class FunctionDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed call: the first has its id, type and name, the rest argument
+    text (OpenAI's shape)."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: Delta
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):

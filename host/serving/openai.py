@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
+from hfskills.skillset.runtime import constraints
+from hfskills.skillset.runtime.errors import InvalidInput
 from hfskills.skillset.runtime.generation import (
     MAX_SEED,
     FinalEvent,
@@ -25,6 +27,7 @@ from ..errors import APIError
 from ..inference import InferenceService, Stream
 from ..protocol import openai as oa
 from ..scheduler import RequestContext
+from . import tools
 from .common import FastJSONResponse, client_words, error_event, event_stream, sse
 from .logprobs import Pending, openai_chat, openai_completion
 
@@ -73,9 +76,22 @@ async def embeddings(
 
 def _params(body: oa.SamplingRequest, default: int) -> GenerationParams:
     try:
-        return body.to_generation_params(default)
+        params = body.to_generation_params(default)
     except ValueError as exc:
         raise APIError(400, str(exc), param="stop") from None
+    try:
+        if isinstance(body, oa.ChatCompletionRequest):
+            mode = body.tool_mode()
+            if mode not in (None, "auto"):  # required or named: the calls' schema
+                constraint = tools.call_constraint(
+                    body.tools or [], mode, body.parallel_tool_calls is not False
+                )
+                params = params.model_copy(update={"constraint": constraint})
+        if params.constraint is not None:  # compiled once here: a bad schema is a 400
+            constraints.grammar(params.constraint)
+    except InvalidInput as exc:
+        raise APIError(400, exc.message, param=exc.param) from None
+    return params
 
 
 def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
@@ -186,14 +202,13 @@ async def chat(
         results, tokenizer, answered, _ = await _choices(
             service, model, [body.chat()], params, body.n, ctx
         )
-    choices = [
-        oa.ChatChoice(
-            index=i,
-            message=oa.AssistantMessage(content=r["text"]),
-            finish_reason=r["finish_reason"],
+    choices = []
+    for i, r in enumerate(results):
+        content, calls, finish = tools.answer(r["text"], r["finish_reason"], body.tool_mode(), None)
+        message = oa.AssistantMessage(
+            content=content, tool_calls=[c.message() for c in calls] or None
         )
-        for i, r in enumerate(results)
-    ]
+        choices.append(oa.ChatChoice(index=i, message=message, finish_reason=finish))
     if body.logprobs:
         for choice, result in zip(choices, results, strict=True):
             choice.logprobs = openai_chat(result.get("logprobs"), tokenizer)
@@ -224,25 +239,92 @@ async def _chat_events(
             if choices
             else []
         )
-        return sse(
-            oa.ChatCompletionChunk(
-                id=chunk_id, created=created, model=model, choices=items, usage=usage
-            ).model_dump(mode="json", exclude_none=False)
-        )
+        data = oa.ChatCompletionChunk(
+            id=chunk_id, created=created, model=model, choices=items, usage=usage
+        ).model_dump(mode="json", exclude_none=False)
+        if delta.tool_calls:  # a call's later pieces carry no id, type or name (as OpenAI's)
+            data["choices"][0]["delta"]["tool_calls"] = [
+                call.model_dump(mode="json", exclude_none=True) for call in delta.tool_calls
+            ]
+        return sse(data)
 
-    yield chunk(oa.Delta(role="assistant", content=""))
+    mode = body.tool_mode()
+    yield chunk(oa.Delta(role="assistant", content=None if mode else ""))
+    calls = _ToolStream(mode)
     try:
         async for event in stream.events:
-            if event.text:
-                yield chunk(oa.Delta(content=event.text))
+            for delta in calls.add(event.text):
+                yield chunk(delta)
             if isinstance(event, FinalEvent):
-                yield chunk(oa.Delta(), finish=event.finish_reason)
+                finish = event.finish_reason
+                if mode is not None:
+                    deltas, finish = calls.end(event.generated_text, finish)
+                    for delta in deltas:
+                        yield chunk(delta)
+                yield chunk(oa.Delta(), finish=finish)
                 if body.stream_options and body.stream_options.include_usage:
                     usage = oa.Usage.of(event.prompt_tokens, event.generated_tokens)
                     yield chunk(oa.Delta(), usage=usage, choices=False)
     except Exception as exc:  # one error event, then the stream ends cleanly
         yield error_event(path, exc)
     yield sse("[DONE]")
+
+
+class _ToolStream:
+    """A chat stream's deltas with tools: content as it comes (``auto`` holds back what could
+    be a call), a named function's arguments as they come, and at the end each call not yet
+    sent, first its id, type and name, then its arguments (OpenAI's shape)."""
+
+    def __init__(self, mode: str | None) -> None:
+        self.mode, self.text, self.sent = mode, "", 0
+        self.parser = tools.parser_for(None)
+        self.call_id = tools.call_id()
+        self.opened = False  # a named function's first delta went out
+
+    def add(self, text: str) -> list[oa.Delta]:
+        if not text:
+            return []
+        self.text += text
+        if self.mode is None:
+            return [oa.Delta(content=text)]
+        if self.mode == "auto":
+            held = self.parser.held(self.text)
+            if held <= self.sent:
+                return []
+            delta, self.sent = self.text[self.sent : held], held
+            return [oa.Delta(content=delta)]
+        if self.mode == "required":
+            return []  # one JSON array of calls: sent whole at the end
+        deltas = [] if self.opened else [self._first(0, self.call_id, self.mode)]
+        self.opened = True
+        deltas.append(self._arguments(0, text))
+        return deltas
+
+    def end(self, text: str, finish: str) -> tuple[list[oa.Delta], str]:
+        content, calls, finish = tools.answer(text, finish, self.mode, None)
+        if self.mode not in ("auto", "required"):
+            return [], finish  # a named function's arguments went out as they came
+        deltas = []
+        if content and len(content) > self.sent and not calls:
+            deltas.append(oa.Delta(content=content[self.sent :]))
+        for index, call in enumerate(calls):
+            deltas += [
+                self._first(index, call.id, call.name),
+                self._arguments(index, call.arguments),
+            ]
+        return deltas, finish
+
+    @staticmethod
+    def _first(index: int, id_: str, name: str) -> oa.Delta:
+        function = oa.FunctionDelta(name=name, arguments="")
+        return oa.Delta(
+            tool_calls=[oa.ToolCallDelta(index=index, id=id_, type="function", function=function)]
+        )
+
+    @staticmethod
+    def _arguments(index: int, text: str) -> oa.Delta:
+        function = oa.FunctionDelta(arguments=text)
+        return oa.Delta(tool_calls=[oa.ToolCallDelta(index=index, function=function)])
 
 
 async def _completion_events(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any
 
+from . import constraints
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HFSkillsError
 from .generation import (
@@ -60,10 +61,15 @@ class DecodeEngine(EngineThread):
         """Prefill one sequence alone, then join it to the running batch."""
         import torch
 
-        ids = torch.tensor([prompt_ids(self.tokenizer, sequence.prompt)], device=self.device)
+        ids = torch.tensor(
+            [prompt_ids(self.tokenizer, sequence.prompt, sequence.params.tools)], device=self.device
+        )
         params = sequence.params = sequence.params.fit(ids.shape[1], self.limit)
         sequence.text = TokenText(self.tokenizer, params, self.eos_ids, ids.shape[1])
         sequence.history = ids[0]
+        sequence.guide = constraints.guide(
+            params.constraint, self.tokenizer, self.model.config.vocab_size, self.eos_ids
+        )
         if params.sampling:  # its own random stream: seeded, or fresh from the OS
             sequence.generator = torch.Generator(device=self.device)
             if params.seed is not None:
@@ -127,6 +133,8 @@ class DecodeEngine(EngineThread):
         row = self.running.index(sequence)
         self.last[row, 0] = token
         sequence.history = torch.cat([sequence.history, self.last[row]])
+        if sequence.guide is not None:
+            sequence.guide.advance(token)
         event = sequence.text.add(token, logprob)
         if event is not None:
             sequence.put(event)
@@ -186,6 +194,8 @@ class DecodeEngine(EngineThread):
             minimum = params.max_new_tokens if params.ignore_eos else params.min_new_tokens
             if minimum and len(sequence.text.ids) < minimum and self.eos_ids:
                 logits[row, list(self.eos_ids)] = float("-inf")
+            if sequence.guide is not None:
+                sequence.guide.mask(logits[row])
         tokens = logits.argmax(dim=-1).tolist()
         for row, sequence in enumerate(sequences):
             if sequence.params.sampling:

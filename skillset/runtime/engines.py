@@ -53,6 +53,7 @@ class Sequence:
     generator: Any = None  # torch.Generator for seeded sampling (torch engine)
     history: Any = None  # prompt + generated ids (torch engine's repetition penalty)
     handle: Any = None  # the engine's own handle (GenAI's GenerationHandle, vLLM's request)
+    guide: Any = None  # constraints.Guide: the grammar that masks its tokens (torch engine)
 
     def put(self, item: Any) -> None:
         (self.sink or self.events.put)(item)
@@ -86,13 +87,13 @@ class GenerationEngine(Protocol):
     def load(self) -> int: ...
 
 
-def prompt_ids(tokenizer: Any, prompt: Any) -> list[int]:
-    """A prompt (a string, chat messages through the chat template, or token ids already) as
-    token ids: every engine renders and tokenizes it the same way, so prompts and usage counts
-    match."""
+def prompt_ids(tokenizer: Any, prompt: Any, tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """A prompt (a string, chat messages through the chat template with ``tools``, or token
+    ids already) as token ids: every engine renders and tokenizes it the same way, so prompts
+    and usage counts match."""
     if token_ids(prompt):
         return checked_ids(tokenizer, prompt)
-    ids = list(tokenizer(prompt_texts(tokenizer, [prompt])[0])["input_ids"])
+    ids = list(tokenizer(prompt_texts(tokenizer, [prompt], tools)[0])["input_ids"])
     if not ids:
         raise InvalidInput("a prompt must not be empty", param="inputs")
     return ids

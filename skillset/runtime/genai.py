@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import cache, checkpoint, torch_backend
+from . import cache, checkpoint, constraints, torch_backend
 from . import options as options_mod
 from .endpoint import Endpoint
 from .engines import DONE, EngineThread, Sequence, prompt_ids
@@ -87,16 +87,25 @@ class GenAIEngine(EngineThread):
         import numpy as np
         import openvino
 
-        ids = np.array([prompt_ids(self.tokenizer, sequence.prompt)], dtype=np.int64)
+        ids = np.array(
+            [prompt_ids(self.tokenizer, sequence.prompt, sequence.params.tools)], dtype=np.int64
+        )
         sequence.params = sequence.params.fit(ids.shape[1], self.limit)
         sequence.text = TokenText(self.tokenizer, sequence.params, self.eos_ids, ids.shape[1])
         _check_logprobs(sequence.params)
         if sequence.params.prompt_logprobs is not None:  # GenAI echoes the prompt, logprobs too
             sequence.echo = ids.shape[1]
         request = next(self.ids)
-        sequence.handle = self.pipeline.add_request(
-            request, openvino.Tensor(ids), self._config(sequence.params)
-        )
+        constraint = sequence.params.constraint
+        try:
+            sequence.handle = self.pipeline.add_request(
+                request, openvino.Tensor(ids), self._config(sequence.params)
+            )
+        except RuntimeError as exc:  # GenAI's own grammar compiler refused the constraint
+            if constraint is None:
+                raise
+            message = f"{constraint.field}: cannot be compiled: {first_line(exc)}"
+            raise InvalidInput(message, param=constraint.field) from None
         self.running[request] = sequence
 
     def _step(self) -> None:
@@ -129,6 +138,10 @@ class GenAIEngine(EngineThread):
             # every request its own random stream: GenAI's default rng_seed is a constant, which
             # made unseeded requests (and the n choices of one request) all alike
             config.rng_seed = params.seed if params.seed is not None else secrets.randbits(64)
+        if params.constraint is not None:  # GenAI's structured output (xgrammar inside)
+            config.structured_output_config = openvino_genai.StructuredOutputConfig(
+                **constraints.genai_kwargs(params.constraint)
+            )
         return config
 
     def _collect(self) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import tool_prompt
+from .constraints import Constraint
 from .errors import ContextLengthError, InferenceError, InvalidInput
 
 #: The most tokens one request may ask for, on any model: a bound on the number itself. The
@@ -67,6 +69,11 @@ class GenerationParams(BaseModel):
     #: ``max_new_tokens`` is a server default, not the client's number: when the context has
     #: less room, generate what fits instead of refusing (as vLLM and TGI do).
     fit_context: bool = False
+    #: Grammar-constrained decoding (constraints.py): a JSON schema, any JSON object, a regex.
+    constraint: Constraint | None = None
+    #: Tools (OpenAI's ``tools``, function definitions) that the chat template renders into
+    #: a chat prompt: ``apply_chat_template(tools=...)``.
+    tools: list[dict[str, Any]] | None = None
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> GenerationParams:
@@ -177,8 +184,11 @@ def checked_ids(tokenizer: Any, ids: list[int]) -> list[int]:
     return list(ids)
 
 
-def prompt_texts(tokenizer: Any, inputs: list[Any]) -> list[str]:
-    """Plain strings pass through; a list of chat messages goes through the chat template."""
+def prompt_texts(
+    tokenizer: Any, inputs: list[Any], tools: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """Plain strings pass through; a list of chat messages goes through the chat template
+    (with ``tools`` rendered, when given)."""
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("inputs must be a non-empty list of prompts", param="inputs")
     texts = []
@@ -188,8 +198,15 @@ def prompt_texts(tokenizer: Any, inputs: list[Any]) -> list[str]:
         elif isinstance(item, list) and all(isinstance(m, dict) and "role" in m for m in item):
             if not getattr(tokenizer, "chat_template", None):
                 raise InvalidInput("this model has no chat template; send a plain prompt")
+            extra: dict[str, Any] = {"tools": tools} if tools else {}
+            if tool_prompt.uses_tools(item, tools) and not tool_prompt.knows_tools(
+                tokenizer.chat_template
+            ):
+                item, extra = tool_prompt.plain(item, tools), {}
             texts.append(
-                tokenizer.apply_chat_template(item, tokenize=False, add_generation_prompt=True)
+                tokenizer.apply_chat_template(
+                    item, tokenize=False, add_generation_prompt=True, **extra
+                )
             )
         else:
             raise InvalidInput(
@@ -247,12 +264,14 @@ class TextGenerator:
             tokenizer.padding_side = "left"
 
     # -- inputs ------------------------------------------------------------------------------
-    def encode_prompts(self, inputs: list[Any]) -> dict[str, Any]:
+    def encode_prompts(
+        self, inputs: list[Any], tools: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         if isinstance(inputs, list) and inputs and all(token_ids(x) for x in inputs):
             ids = [checked_ids(self.tokenizer, x) for x in inputs]  # prompts given as token ids
             batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
             return {key: value.to(self.device) for key, value in batch.items()}
-        texts = prompt_texts(self.tokenizer, inputs)
+        texts = prompt_texts(self.tokenizer, inputs, tools)
         batch = self.tokenizer(texts, padding=True, return_tensors="pt")
         if batch["input_ids"].shape[1] == 0:
             raise InvalidInput("a prompt must not be empty", param="inputs")
@@ -283,6 +302,29 @@ class TextGenerator:
         if params.stop:
             kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
         return kwargs
+
+    def guided(
+        self, kwargs: dict[str, Any], batch: dict[str, Any], params: GenerationParams
+    ) -> None:
+        """Add a `constraints.GuidedLogits` to ``generate``'s arguments, one guide per row,
+        when ``params`` has a constraint."""
+        if params.constraint is None:
+            return
+        from transformers import LogitsProcessorList
+
+        from . import constraints
+
+        config = self.model.config
+        vocab = getattr(config.get_text_config(decoder=True), "vocab_size", None) or len(
+            self.tokenizer
+        )
+        rows = len(next(iter(batch.values())))
+        guides = [
+            constraints.guide(params.constraint, self.tokenizer, vocab, self.eos_ids)
+            for _ in range(rows)
+        ]
+        start = batch["input_ids"].shape[1] if self.decoder_only else 1
+        kwargs["logits_processor"] = LogitsProcessorList([constraints.GuidedLogits(guides, start)])
 
     # -- outputs -----------------------------------------------------------------------------
     def finish(
@@ -320,9 +362,11 @@ class TextGenerator:
     # -- batch -------------------------------------------------------------------------------
     def generate(self, batch: dict[str, Any], params: GenerationParams) -> list[dict[str, Any]]:
         """Run one batch; ``batch`` holds the model inputs (prompts or pixel values)."""
+        kwargs = self.generate_kwargs(params)
+        self.guided(kwargs, batch, params)
         try:
             with seeded(params.seed):
-                out = self.model.generate(**batch, **self.generate_kwargs(params))
+                out = self.model.generate(**batch, **kwargs)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise InferenceError(f"generation failed: {exc}") from exc
         prompt_len = batch["input_ids"].shape[1] if self.decoder_only else 0
@@ -345,6 +389,7 @@ class TextGenerator:
         streamer = _QueueStreamer(skip_first=True)
         kwargs = self.generate_kwargs(params)
         kwargs.pop("stop_strings", None), kwargs.pop("tokenizer", None)  # handled below
+        self.guided(kwargs, batch, params)
         errors: list[BaseException] = []
 
         def run() -> None:

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint, cuda, generation, hardware, torch_backend
+from . import checkpoint, constraints, cuda, generation, hardware, torch_backend
 from . import options as options_mod
 from .endpoint import Endpoint
 from .engines import DONE, Sequence, prompt_ids
@@ -216,7 +216,7 @@ class VLLMEngine:
         try:
             if sequence.cancelled.is_set():
                 return
-            ids = self._encode(sequence.prompt)
+            ids = self._encode(sequence.prompt, sequence.params.tools)
             params = sequence.params = sequence.params.fit(len(ids), self.limit)
             sampling = self.make_sampling(
                 sampling_kwargs(
@@ -254,9 +254,9 @@ class VLLMEngine:
                 self.live.pop(request_id, None)
             self.tasks.pop(request_id, None)
 
-    def _encode(self, prompt: Any) -> list[int]:
+    def _encode(self, prompt: Any, tools: list[dict[str, Any]] | None = None) -> list[int]:
         """Render and tokenize like the torch engine (continuous.py), so prompts match."""
-        return prompt_ids(self.tokenizer, prompt)
+        return prompt_ids(self.tokenizer, prompt, tools)
 
 
 class _Events:
@@ -412,13 +412,27 @@ def sampling_kwargs(
         kwargs["stop_token_ids"] = sorted(eos_ids)
     if text_handling == "vllm" and params.stop:
         kwargs["stop"] = list(params.stop)
+    if params.constraint is not None:  # vLLM's own guided decoding (`vllm_sampling_params`)
+        kwargs["structured_outputs"] = constraints.vllm_kwargs(params.constraint)
     return kwargs
 
 
 def vllm_sampling_params(kwargs: dict[str, Any]) -> Any:
-    """vLLM's ``SamplingParams`` streaming deltas."""
+    """vLLM's ``SamplingParams`` streaming deltas; a constraint becomes its
+    ``StructuredOutputsParams`` (``GuidedDecodingParams`` in vLLM releases before it)."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
+    kwargs = dict(kwargs)
+    structured = kwargs.pop("structured_outputs", None)
+    if structured is not None:
+        try:
+            from vllm.sampling_params import StructuredOutputsParams
+        except ImportError:  # vLLM before 0.11
+            from vllm.sampling_params import GuidedDecodingParams
+
+            kwargs["guided_decoding"] = GuidedDecodingParams(**structured)
+        else:
+            kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
     return SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
 
 

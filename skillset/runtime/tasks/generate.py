@@ -23,11 +23,11 @@ def _text_handler(endpoint: Endpoint, *, decoder_only: bool) -> Handler:
 
     def handler(inputs: list[Any], **params: Any) -> list[dict[str, Any]]:
         settings = generation.GenerationParams.parse(params)
-        return generator.generate(generator.encode_prompts(inputs), settings)
+        return generator.generate(generator.encode_prompts(inputs, settings.tools), settings)
 
     def stream(prompt: Any, **params: Any) -> Iterator[dict[str, Any]]:
         settings = generation.GenerationParams.parse(params)
-        return generator.stream(generator.encode_prompts([prompt]), settings)
+        return generator.stream(generator.encode_prompts([prompt], settings.tools), settings)
 
     handler.stream = stream  # type: ignore[attr-defined]
     return handler
