@@ -17,6 +17,9 @@ from pydantic_core import PydanticCustomError
 
 from hfskills.skillset.runtime import generation as gen
 
+#: TGI's default ``--max-top-n-tokens``: the most alternatives ``top_n_tokens`` may ask for.
+MAX_TOP_N_TOKENS = 5
+
 #: Hugging Face pipeline names <-> hfskills task names.
 HF_TASKS = {
     "feature-extraction": "text_embedding",
@@ -124,20 +127,27 @@ class GenerateParameters(BaseModel):
     )
     stop: list[str] = Field(default_factory=list, max_length=16)
     seed: int | None = Field(None, ge=0, le=gen.MAX_SEED)
-    details: bool = False
+    details: bool = Field(False, description="details: each token's id, text and logprob")
     return_full_text: bool | None = False
-    decoder_input_details: bool = False
+    decoder_input_details: bool = Field(
+        False, description="with details: the prompt's tokens and logprobs (details.prefill)"
+    )
     truncate: int | None = None
     watermark: bool = False
     best_of: int | None = Field(None, ge=1, le=1)
     typical_p: None = Field(None, description="not supported")
     frequency_penalty: None = Field(None, description="not supported")
-    top_n_tokens: None = Field(None, description="not supported")
+    top_n_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_N_TOKENS,
+        description="with details: the most likely tokens at each position (details.top_tokens)",
+    )
     grammar: None = Field(None, description="not supported")
     adapter_id: None = Field(None, description="not supported")
 
     _refused = field_validator(
-        "typical_p", "frequency_penalty", "top_n_tokens", "grammar", "adapter_id", mode="before"
+        "typical_p", "frequency_penalty", "grammar", "adapter_id", mode="before"
     )(_refused)
 
     def to_generation_params(self, default_max_tokens: int) -> gen.GenerationParams:
@@ -159,6 +169,10 @@ class GenerateParameters(BaseModel):
             value = getattr(self, name)
             if value is not None and (sampling or name in ("repetition_penalty", "seed")):
                 params[name] = value
+        if self.details or self.top_n_tokens:  # logprobs cost: computed only for details
+            params["logprobs"] = self.top_n_tokens or 0
+        if self.details and self.decoder_input_details:
+            params["prompt_logprobs"] = 0
         return gen.GenerationParams(**params)
 
     def generation_params(self, default_max_new_tokens: int) -> dict[str, Any]:
@@ -186,6 +200,14 @@ class Token(BaseModel):
     special: bool = False
 
 
+class PrefillToken(BaseModel):
+    """A prompt token in ``details.prefill``: the first has no logprob (nothing predicts it)."""
+
+    id: int
+    text: str
+    logprob: float | None = None
+
+
 FinishReason = Literal["length", "eos_token", "stop_sequence"]
 
 
@@ -193,8 +215,9 @@ class Details(BaseModel):
     finish_reason: FinishReason
     generated_tokens: int
     seed: int | None = None
-    prefill: list[Token] = Field(default_factory=list)
+    prefill: list[PrefillToken] = Field(default_factory=list)
     tokens: list[Token] = Field(default_factory=list)
+    top_tokens: list[list[Token]] | None = None
 
 
 class GenerateResponse(BaseModel):
@@ -214,7 +237,7 @@ class StreamResponse(BaseModel):
     token: Token
     generated_text: str | None = None
     details: StreamDetails | None = None
-    top_tokens: None = None
+    top_tokens: list[Token] | None = None
 
 
 class Info(BaseModel):

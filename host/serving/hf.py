@@ -22,9 +22,12 @@ from ..inference import InferenceService, Stream
 from ..protocol import hf
 from ..scheduler import RequestContext
 from ..workers import Params
-from .common import FastJSONResponse, error_event, event_stream, sse
+from .common import FastJSONResponse, client_words, error_event, event_stream, sse
+from .logprobs import tgi_details, tgi_token, tgi_top
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
+#: The engines' logprob parameters in TGI's words (errors name what the client sent).
+TGI_LOGPROBS = {"logprobs": "top_n_tokens", "prompt_logprobs": "decoder_input_details"}
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ async def tgi_generate(
     service: InferenceService, name: str, body: hf.GenerateRequest, ctx: RequestContext
 ) -> dict[str, Any]:
     params = body.parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    outcome = await service.run(name, "text_generation", [body.inputs], params, ctx)
+    with client_words(TGI_LOGPROBS):
+        outcome = await service.run(name, "text_generation", [body.inputs], params, ctx)
     result = outcome.results[0]
     text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
     if body.parameters.return_full_text:  # the prompt the model got (safety may redact it)
@@ -156,12 +160,14 @@ async def tgi_generate(
     response = hf.GenerateResponse(generated_text=text)
     if body.parameters.details:
         tokenizer = outcome.loaded.endpoint.processor
-        tokens = [hf.Token(id=t, text=tokenizer.decode([t])) for t in result["token_ids"]]
+        tokens, prefill, top = tgi_details(result, tokenizer, body.parameters.top_n_tokens)
         response.details = hf.Details(
             finish_reason=_finish(result),
             generated_tokens=len(tokens),
             seed=params.seed,
+            prefill=prefill,
             tokens=tokens,
+            top_tokens=top,
         )
     return response.model_dump(mode="json", exclude_none=True)
 
@@ -173,23 +179,40 @@ async def tgi_stream(
     ctx: RequestContext,
     path: str,
 ) -> Response:
+    if body.parameters.decoder_input_details:  # as TGI: the prefill is no stream's
+        raise APIError(
+            422,
+            "decoder_input_details: true is not supported when streaming tokens",
+            param="decoder_input_details",
+        )
     params = body.parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    stream = await service.open_stream(name, "text_generation", body.inputs, params, ctx)
+    with client_words(TGI_LOGPROBS):
+        stream = await service.open_stream(name, "text_generation", body.inputs, params, ctx)
     return event_stream(_tgi_events(stream, params.seed, path))
 
 
 async def _tgi_events(stream: Stream, seed: int | None, path: str) -> AsyncIterator[str]:
-    """TGI's stream: one event per token; the last also carries generated_text and details."""
+    """TGI's stream: one event per token (with its logprob and ``top_tokens`` when asked);
+    the last also carries generated_text and details."""
     pending: dict[str, Any] | None = None
     index = 0
+    tokenizer = stream.loaded.endpoint.processor
     try:
         async for event in stream.events:
             if isinstance(event, TokenEvent):
                 if pending is not None:
                     yield sse(pending)
                 index += 1
+                logprob = event.logprob
                 pending = hf.StreamResponse(
-                    index=index, token=hf.Token(id=event.token_id, text=event.text)
+                    index=index,
+                    token=tgi_token(
+                        tokenizer,
+                        event.token_id,
+                        None if logprob is None else logprob.logprob,
+                        event.text,
+                    ),
+                    top_tokens=tgi_top(tokenizer, logprob) if logprob and logprob.top else None,
                 ).model_dump(mode="json")
                 continue
             last = pending or hf.StreamResponse(

@@ -189,3 +189,50 @@ class Pending:
         items = self._take()
         start, self.sent_text = self.sent_text, self.sent_text + len(text)
         return None if items is None else openai_completion(items, self.tokenizer, start)
+
+
+# -- TGI ---------------------------------------------------------------------------------------
+
+
+def tgi_token(tokenizer: Any, token_id: int, logprob: float | None, text: str | None = None) -> Any:
+    """TGI's ``Token``: id, text (``text``: the stream's own, else the token's), logprob, and
+    whether it is a special token."""
+    from ..protocol import hf
+
+    special = token_id in set(getattr(tokenizer, "all_special_ids", ()) or ())
+    return hf.Token(
+        id=token_id,
+        text=token(tokenizer, token_id)[0] if text is None else text,
+        logprob=None if logprob is None else floor(logprob),
+        special=special,
+    )
+
+
+def tgi_top(tokenizer: Any, item: TokenLogprob) -> list[Any]:
+    """One position's ``top_tokens`` (the most likely first)."""
+    return [tgi_token(tokenizer, token_id, logprob) for token_id, logprob in item.top]
+
+
+def tgi_details(
+    result: dict[str, Any], tokenizer: Any, top_n_tokens: int | None
+) -> tuple[list[Any], list[Any], list[list[Any]] | None]:
+    """TGI's ``details.tokens``, ``details.prefill`` and ``details.top_tokens`` for a result:
+    each generated token with its logprob (when computed), the prompt's tokens (when asked),
+    and the alternatives (when ``top_n_tokens`` asked for some)."""
+    from ..protocol import hf
+
+    items = {i: lp for i, lp in enumerate(of(result.get("logprobs")))}
+    tokens = [
+        tgi_token(tokenizer, t, items[i].logprob if i in items else None)
+        for i, t in enumerate(result["token_ids"])
+    ]
+    prefill = [
+        hf.PrefillToken(
+            id=p.token_id,
+            text=token(tokenizer, p.token_id)[0],
+            logprob=None if p.logprob is None else floor(p.logprob),
+        )
+        for p in of(result.get("prompt_logprobs"))
+    ]
+    top = [tgi_top(tokenizer, items[i]) for i in sorted(items)] if top_n_tokens else None
+    return tokens, prefill, top

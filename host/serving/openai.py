@@ -36,6 +36,9 @@ from .logprobs import Pending, openai_chat, openai_completion
 #: the room the model's context has left.
 COMPLETION_MAX_TOKENS, CHAT_MAX_TOKENS = 16, 512
 EMBEDDING_WORDS = {"inputs": "input"}
+#: The engines' logprob parameters in each request's words (errors name what the client sent).
+CHAT_LOGPROBS = {"logprobs": "top_logprobs"}
+COMPLETION_LOGPROBS = {"prompt_logprobs": "logprobs"}
 
 
 def words(prompt_field: str, budget_field: str) -> dict[str, str]:
@@ -156,7 +159,7 @@ async def completions(
 ) -> oa.CompletionResponse | Response:
     params = _params(body, COMPLETION_MAX_TOKENS)
     prompts = body.prompts()
-    with client_words(words("prompt", "max_tokens")):
+    with client_words({**words("prompt", "max_tokens"), **COMPLETION_LOGPROBS}):
         if body.stream:
             if len(prompts) != 1 or body.n != 1:
                 raise APIError(400, "streaming takes one prompt and n=1", param="stream")
@@ -193,7 +196,7 @@ async def chat(
     path: str,
 ) -> oa.ChatCompletionResponse | Response:
     params = _params(body, CHAT_MAX_TOKENS)
-    with client_words(words("messages", body.max_tokens_field())):
+    with client_words({**words("messages", body.max_tokens_field()), **CHAT_LOGPROBS}):
         if body.stream:
             if body.n != 1:
                 raise APIError(400, "streaming takes n=1", param="n")
