@@ -45,7 +45,22 @@ from .limits import KeyLimits
 from .loader import freeze_heap
 from .middleware import BodyLimit
 from .openapi import openapi_route
-from .routes import admin, audio, bench, costs, hf, keys, openai, registry, routing, switch
+from .routes import (
+    admin,
+    audio,
+    bench,
+    compat,
+    costs,
+    design,
+    hf,
+    keys,
+    openai,
+    registry,
+    routing,
+    scoring,
+    switch,
+    tokens,
+)
 from .state import Host
 
 
@@ -70,6 +85,9 @@ def build_app(settings: Settings) -> Starlette:
     routes = [
         *openai.routes,
         *audio.routes,
+        *scoring.routes,  # /v1/rerank, TEI's /rerank and /predict
+        *tokens.routes,  # /tokenize, /detokenize (vLLM's and TEI's), TEI's /decode
+        *design.routes,  # /v1/infer/{model}, /v1/generate, /v1/embed, /v1/classify, /v1/detect
         *hf.routes,
         *admin.routes,
         *costs.routes,  # before the registry's /api/models/{model_id}
@@ -78,6 +96,7 @@ def build_app(settings: Settings) -> Starlette:
         *switch.routes,
         *bench.routes,
         *keys.routes,
+        *compat.routes,  # POST /: TGI's and TEI's compat route (last: the root path)
     ]
     app = Starlette(
         routes=[*routes, openapi_route(routes, list(host.catalog.names))],

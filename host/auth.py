@@ -79,7 +79,12 @@ RULES: tuple[tuple[str, str, str], ...] = (
     # OpenAI
     ("GET", r"/v1/models", READONLY),
     ("GET", r"/v1/hardware", READONLY),
-    ("POST", r"/v1/(embeddings|completions|chat/completions)", USER),
+    ("POST", r"/v1/(embeddings|completions|chat/completions|rerank)", USER),
+    # the design's routes
+    ("POST", r"/v1/(infer/.+|generate|embed|classify|detect)", USER),
+    # vLLM's and TEI's tokenizer routes, TEI's rerank and predict, TGI's and TEI's root route
+    ("POST", r"/(tokenize|detokenize|decode|rerank|predict)", USER),
+    ("POST", r"/", USER),
     # Hugging Face: the Inference API (and its per-model chat route), TGI, TEI
     ("POST", r"/models/.+", USER),
     ("GET", r"/models/.+/info", USER),  # loads the model

@@ -124,7 +124,10 @@ class Settings(BaseSettings):
     default_models: dict[str, str] = Field(
         default_factory=dict,
         description="task -> model name for the root TGI/TEI routes "
-        '(e.g. text_generation = "smollm2-135m-instruct"); default: the first model with the task',
+        '(e.g. text_generation = "smollm2-135m-instruct"); default: the first model with the task. '
+        "Two keys are not tasks: rerank (the cross-encoder of /v1/rerank and /rerank; default: "
+        "the first text_classification model with one label) and root (the model POST / runs; "
+        "default: the only model served, else the text_generation default)",
     )
     preload: bool = Field(False, description="load pinned and default models at start-up")
     generate_skills: bool = Field(

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,18 +40,21 @@ def skill_class(model_type: str) -> type:
 
 
 @pytest.fixture(scope="session")
-def task_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+def task_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     root = tmp_path_factory.mktemp("checkpoints")
-    built: dict[tuple[str, str], Path] = {}
+    built: dict[tuple[Any, ...], Path] = {}
 
-    def get(model_type: str, task: str) -> Path:
-        key = (model_type, task)
+    def get(model_type: str, task: str, num_labels: int | None = None) -> Path:
+        """``num_labels``: a classification head of that many labels (default 3; question
+        answering 2), e.g. 1 for a cross-encoder (reranker)."""
+        key = (model_type, task) if num_labels is None else (model_type, task, num_labels)
         if key in built:
             return built[key]
-        labels = 2 if task == "question_answering" else 3
+        labels = num_labels or (2 if task == "question_answering" else 3)
         base = build_checkpoint(model_type, root / f"{model_type}-base-{labels}", num_labels=labels)
         cls = getattr(transformers, skill_class(model_type).model_classes[task])
-        target = root / f"{model_type}-{task}"
+        suffix = "" if num_labels is None else f"-{num_labels}"
+        target = root / f"{model_type}-{task}{suffix}"
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(base, target, ignore=shutil.ignore_patterns("*.safetensors"))

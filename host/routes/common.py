@@ -14,8 +14,9 @@ from starlette.responses import Response
 
 from .. import cache, limits
 from ..auth import principal_of
-from ..control.strategies import STRATEGIES
+from ..control.strategies import AUTO, STRATEGIES
 from ..errors import APIError
+from ..protocol.hf import InferenceRequest
 from ..scheduler import PRIORITIES, RequestContext
 from ..serving.common import FastJSONResponse
 from ..tracing import span
@@ -193,3 +194,55 @@ def model_json(answer: BaseModel | Response) -> Response:
     if isinstance(answer, Response):
         return answer
     return FastJSONResponse(answer.model_dump(mode="json"))
+
+
+def routed(request: Request, name: str) -> bool:
+    """Whether ``name`` is a route or ``auto`` (the service chooses the model per request), as
+    `InferenceService` decides it: ``auto`` unless a model is called so, then the routes."""
+    h = host(request)
+    if name == AUTO and h.service.auto is not None and h.catalog.get(name) is None:
+        return True
+    return h.service.router is not None and h.service.router.get(name) is not None
+
+
+def default_model(request: Request, task: str, model: str | None = None) -> str:
+    """The body's ``model`` (a model, route or ``auto``), else ``default_models``' route, else
+    the default model of ``task`` (the root TGI/TEI routes)."""
+    if model is not None:
+        return model
+    configured = host(request).settings.default_models.get(task)
+    if configured is not None and routed(request, configured):
+        return configured
+    name = host(request).defaults().get(task)
+    if name is None:
+        raise APIError(404, f"no model serves {task}; configure one (default_models)")
+    return name
+
+
+def inference_request(request: Request, raw: bytes) -> InferenceRequest:
+    """An Inference API body: JSON, or a raw image/audio body (the client sends bytes when
+    there are no parameters, often without a content type)."""
+    if not raw:
+        raise APIError(400, "the request body is empty", code="invalid_input")
+    content_type = request.headers.get("content-type", "")
+    if "json" in content_type or raw.lstrip()[:1] == b"{":
+        return InferenceRequest.model_validate(json_object(raw))
+    return InferenceRequest(inputs=raw)
+
+
+def route_task(request: Request, name: str, task: str | None) -> str:
+    """The task a route runs on ``/models/{name}``: the pipeline's, else its first target's
+    first task (what the model named alone would run)."""
+    if task is not None:
+        return task
+    router = host(request).service.router
+    plan = router.get(name) if router is not None else None
+    first = host(request).catalog.get(plan.targets[0]) if plan is not None else None
+    if first is None:  # auto: no task of its own
+        raise APIError(
+            400,
+            f"model {name!r} chooses among the models of one task: name it, "
+            f"POST /models/{name}/pipeline/{{task}} (e.g. feature-extraction)",
+            param="model",
+        )
+    return first.tasks[0]

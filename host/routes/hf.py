@@ -23,7 +23,6 @@ from starlette.routing import Route
 import hfskills
 
 from .. import auth
-from ..control.strategies import AUTO
 from ..errors import APIError
 from ..openapi import protocol
 from ..protocol import hf
@@ -31,7 +30,11 @@ from ..protocol import openai as oa
 from ..serving import hf as serving
 from ..serving import openai as openai_serving
 from ..tracing import span
-from .common import FastJSONResponse, context, host, json_object, model_json, parse
+from .common import FastJSONResponse, context, host, model_json, parse
+from .common import default_model as _default
+from .common import inference_request as _inference_request
+from .common import route_task as _route_task
+from .common import routed as _routed
 
 
 async def _payload(request: Request) -> hf.InferenceRequest:
@@ -39,42 +42,6 @@ async def _payload(request: Request) -> hf.InferenceRequest:
     parameters, often without a content type)."""
     with span("parse"):
         return _inference_request(request, await request.body())
-
-
-def _inference_request(request: Request, raw: bytes) -> hf.InferenceRequest:
-    if not raw:
-        raise APIError(400, "the request body is empty", code="invalid_input")
-    content_type = request.headers.get("content-type", "")
-    if "json" in content_type or raw.lstrip()[:1] == b"{":
-        return hf.InferenceRequest.model_validate(json_object(raw))
-    return hf.InferenceRequest(inputs=raw)
-
-
-def _routed(request: Request, name: str) -> bool:
-    """Whether ``name`` is a route or ``auto`` (the service chooses the model per request), as
-    `InferenceService` decides it: ``auto`` unless a model is called so, then the routes."""
-    h = host(request)
-    if name == AUTO and h.service.auto is not None and h.catalog.get(name) is None:
-        return True
-    return h.service.router is not None and h.service.router.get(name) is not None
-
-
-def _route_task(request: Request, name: str, task: str | None) -> str:
-    """The task a route runs on ``/models/{name}``: the pipeline's, else its first target's
-    first task (what the model named alone would run)."""
-    if task is not None:
-        return task
-    router = host(request).service.router
-    plan = router.get(name) if router is not None else None
-    first = host(request).catalog.get(plan.targets[0]) if plan is not None else None
-    if first is None:  # auto: no task of its own
-        raise APIError(
-            400,
-            f"model {name!r} chooses among the models of one task: name it, "
-            f"POST /models/{name}/pipeline/{{task}} (e.g. feature-extraction)",
-            param="model",
-        )
-    return first.tasks[0]
 
 
 async def _dispatch(request: Request, task: str | None, pipeline: str = "") -> Response:
@@ -117,20 +84,6 @@ async def model_chat(request: Request) -> Response:
 
 
 # -- TGI ---------------------------------------------------------------------------------------
-
-
-def _default(request: Request, task: str, model: str | None = None) -> str:
-    """The body's ``model`` (a model, route or ``auto``), else ``default_models``' route, else
-    the default model of ``task``."""
-    if model is not None:
-        return model
-    configured = host(request).settings.default_models.get(task)
-    if configured is not None and _routed(request, configured):
-        return configured
-    name = host(request).defaults().get(task)
-    if name is None:
-        raise APIError(404, f"no model serves {task}; configure one (default_models)")
-    return name
 
 
 def _described(request: Request, name: str, task: str) -> str:

@@ -80,16 +80,19 @@ def prepare(
     truncate: bool = True,
     pairs: list[str] | None = None,
     offsets: bool = False,
+    pair_truncation: str = "only_second",
 ) -> list[Prepared]:
     """Tokenize each input without padding: one `Prepared` per input, whose ``features`` are
     its model inputs (lists of ints) and ``tokens`` its real token count. The same inputs,
     truncation and limits as `encode` (`collate` of the result equals `encode`'s tensors).
     ``state`` holds ``offsets`` (character spans per token) when asked for, and
-    ``sequence_ids`` (per token: 0, 1 or None) with ``pairs``.
+    ``sequence_ids`` (per token: 0, 1 or None) with ``pairs``. ``pair_truncation``: how a
+    pair too long is cut (``only_second``: the context, as question answering;
+    ``longest_first``: the longer text first, as cross-encoders are scored).
     """
     _check(inputs, truncate)
     if all(isinstance(x, str) for x in inputs):
-        truncation: bool | str = ("only_second" if pairs else True) if truncate else False
+        truncation: bool | str = (pair_truncation if pairs else True) if truncate else False
         encoded = tokenizer(
             inputs,
             pairs,

@@ -18,6 +18,7 @@ import torch
 
 from .. import labels, media, pooling, spans, staged, text, torch_backend
 from ..endpoint import Endpoint, Handler
+from ..errors import InvalidInput
 from ..skill import Task
 from ..staged import Prepared, Staged
 
@@ -144,9 +145,13 @@ def fill_mask(endpoint: Endpoint, task: Task) -> Handler:
 
 
 def text_classification(endpoint: Endpoint, task: Task) -> Handler:
-    """Classify texts: `[{label, score}, ...]` per input, highest score first, labels from
-    the checkpoint's `id2label`. Params: `top_k` (default: all labels),
-    `function_to_apply` (softmax | sigmoid | none; default from the checkpoint), `truncate`.
+    """Classify texts, or text pairs: `[{label, score}, ...]` per input, highest score first,
+    labels from the checkpoint's `id2label`. An input is a string, a token-id list, or
+    ``{"text", "text_pair"}`` (transformers' pipeline: the tokenizer's pair encoding, as a
+    cross-encoder scores a query and a document; a pair too long loses tokens from its longer
+    text first, as sentence-transformers' CrossEncoder truncates). Params: `top_k` (default:
+    all labels), `function_to_apply` (softmax | sigmoid | none; default from the checkpoint:
+    sigmoid for one label), `truncate`.
     """
     logits_of = staged.traced_on_cpu(endpoint, lambda output: output.logits)
 
@@ -155,7 +160,66 @@ def text_classification(endpoint: Endpoint, task: Task) -> Handler:
         with torch.inference_mode():
             return logits_of(features)
 
-    return _staged(task, _prepare_texts(endpoint), forward, labels.finish_ranked(endpoint.config))
+    return _staged(task, _prepare_pairs(endpoint), forward, labels.finish_ranked(endpoint.config))
+
+
+def _prepare_pairs(endpoint: Endpoint) -> Any:
+    """`_prepare_texts`, where an input may also be ``{"text", "text_pair"}``: singles and
+    pairs are tokenized apart (one tokenizer call each) and kept in input order."""
+    tokenizer = endpoint.processor
+    limit = text.max_length(tokenizer, endpoint.config)
+
+    def prepare(inputs: list[Any], *, truncate: bool = True) -> list[Prepared]:
+        if not isinstance(inputs, list) or not any(isinstance(x, dict) for x in inputs):
+            return text.prepare(tokenizer, inputs, limit=limit, truncate=truncate)
+        singles: list[tuple[int, Any]] = []
+        pairs: list[tuple[int, str, str]] = []
+        for row, item in enumerate(inputs):
+            if not isinstance(item, dict):
+                singles.append((row, item))
+                continue
+            first, second = text_pair(item, row)
+            if second is None:
+                singles.append((row, first))
+            else:
+                pairs.append((row, first, second))
+        items: list[Any] = [None] * len(inputs)
+        if singles:
+            done = text.prepare(tokenizer, [x for _, x in singles], limit=limit, truncate=truncate)
+            for (row, _), item in zip(singles, done, strict=True):
+                items[row] = item
+        if pairs:
+            done = text.prepare(
+                tokenizer,
+                [a for _, a, _ in pairs],
+                limit=limit,
+                truncate=truncate,
+                pairs=[b for _, _, b in pairs],
+                pair_truncation="longest_first",
+            )
+            for (row, _, _), item in zip(pairs, done, strict=True):
+                items[row] = item
+        return items
+
+    return prepare
+
+
+def text_pair(item: dict[str, Any], row: int) -> tuple[str, str | None]:
+    """``{"text": str, "text_pair": str}`` (``text_pair`` optional) as (text, pair)."""
+    unknown = set(item) - {"text", "text_pair"}
+    first, second = item.get("text"), item.get("text_pair")
+    if (
+        unknown
+        or not isinstance(first, str)
+        or not first
+        or not (second is None or (isinstance(second, str) and second))
+    ):
+        raise InvalidInput(
+            f"inputs[{row}] must be a string, or {{text: str, text_pair: str}} with non-empty "
+            "texts",
+            param="inputs",
+        )
+    return first, second
 
 
 def token_classification(endpoint: Endpoint, task: Task) -> Handler:

@@ -1,0 +1,159 @@
+"""Scoring API models: rerank (vLLM's, Cohere's and Jina's ``/v1/rerank``; TEI's ``/rerank``)
+and TEI's ``/predict`` (sequence classification of texts or text pairs).
+
+A rerank scores each (query, document) pair with a cross-encoder: a ``text_classification``
+model with one label, whose logit's sigmoid is the relevance (TEI, sentence-transformers'
+CrossEncoder and vLLM all default to it); ``raw_scores`` (TEI) or ``use_activation: false``
+(vLLM) give the logit itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .openai import NonEmptyStr, Request
+
+#: At most this many documents (or texts) per rerank request: each is one pair through the
+#: model, in one call to its batcher.
+MAX_DOCUMENTS = 1000
+
+
+class DocumentText(BaseModel):
+    """Cohere's document object (``{"text": ...}``); other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: NonEmptyStr
+
+
+Document = Annotated[str, Field(min_length=1)] | DocumentText
+
+
+class RerankRequest(Request):
+    """``POST /v1/rerank`` (vLLM, Cohere v1/v2, Jina): score ``documents`` against ``query``."""
+
+    model: str | None = Field(
+        None,
+        min_length=1,
+        description="a cross-encoder (a text_classification model with one label), a route or "
+        "auto; default: default_models.rerank, else the first served cross-encoder",
+    )
+    query: NonEmptyStr
+    documents: list[Document] = Field(..., min_length=1, max_length=MAX_DOCUMENTS)
+    top_n: int | None = Field(
+        None, ge=0, description="keep the N best results (0 or absent: all, as vLLM)"
+    )
+    return_documents: bool = Field(True, description="each result carries its document")
+    use_activation: bool | None = Field(
+        None, description="vLLM: false gives the raw logit instead of its sigmoid"
+    )
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    usage: RerankUsage
+    results: list[RerankResult]
+
+
+# -- TEI ---------------------------------------------------------------------------------------
+
+
+class TEIRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    raw_scores: bool = Field(False, description="the logits, without sigmoid or softmax")
+    truncate: bool = Field(False, description="cut inputs longer than the model takes (else 4xx)")
+    truncation_direction: Annotated[str, Field(pattern="^(Right|right)$")] | None = None
+    model: str | None = Field(
+        None,
+        min_length=1,
+        description="hfskills: a model, route or auto instead of the default model",
+    )
+
+
+class TEIRerankRequest(TEIRequest):
+    """TEI's ``POST /rerank``."""
+
+    query: NonEmptyStr
+    texts: list[NonEmptyStr] = Field(..., min_length=1, max_length=MAX_DOCUMENTS)
+    return_text: bool = False
+
+
+class Rank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class PredictRequest(TEIRequest):
+    """TEI's ``POST /predict``: ``inputs`` is one sequence, or a list of them (a batch). A
+    sequence is a string, ``[text]``, or a pair ``[text, text_pair]``; a top-level list of
+    two strings is one pair, as TEI reads it."""
+
+    inputs: str | list[Any]
+
+    @field_validator("inputs")
+    @classmethod
+    def _sequences(cls, value: str | list[Any]) -> str | list[Any]:
+        for sequence in _sequences(value)[0]:
+            if not isinstance(sequence, str) and not (
+                isinstance(sequence, list)
+                and len(sequence) in (1, 2)
+                and all(isinstance(t, str) for t in sequence)
+            ):
+                raise ValueError(
+                    "a sequence is a string, [text] or [text, text_pair]; inputs is one "
+                    "sequence or a list of them"
+                )
+        if not _sequences(value)[0]:
+            raise ValueError("inputs must not be empty")
+        return value
+
+    def sequences(self) -> tuple[list[Any], bool]:
+        """The model's inputs (a string, or ``{"text", "text_pair"}``) and whether the
+        request was one sequence (answered unnested)."""
+        sequences, single = _sequences(self.inputs)
+        return [_as_input(s) for s in sequences], single
+
+
+def _sequences(value: str | list[Any]) -> tuple[list[Any], bool]:
+    if isinstance(value, str):
+        return [value], True
+    if len(value) == 2 and all(isinstance(t, str) for t in value):
+        return [value], True  # TEI: one pair
+    return list(value), False
+
+
+def _as_input(sequence: str | list[str]) -> Any:
+    if isinstance(sequence, str):
+        return sequence
+    if len(sequence) == 1:
+        return sequence[0]
+    return {"text": sequence[0], "text_pair": sequence[1]}
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
