@@ -543,6 +543,9 @@ def generation_body(params: Params) -> dict[str, Any]:
     ``repetition_penalty`` and ``ignore_eos`` as vLLM takes them, sent only when asked for).
     A server default budget (``fit_context``) is left to the remote's own default."""
     p = params if isinstance(params, GenerationParams) else GenerationParams.parse(params)
+    for name in ("logprobs", "prompt_logprobs"):
+        if getattr(p, name) is not None:  # the remote's answer is relayed as text only
+            raise InvalidInput(f"{name}: a remote model's logprobs are not relayed", param=name)
     body: dict[str, Any] = {}
     if not p.fit_context:
         body["max_tokens"] = p.max_new_tokens

@@ -28,6 +28,15 @@ Text and stop strings, two ways (the ``text_handling`` load option):
   ``min_tokens``. The EOS id that ends a sequence (vLLM reports it, without its text) is
   dropped from ``token_ids``, as the torch path never reports it.
 
+Logprobs: ``logprobs`` and ``prompt_logprobs`` pass to ``SamplingParams`` as they are (the
+same meaning: alternatives beyond the token's own), and vLLM's answers (per position, the
+token's ``Logprob`` and the top ranked) become the contract's `TokenLogprob`s. They are what
+vLLM's ``logprobs_mode`` reports; its default, ``raw_logprobs`` (vLLM 0.10 and later, still the
+default), is the log-softmax of the model's logits before temperature, penalties and top-k/p:
+the same distribution the torch and GenAI engines report. A host that sets another mode for
+its vLLM reports that mode's numbers. Requests may ask for at most vLLM's ``max_logprobs``
+(default 20, `generation.MAX_LOGPROBS`).
+
 Sampling maps `GenerationParams` to ``SamplingParams``: ``max_tokens``, temperature 0 for
 greedy, ``top_p``, ``top_k``, ``repetition_penalty`` (else the checkpoint's default, as the
 torch engine applies it), ``seed``, ``ignore_eos``, ``min_tokens`` (``max_new_tokens`` with
@@ -62,7 +71,7 @@ from .errors import (
     ModelLoadError,
     first_line,
 )
-from .generation import FinalEvent, GenerationParams, TokenEvent, TokenText
+from .generation import FinalEvent, GenerationParams, TokenEvent, TokenLogprob, TokenText
 
 log = logging.getLogger("hfskills.runtime")
 
@@ -283,10 +292,12 @@ class _TokenTextEvents(_Events):
         if self.text is None:
             prompt = _prompt_tokens(output, self.prompt)
             self.text = TokenText(self.tokenizer, sequence.params, self.eos_ids, prompt)
+            self.text.prompt_logprobs = prompt_logprobs(output, sequence.params)
             sequence.text = self.text
         text, completion = self.text, output.outputs[0]
-        for token in completion.token_ids:
-            event = text.add(int(token))
+        found = generated_logprobs(completion, sequence.params)
+        for token, logprob in zip(completion.token_ids, found, strict=True):
+            event = text.add(int(token), logprob)
             if event is not None:
                 sequence.put(event)
             if text.done:
@@ -310,12 +321,16 @@ class _VLLMTextEvents(_Events):
         self.prompt_tokens: int | None = None
         self.ids: list[int] = []
         self.parts: list[str] = []
+        self.logprobs: list[TokenLogprob | None] = []
+        self.prompt_logprobs: list[TokenLogprob] | None = None
 
     def update(self, output: Any) -> bool:
         sequence, completion = self.sequence, output.outputs[0]
         if self.prompt_tokens is None:
             self.prompt_tokens = _prompt_tokens(output, self.prompt)
+            self.prompt_logprobs = prompt_logprobs(output, sequence.params)
         new = [int(t) for t in completion.token_ids]
+        found = generated_logprobs(completion, sequence.params)
         reason, stop = completion.finish_reason, completion.stop_reason
         if (
             reason == "stop"
@@ -326,11 +341,17 @@ class _VLLMTextEvents(_Events):
         ):
             new.pop()  # the EOS that ended it: no event, not in token_ids (as on torch)
         text = completion.text or ""
+        first = not self.ids
         self.ids.extend(new)
         self.parts.append(text)
         for i, token in enumerate(new):
             last = i == len(new) - 1
-            sequence.put(TokenEvent(token, text if last else ""))
+            prompt = self.prompt_logprobs if first and i == 0 else None
+            self.logprobs.append(found[i])
+            event = TokenEvent(
+                token, text if last else "", logprob=found[i], prompt_logprobs=prompt
+            )
+            sequence.put(event)
         if not output.finished:
             return False
         if reason == "abort":
@@ -344,9 +365,14 @@ class _VLLMTextEvents(_Events):
                 finish_reason="length" if reason == "length" else "stop",
                 prompt_tokens=self.prompt_tokens,
                 stop_sequence=stop if isinstance(stop, str) else None,
+                logprobs=None if sequence.params.logprobs is None else self._logprobs(),
+                prompt_logprobs=self.prompt_logprobs,
             )
         )
         return True
+
+    def _logprobs(self) -> list[TokenLogprob]:
+        return [lp for lp in self.logprobs if lp is not None]
 
 
 def _prompt_tokens(output: Any, sent: int) -> int:
@@ -414,7 +440,46 @@ def sampling_kwargs(
         kwargs["stop"] = list(params.stop)
     if params.constraint is not None:  # vLLM's own guided decoding (`vllm_sampling_params`)
         kwargs["structured_outputs"] = constraints.vllm_kwargs(params.constraint)
+    if params.logprobs is not None:  # vLLM's default logprobs_mode: raw, as every engine's
+        kwargs["logprobs"] = params.logprobs
+    if params.prompt_logprobs is not None:
+        kwargs["prompt_logprobs"] = params.prompt_logprobs
     return kwargs
+
+
+def token_logprob(token: int, found: Any, top: int) -> TokenLogprob:
+    """vLLM's logprobs at one position (token id -> ``Logprob`` with ``logprob`` and ``rank``:
+    the sampled token and the ``top`` most likely) as the contract's `TokenLogprob`."""
+    best = sorted(
+        (lp.rank, t, float(lp.logprob))
+        for t, lp in found.items()
+        if lp.rank is not None and lp.rank <= top
+    )
+    return TokenLogprob(token, float(found[token].logprob), tuple((t, v) for _, t, v in best))
+
+
+def generated_logprobs(completion: Any, params: GenerationParams) -> list[TokenLogprob | None]:
+    """A delta output's logprobs, one per new token (None each when not asked)."""
+    ids = [int(t) for t in completion.token_ids]
+    if params.logprobs is None or completion.logprobs is None:
+        return [None] * len(ids)
+    return [
+        token_logprob(t, found, params.logprobs)
+        for t, found in zip(ids, completion.logprobs, strict=True)
+    ]
+
+
+def prompt_logprobs(output: Any, params: GenerationParams) -> list[TokenLogprob] | None:
+    """The prompt's logprobs from vLLM's first output (its first position is None)."""
+    found, ids = getattr(output, "prompt_logprobs", None), output.prompt_token_ids
+    if params.prompt_logprobs is None or found is None or ids is None:
+        return None
+    return [
+        TokenLogprob(int(t), None)
+        if lps is None
+        else token_logprob(int(t), lps, params.prompt_logprobs)
+        for t, lps in zip(ids, found, strict=True)
+    ]
 
 
 def vllm_sampling_params(kwargs: dict[str, Any]) -> Any:

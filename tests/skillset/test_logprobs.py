@@ -170,3 +170,69 @@ def test_genai_stream_and_plain_requests_beside_logprobs(on_genai) -> None:
     events = list(on_genai.engine.submit("hello world", params).stream())
     assert [e.logprob for e in events[:-1]] == events[-1].logprobs
     assert events[0].prompt_logprobs == events[-1].prompt_logprobs
+
+
+# -- vLLM (CUDA only: its answers are mapped here with vLLM's shapes, faked) ---------------------
+
+
+def test_vllm_logprobs_map_onto_the_contract(tiny) -> None:
+    """``SamplingParams`` get ``logprobs``/``prompt_logprobs``; vLLM's per-position
+    ``{token: Logprob(logprob, rank)}`` becomes `TokenLogprob` (the token's, and the top ranked
+    as many as asked), through both text handlings, EOS dropped as on torch."""
+    from types import SimpleNamespace as Ns
+
+    from hfskills.skillset.runtime import vllm_engine
+    from hfskills.skillset.runtime.engines import Sequence
+
+    endpoint, _ = tiny
+    params = GenerationParams(max_new_tokens=4, logprobs=1, prompt_logprobs=0)
+    kwargs = vllm_engine.sampling_kwargs(params, {2})
+    assert kwargs["logprobs"] == 1 and kwargs["prompt_logprobs"] == 0
+    assert "logprobs" not in vllm_engine.sampling_kwargs(GenerationParams(), {2})
+
+    def lp(value: float, rank: int) -> Ns:
+        return Ns(logprob=value, rank=rank, decoded_token=None)
+
+    first = Ns(
+        prompt_token_ids=[5, 6],
+        prompt_logprobs=[None, {6: lp(-2.0, 3)}],
+        finished=False,
+        outputs=[
+            Ns(
+                token_ids=[7],
+                logprobs=[{7: lp(-0.5, 2), 9: lp(-0.1, 1)}],
+                text="a",
+                finish_reason=None,
+                stop_reason=None,
+            )
+        ],
+    )
+    last = Ns(
+        prompt_token_ids=None,
+        finished=True,
+        outputs=[
+            Ns(
+                token_ids=[8, 2],
+                logprobs=[{8: lp(-0.2, 1)}, {2: lp(-0.3, 1)}],
+                text="b",
+                finish_reason="stop",
+                stop_reason=None,
+            )
+        ],
+    )
+    for state in (
+        vllm_engine._TokenTextEvents(Sequence("x", params), endpoint.processor, {2}, 2),
+        vllm_engine._VLLMTextEvents(Sequence("x", params), {2}, 2),
+    ):
+        state.update(first)
+        state.update(last)
+        events = list(state.sequence.events.queue)
+        final = events[-1]
+        assert final.token_ids == [7, 8]
+        assert [(x.token_id, x.logprob, x.top) for x in final.logprobs] == [
+            (7, -0.5, ((9, -0.1),)),
+            (8, -0.2, ((8, -0.2),)),
+        ]
+        assert [(x.token_id, x.logprob) for x in final.prompt_logprobs] == [(5, None), (6, -2.0)]
+        assert events[0].prompt_logprobs == final.prompt_logprobs
+        assert [e.logprob for e in events[:-1]] == final.logprobs
