@@ -229,19 +229,50 @@ class _Cancel:
         )
 
 
-class _QueueStreamer:
-    """transformers streamer protocol (``put``/``end``) feeding new token ids into a queue."""
+class _Logprobs:
+    """Each generated token's logprob in ``generate`` calls (the path without an engine): a
+    forward hook keeps, per thread, the next-token logits of the model's latest forward pass
+    (raw: before ``generate``'s processors and warpers), and `take`, called by the streamer in
+    the same thread right after the step's tokens were chosen, reads each row's."""
 
-    def __init__(self, skip_first: bool) -> None:
+    def __init__(self, model: Any, top: int, rows: int) -> None:
+        self.top = top
+        self.rows: list[list[TokenLogprob]] = [[] for _ in range(rows)]
+        self.local = threading.local()
+        self.handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, module: Any, args: Any, output: Any) -> None:
+        logits = getattr(output, "logits", None)
+        if logits is not None:
+            self.local.logits = logits[:, -1]
+
+    def take(self, tokens: list[int]) -> list[TokenLogprob]:
+        found = logprobs_of(self.local.logits, tokens, self.top)
+        for row, item in zip(self.rows, found, strict=True):
+            row.append(item)
+        return found
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+class _QueueStreamer:
+    """transformers streamer protocol (``put``/``end``) feeding new token ids, each with its
+    logprob when ``logprobs`` records them (else None), into a queue."""
+
+    def __init__(self, skip_first: bool, logprobs: _Logprobs | None = None) -> None:
         self.queue: queue.Queue[Any] = queue.Queue()
         self.skip_first = skip_first
+        self.logprobs = logprobs
 
     def put(self, value: Any) -> None:
         if self.skip_first:  # decoder-only models echo the prompt (and seq2seq the start token)
             self.skip_first = False
             return
-        for token in value.reshape(-1).tolist():
-            self.queue.put(int(token))
+        tokens = [int(t) for t in value.reshape(-1).tolist()]
+        found = self.logprobs.take(tokens) if self.logprobs is not None else [None] * len(tokens)
+        for token, logprob in zip(tokens, found, strict=True):
+            self.queue.put((token, logprob))
 
     def end(self) -> None:
         self.queue.put(None)
@@ -359,23 +390,66 @@ class TextGenerator:
                 return ids[:end]
         return ids
 
+    # -- logprobs ----------------------------------------------------------------------------
+    def _logprobs(self, batch: dict[str, Any], params: GenerationParams) -> _Logprobs | None:
+        """The recorder of this call's logprobs (None when not asked)."""
+        if params.logprobs is None:
+            return None
+        return _Logprobs(self.model, params.logprobs, len(next(iter(batch.values()))))
+
+    def _prompt_logprobs(
+        self, batch: dict[str, Any], params: GenerationParams
+    ) -> list[list[TokenLogprob] | None]:
+        """Each prompt's logprobs when asked: one forward pass per prompt, without padding."""
+        rows = len(next(iter(batch.values())))
+        if params.prompt_logprobs is None:
+            return [None] * rows
+        if not self.decoder_only:
+            raise InvalidInput(
+                "prompt_logprobs: an encoder-decoder model does not predict its input",
+                param="prompt_logprobs",
+            )
+        import torch
+
+        found: list[list[TokenLogprob] | None] = []
+        mask = batch.get("attention_mask")
+        with torch.inference_mode():
+            for row, ids in enumerate(batch["input_ids"]):
+                ids = ids[mask[row].bool()] if mask is not None else ids
+                logits = self.model(input_ids=ids.unsqueeze(0)).logits[0]
+                found.append(prompt_logprobs(logits, ids.tolist(), params.prompt_logprobs))
+        return found
+
     # -- batch -------------------------------------------------------------------------------
     def generate(self, batch: dict[str, Any], params: GenerationParams) -> list[dict[str, Any]]:
         """Run one batch; ``batch`` holds the model inputs (prompts or pixel values)."""
         kwargs = self.generate_kwargs(params)
         self.guided(kwargs, batch, params)
+        prompts = self._prompt_logprobs(batch, params)
+        recorder = self._logprobs(batch, params)
+        if recorder is not None:  # the streamer is where each step's tokens are known
+            kwargs["streamer"] = _QueueStreamer(skip_first=True, logprobs=recorder)
         try:
             with seeded(params.seed):
                 out = self.model.generate(**batch, **kwargs)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise InferenceError(f"generation failed: {exc}") from exc
+        finally:
+            if recorder is not None:
+                recorder.close()
         prompt_len = batch["input_ids"].shape[1] if self.decoder_only else 0
         start = prompt_len if self.decoder_only else 1  # seq2seq: skip the decoder start token
         mask = batch.get("attention_mask")
         results = []
         for row, sequence in enumerate(out.tolist()):
             prompt_tokens = int(mask[row].sum()) if mask is not None else prompt_len
-            results.append(self.finish(sequence[start:], params, prompt_tokens))
+            result = self.finish(sequence[start:], params, prompt_tokens)
+            if recorder is not None:  # one per token kept (EOS and what follows it cut)
+                kept = recorder.rows[row][: len(result["token_ids"])]
+                result["logprobs"] = [lp.as_dict() for lp in kept]
+            if prompts[row] is not None:
+                result["prompt_logprobs"] = [lp.as_dict() for lp in prompts[row] or ()]
+            results.append(result)
         return results
 
     # -- stream ------------------------------------------------------------------------------
@@ -386,7 +460,9 @@ class TextGenerator:
         from transformers import StoppingCriteriaList
 
         cancel = _Cancel()
-        streamer = _QueueStreamer(skip_first=True)
+        prompts = self._prompt_logprobs(batch, params)  # before generate runs beside it
+        recorder = self._logprobs(batch, params)
+        streamer = _QueueStreamer(skip_first=True, logprobs=recorder)
         kwargs = self.generate_kwargs(params)
         kwargs.pop("stop_strings", None), kwargs.pop("tokenizer", None)  # handled below
         self.guided(kwargs, batch, params)
@@ -409,9 +485,10 @@ class TextGenerator:
         thread.start()
         prompt_tokens = int(batch["attention_mask"][0].sum()) if "attention_mask" in batch else 0
         text = TokenText(self.tokenizer, params, self.eos_ids, prompt_tokens)
+        text.prompt_logprobs = prompts[0]
         try:
-            while not text.done and (token := streamer.queue.get()) is not None:
-                event = text.add(token)
+            while not text.done and (item := streamer.queue.get()) is not None:
+                event = text.add(*item)
                 if event is not None:
                     yield event.as_dict()
             if errors:
@@ -420,6 +497,8 @@ class TextGenerator:
         finally:
             cancel.event.set()
             thread.join(timeout=60)
+            if recorder is not None:
+                recorder.close()
 
 
 @dataclass(frozen=True, slots=True)

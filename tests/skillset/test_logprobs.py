@@ -236,3 +236,37 @@ def test_vllm_logprobs_map_onto_the_contract(tiny) -> None:
         assert [(x.token_id, x.logprob) for x in final.prompt_logprobs] == [(5, None), (6, -2.0)]
         assert events[0].prompt_logprobs == final.prompt_logprobs
         assert [e.logprob for e in events[:-1]] == final.logprobs
+
+
+# -- transformers' generate (the path without an engine) ---------------------------------------
+
+
+def test_text_generator_logprobs_equal_transformers(tiny) -> None:
+    """The skill's own handler (``generate``, left-padded batch) and its stream report what
+    the engine reports: the reference's logprobs, top-k and prompt logprobs."""
+    endpoint, _ = tiny
+    skill = skill_class("llama")()
+    handler = skill.create_cpu_text_generation_endpoint_handler(endpoint)
+    params = {"max_new_tokens": 5, "ignore_eos": True, "logprobs": 3, "prompt_logprobs": 2}
+    results = handler(PROMPTS[:2], **params)
+    for prompt, result in zip(PROMPTS[:2], results, strict=True):
+        ids, table = reference(endpoint, prompt, result["token_ids"])
+        assert len(result["logprobs"]) == len(result["token_ids"]) == 5
+        for i, got in enumerate(result["logprobs"]):
+            row = table[len(ids) - 1 + i]
+            assert got["logprob"] == pytest.approx(float(row[got["token_id"]]), abs=1e-4)
+            assert [t for t, _ in got["top"]] == row.topk(3).indices.tolist()
+        assert [p["token_id"] for p in result["prompt_logprobs"]] == ids
+        assert result["prompt_logprobs"][0]["logprob"] is None
+        for i in range(1, len(ids)):
+            want = float(table[i - 1, ids[i]])
+            assert result["prompt_logprobs"][i]["logprob"] == pytest.approx(want, abs=1e-4)
+    events = list(handler.stream(PROMPTS[1], **params))
+    assert [e["logprob"] for e in events[:-1]] == events[-1]["logprobs"]
+    alone, batched = events[-1]["logprobs"], results[1]["logprobs"]  # padding: float noise
+    assert [x["token_id"] for x in alone] == [x["token_id"] for x in batched]
+    assert [x["logprob"] for x in alone] == pytest.approx([x["logprob"] for x in batched], abs=1e-4)
+    assert events[0]["prompt_logprobs"] == events[-1]["prompt_logprobs"]
+    assert len(events[0]["prompt_logprobs"]) == len(results[1]["prompt_logprobs"])
+    plain = handler(PROMPTS[:1], max_new_tokens=3)[0]
+    assert "logprobs" not in plain and "prompt_logprobs" not in plain
