@@ -151,6 +151,17 @@ class Settings(BaseSettings):
         description="largest audio file a transcription takes (OpenAI's limit is 25 MB); more: "
         "413 naming file (the body is also held to max_body_bytes)",
     )
+    allowed_image_url_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts whose http(s) image URLs a vision-language chat may name (fetched by "
+        "the server); empty: none, images come as data URLs or base64 only",
+    )
+    max_image_bytes: int = Field(
+        20 * 2**20, ge=1024, description="largest image a chat's image_url part may hold or fetch"
+    )
+    image_fetch_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="time to fetch one remote image (allowed hosts only)"
+    )
     workers: int = Field(4, ge=1, le=256, description="worker threads that run inference")
     max_concurrency: int = Field(256, ge=1, description="requests running at once, all models")
     max_concurrency_per_model: int = Field(

@@ -389,6 +389,8 @@ class ArchitectureSpec:
     image_processor: Callable[[], Any] | None = None
     feature_extractor: Callable[[], Any] | None = None
     processor: str | None = None  # composite processor class saved on top, e.g. "CLIPProcessor"
+    #: the composite processor's own arguments (a VLM's patch size, chat template...)
+    processor_options: dict[str, Any] = field(default_factory=dict)
 
 
 _BERT_LIKE = {
@@ -919,6 +921,55 @@ ARCHITECTURES.update(
 )
 
 
+def _llava_tokenizer(scratch: Path) -> Tok:
+    """The llama tokenizer with ``<image>`` as a special token (never split: the processor
+    repeats it once per image patch)."""
+    from tokenizers import AddedToken
+
+    tokenizer = _llama_tokenizer(scratch)
+    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)])
+    return tokenizer
+
+
+#: A chat template for vision-language chat: content is a list of parts, an image part stands
+#: where the image's tokens go (role names are real words, as in `CHAT_TEMPLATE`).
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
+)
+ARCHITECTURES.update(
+    {
+        # ---- vision-language chat (image-text-to-text) -------------------------------------
+        "llava": ArchitectureSpec(
+            "multimodal",
+            "LlavaForConditionalGeneration",
+            {
+                "text_config": {"model_type": "llama", **_DECODER},
+                "vision_config": {"model_type": "clip_vision_model", **_VIT},
+                "image_seq_length": 16,  # (32 / 8) ** 2 patches, CLS dropped ("default")
+                "vision_feature_layer": -1,
+            },
+            _llava_tokenizer,
+            {**_LLAMA_IDS, "image_token_index": "<image>"},
+            text_config="text_config",
+            image_processor=_image_processor(
+                "CLIPImageProcessor", size={"shortest_edge": 32}, crop_size=_SQUARE
+            ),
+            processor="LlavaProcessor",
+            processor_options={
+                "patch_size": 8,
+                "vision_feature_select_strategy": "default",
+                "num_additional_image_tokens": 1,  # CLIP's CLS token, dropped by "default"
+                "chat_template": VLM_CHAT_TEMPLATE,
+            },
+        ),
+    }
+)
+
+
 # --------------------------------------------------------------------------------------------
 # Builder
 # --------------------------------------------------------------------------------------------
@@ -966,6 +1017,9 @@ def build_checkpoint(model_type: str, directory: str | Path, *, num_labels: int 
     if tokenizer is not None:
         text_overrides["vocab_size"] = len(tokenizer)
         for key, token in spec.token_ids.items():
+            if spec.text_config and key.startswith("image_token"):  # the VLM's, not its LM's
+                overrides[key] = tokenizer.convert_tokens_to_ids(token)
+                continue
             text_overrides[key] = tokenizer.convert_tokens_to_ids(token)
             if spec.text_config and key in ("pad_token_id", "bos_token_id", "eos_token_id"):
                 overrides[key] = text_overrides[key]
@@ -993,7 +1047,8 @@ def build_checkpoint(model_type: str, directory: str | Path, *, num_labels: int 
     feature_extractor = spec.feature_extractor() if spec.feature_extractor else None
     if spec.processor:
         sub = image_processor if image_processor is not None else feature_extractor
-        getattr(transformers, spec.processor)(sub, tokenizer).save_pretrained(directory)
+        processor_cls = getattr(transformers, spec.processor)
+        processor_cls(sub, tokenizer, **spec.processor_options).save_pretrained(directory)
     else:
         for part in (tokenizer, image_processor, feature_extractor):
             if part is not None:

@@ -268,15 +268,24 @@ class CompletionRequest(SamplingRequest):
         return list(self.prompt)  # type: ignore[arg-type]
 
 
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    url: str = Field(..., description="a data URL (data:image/png;base64,...) or base64")
+    detail: str | None = None
+
+
 class ContentPart(BaseModel):
     """One part of a message's content, as OpenAI sends it (``text``, ``image_url``,
-    ``input_audio``...). The chat models served here take text: other parts are refused by
-    name (`ChatMessage._text_parts`)."""
+    ``input_audio``...). Text, and images for vision-language models (``image_url``: a data
+    URL or base64; an http(s) URL only from ``allowed_image_url_hosts``: host/serving/vision.py);
+    other parts are refused by name (`ChatMessage._text_parts`)."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
 
 
 class FunctionCall(Request):
@@ -303,10 +312,14 @@ class ChatMessage(Request):
     @classmethod
     def _text_parts(cls, content: str | list[ContentPart] | None) -> Any:
         for index, part in enumerate(content if isinstance(content, list) else []):
+            if part.type == "image_url":
+                if part.image_url is None:
+                    raise ValueError(f"part {index} is an image_url part without 'image_url'")
+                continue  # for a vision-language model (host/serving/vision.py)
             if part.type != "text":
                 raise ValueError(
                     f"part {index} is {part.type!r}: the chat models served here take text "
-                    "only (an image_url part needs a vision-language model)"
+                    "and images (image_url) only"
                 )
             if part.text is None:
                 raise ValueError(f"part {index} is a text part without 'text'")

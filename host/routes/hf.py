@@ -29,6 +29,7 @@ from ..protocol import hf
 from ..protocol import openai as oa
 from ..serving import hf as serving
 from ..serving import openai as openai_serving
+from ..serving import vision
 from ..tracing import span
 from .common import FastJSONResponse, context, host, model_json, parse
 from .common import default_model as _default
@@ -77,9 +78,12 @@ async def model_chat(request: Request) -> Response:
     body's ``model`` is ignored."""
     name = request.path_params["name"]
     body = await parse(request, oa.ChatCompletionRequest, model=name)
-    answer = await openai_serving.chat(
-        host(request).service, body, name, context(request), request.url.path
-    )
+    service, ctx = host(request).service, context(request)
+    if vision.wanted(service, body, name):  # image_url parts, or a vision-language model
+        settings = host(request).settings
+        answer = await vision.chat(service, body, name, ctx, request.url.path, settings)
+    else:
+        answer = await openai_serving.chat(service, body, name, ctx, request.url.path)
     return model_json(answer)
 
 

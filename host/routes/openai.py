@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: models, embeddings, completions, chat completions.
+"""OpenAI-compatible routes: models, embeddings, completions, chat completions (text, or
+with images for a vision-language model: `host.serving.vision`).
 
 Each route parses its pydantic request model (`host.protocol.openai`) and hands it to the
 OpenAI serving layer (`host.serving.openai`), which answers JSON or SSE ending in
@@ -15,6 +16,7 @@ from ..auth import may_use
 from ..openapi import protocol
 from ..protocol import openai as oa
 from ..serving import openai as serving
+from ..serving import vision
 from .common import context, host, model_json, parse
 
 
@@ -58,9 +60,12 @@ async def completions(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     """Create a chat completion (stream: SSE)."""
     body = await parse(request, oa.ChatCompletionRequest)
-    answer = await serving.chat(
-        host(request).service, body, body.model, context(request, body.user), request.url.path
-    )
+    service, ctx = host(request).service, context(request, body.user)
+    if vision.wanted(service, body, body.model):  # image_url parts, or a vision-language model
+        settings = host(request).settings
+        answer = await vision.chat(service, body, body.model, ctx, request.url.path, settings)
+    else:
+        answer = await serving.chat(service, body, body.model, ctx, request.url.path)
     return model_json(answer)
 
 

@@ -115,6 +115,11 @@ def who(ctx: RequestContext) -> str | None:
     return "keyhash:" + sha256(user[4:])[:16]
 
 
+def _conversation(value: Any) -> bool:
+    """Whether an input is chat messages (a vision-language chat's, on a media task)."""
+    return isinstance(value, list) and any(isinstance(m, dict) and "role" in m for m in value)
+
+
 def is_media(task: str | None) -> bool:
     return task is not None and task.startswith(MEDIA_TASKS)
 
@@ -295,8 +300,8 @@ class Guard:
     # -- the stages -------------------------------------------------------------------------
     async def pre(self, inputs: list[Any]) -> list[Any]:
         """The inputs the model gets (redacted), or `ContentPolicy`."""
-        if is_media(self.task):
-            return inputs
+        if is_media(self.task) and not any(_conversation(x) for x in inputs):
+            return inputs  # media alone; a vision-language chat's text is checked
         texts = texts_of(inputs)
         if not texts:
             return inputs

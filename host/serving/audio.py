@@ -46,7 +46,7 @@ def duration(data: bytes, limit: int) -> float:
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise APIError(
             400,
-            f"file: could not decode the audio ({str(exc).strip() or type(exc).__name__}); "
+            f"file: could not decode the audio ({_reason(exc)}); "
             "send WAV, FLAC, OGG/Vorbis, MP3 or another format libsndfile reads "
             "(M4A, MP4 and WebM need ffmpeg, which this server does not use)",
             code="invalid_audio",
@@ -55,6 +55,12 @@ def duration(data: bytes, limit: int) -> float:
     if info.frames <= 0 or info.samplerate <= 0:
         raise APIError(400, "file: the audio holds no samples", code="invalid_audio", param="file")
     return info.frames / info.samplerate
+
+
+def _reason(exc: BaseException) -> str:
+    """libsndfile's own words (its message also names the in-memory file object)."""
+    reason = getattr(exc, "error_string", None) or str(exc).rsplit(": ", 1)[-1]
+    return reason.strip().rstrip(".") or type(exc).__name__
 
 
 def _params(body: pa.TranscriptionRequest, timestamps: bool) -> dict[str, Any]:

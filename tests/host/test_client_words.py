@@ -78,8 +78,8 @@ def test_an_image_part_sent_to_a_text_model_says_so(http) -> None:
         "messages": [{"role": "user", "content": [{"type": "text", "text": "what is it?"}, image]}],
     }
     error = openai_error(http.post("/v1/chat/completions", json=body))
-    assert error["param"] == "messages[0].content"
-    assert "'image_url'" in error["message"] and "text only" in error["message"]
+    assert error["param"] == "messages[0].content[1]"  # the image part
+    assert "image_url" in error["message"] and "text only" in error["message"]
 
 
 def test_completions_take_token_id_prompts(http, default_server) -> None:

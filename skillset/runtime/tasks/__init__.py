@@ -4,7 +4,8 @@ A factory takes the loaded `Endpoint` and the skill's `Task` declaration (its va
 between implementations where architectures really differ) and returns the handler:
 ``handler(inputs: list, **params) -> list`` with one result per input, often a `Staged`
 (prepare -> forward -> finish). Modules, one per task family: `text` (encoders), `generate`
-(decoders, encoder-decoders, captioning), `vision`, `dense` (depth, segmentation), `audio`,
+(decoders, encoder-decoders, captioning), `vision_chat` (captions and vision-language chat),
+`vision`, `dense` (depth, segmentation), `audio`,
 `speech_out` (text to audio).
 
 `unsupported_on` says which (hardware, task) pairs cannot work and why; the generator writes
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from .. import export, generation
 from ..endpoint import Endpoint, Handler
 from ..skill import Task
-from . import audio, dense, generate, speech_out, text, vision
+from . import audio, dense, generate, speech_out, text, vision, vision_chat
 
 Factory = Callable[[Endpoint, Task], Handler]
 
@@ -31,7 +32,7 @@ FACTORIES: dict[str, tuple[Factory, tuple[str, ...]]] = {
     "question_answering": (text.question_answering, ("default", "unpadded")),
     "text_generation": (generate.text_generation, ("default",)),
     "text2text_generation": (generate.text2text_generation, ("default",)),
-    "image_to_text": (generate.image_to_text, ("default",)),
+    "image_to_text": (vision_chat.image_to_text, ("default",)),  # captions, and VLM chat
     "image_classification": (vision.image_classification, ("default",)),
     "image_embedding": (vision.image_embedding, ("default", "pooled")),
     "object_detection": (vision.object_detection, ("default",)),
