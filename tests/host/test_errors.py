@@ -116,7 +116,7 @@ def hf_error(response, status: int) -> dict:
             404,
         ),
         ("/v1/completions", {"model": "gen", "prompt": []}, 422),
-        ("/v1/completions", {"model": "gen", "prompt": "x", "logprobs": 3}, 422),
+        ("/v1/completions", {"model": "gen", "prompt": "x", "logprobs": 6}, 422),
         ("/v1/completions", {"model": "gen", "prompt": ["a", "b"], "stream": True}, 400),
         ("/v1/embeddings", {"model": "embed", "input": []}, 422),
         ("/v1/embeddings", {"model": "embed", "input": [[]]}, 422),
