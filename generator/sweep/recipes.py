@@ -1095,6 +1095,13 @@ def _smoke_test(model_type: str, directory: Path) -> str:
             inputs = processor(images=tiny_image(), return_tensors="pt")
             out = model.generate(pixel_values=inputs.pixel_values, max_new_tokens=5)
             return f"{name} generate{tuple(out.shape)} {processor.batch_decode(out)[0]!r}"
+        if model_type == "llava":
+            parts = [{"type": "image"}, {"type": "text", "text": "hi"}]
+            chat = [{"role": "user", "content": parts}]
+            text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+            inputs = processor(images=[tiny_image()], text=[text], return_tensors="pt")
+            out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+            return f"{name} generate{tuple(out.shape)}"
         inputs = processor(tiny_audio(), sampling_rate=16000, return_tensors="pt")
         if model_type == "whisper":
             out = model.generate(input_features=inputs.input_features, max_new_tokens=5)
