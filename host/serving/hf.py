@@ -169,7 +169,10 @@ async def tgi_generate(
             tokens=tokens,
             top_tokens=top,
         )
-    return response.model_dump(mode="json", exclude_none=True)
+    answer = response.model_dump(mode="json", exclude_none=True)
+    for token in (answer.get("details") or {}).get("prefill", []):
+        token.setdefault("logprob", None)  # the first prompt token's: null, as TGI's
+    return answer
 
 
 async def tgi_stream(

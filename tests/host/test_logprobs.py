@@ -215,6 +215,19 @@ def test_tgi_details_top_tokens_and_prefill(tiny, model, monkeypatch) -> None:
     ids = model[1](prompt)["input_ids"]
     assert [t.id for t in details.prefill] == ids
     assert details.prefill[0].logprob is None
+    with tiny[0].client() as http:  # null, not absent (TGI's JSON)
+        raw = http.post(
+            "/generate",
+            json={
+                "inputs": prompt,
+                "parameters": {"max_new_tokens": 1, "details": True, "decoder_input_details": True},
+            },
+        ).json()
+    assert raw["details"]["prefill"][0] == {
+        "id": ids[0],
+        "text": model[1].decode([ids[0]]),
+        "logprob": None,
+    }
     generated = [t.id for t in details.tokens]
     assert ids + generated == greedy(model, ids, len(generated))
     rows = table(model, ids + generated)
