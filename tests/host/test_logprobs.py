@@ -313,3 +313,36 @@ def test_genai_logprobs_on_smollm2(default_server) -> None:
             top_logprobs=3,
         )
     assert info.value.body["param"] == "top_logprobs"
+
+
+def test_a_remote_model_refuses_logprobs_by_name() -> None:
+    from hfskills.host.control.remote import generation_body
+    from hfskills.skillset.runtime.errors import InvalidInput
+    from hfskills.skillset.runtime.generation import GenerationParams
+
+    for name in ("logprobs", "prompt_logprobs"):
+        with pytest.raises(InvalidInput) as info:
+            generation_body(GenerationParams(**{name: 0}))
+        assert info.value.param == name
+    assert "logprobs" not in generation_body(GenerationParams())
+
+
+def test_cached_answers_keep_their_logprobs(serve, task_checkpoint, tmp_path_factory) -> None:
+    """A greedy answer with logprobs served again from the response cache (stored as JSON)
+    renders the same logprobs; a request without them is another entry."""
+    root = tmp_path_factory.mktemp("logprobs-cache")
+    server = serve(
+        models=[entry("gen", task_checkpoint("llama", "text_generation"), hardware=["cpu"])],
+        embedded_default=False,
+        database_url=f"sqlite:///{root}/control.db",
+        response_cache_bytes=1 << 20,
+    )
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="k", max_retries=0)
+    kwargs = {"model": "gen", "prompt": "one two", "max_tokens": 3, "temperature": 0}
+    first = client.completions.create(**kwargs, logprobs=2, echo=True)
+    again = client.completions.create(**kwargs, logprobs=2, echo=True)
+    assert again.choices[0].logprobs == first.choices[0].logprobs
+    assert len(server.host.service.cache.entries) == 1  # the second was the stored answer
+    assert first.choices[0].logprobs.token_logprobs[0] is None
+    assert client.completions.create(**kwargs).choices[0].logprobs is None
+    assert len(server.host.service.cache.entries) == 2
