@@ -8,7 +8,9 @@ the sequences that finished or whose consumer went away. New requests join at to
 boundaries; nobody waits for the longest sequence of a static batch. A request whose prompt
 plus ``max_new_tokens`` does not fit the model's context is refused before its prefill
 (`GenerationParams.fit`); each sampled request draws from a generator of its own, seeded by its
-``seed`` or else by fresh entropy.
+``seed`` or else by fresh entropy. Logprobs, when a request asks, are the raw logits' (before
+its penalties, masks and warpers touch them), the top-k only as many as asked; the prompt's come
+from its prefill.
 
 Why not transformers' own continuous batching (``generate_batch``)? Measured on this 2-core
 CPU with SmolLM2-135M: 4.6 tok/s at batch 1 and 80 tok/s at 32 prompts, against 18 and 176

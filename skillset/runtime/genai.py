@@ -16,6 +16,9 @@ random one (GenAI's default seed is a constant, which made every unseeded reques
 prompt plus ``max_new_tokens`` past the model's context (the GGUF's context length, or the
 checkpoint's ``max_position_embeddings``) is refused when the request starts. A stop string,
 the token budget or a consumer that went away cancels the request's handle at the next step.
+Logprobs: GenAI reports each generated token's (``GenerationConfig.logprobs``) and, through its
+``echo``, the prompt's: the raw distribution's, as torch's and vLLM's default; it reports no
+alternatives (GenAI 2026.4: "only single top logprob"), so asking for top-k is refused by name.
 """
 
 from __future__ import annotations

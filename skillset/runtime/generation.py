@@ -1,8 +1,10 @@
 """Text generation on transformers' ``generate``: parameters, stop strings, streaming.
 
 Shared by every decoder, encoder-decoder and image-to-text skill. A batch call returns one
-``{"text", "token_ids", "finish_reason", "prompt_tokens"}`` per input; `stream` yields one
-event per generated token and stops generating as soon as its consumer goes away.
+``{"text", "token_ids", "finish_reason", "prompt_tokens"}`` per input (with ``logprobs`` and
+``prompt_logprobs`` when asked: `TokenLogprob`, the raw distribution's, as every engine
+reports them); `stream` yields one event per generated token and stops generating as soon as
+its consumer goes away.
 """
 
 from __future__ import annotations

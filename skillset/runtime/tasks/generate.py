@@ -38,7 +38,8 @@ def text_generation(endpoint: Endpoint, task: Task) -> Handler:
     tokenizer's chat template): `{text, token_ids, finish_reason, prompt_tokens}` per input.
     Params: `max_new_tokens`, `do_sample`, `temperature`, `top_p`, `top_k`,
     `repetition_penalty`, `stop` (strings; the text is cut before them), `seed`,
-    `ignore_eos`. `handler.stream(prompt, **params)` yields one event per token.
+    `ignore_eos`, `logprobs` and `prompt_logprobs` (alternatives per token; the results get
+    `logprobs`/`prompt_logprobs`). `handler.stream(prompt, **params)` yields one event per token.
     """
     if endpoint.engine is not None:  # OpenVINO GenAI or vLLM: the engine batches requests
         return engines.handler(endpoint.engine)
