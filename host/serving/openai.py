@@ -111,7 +111,7 @@ async def _choices(
     n: int,
     ctx: RequestContext,
 ) -> tuple[list[dict[str, Any]], Any, str, list[Any]]:
-    """``n`` results per prompt, prompt by prompt, the model's tokenizer, the name the
+    """``n`` results per prompt, prompt by prompt, the model's endpoint, the name the
     answer's ``model`` says (`Outcome.model_name`), and the prompts the model got (the safety
     pipeline may have redacted them: ``echo`` shows these). With a seed,
     choice ``i`` samples with ``seed + i`` (as vLLM's choices differ), so the whole answer
@@ -120,7 +120,7 @@ async def _choices(
         inputs = [p for p in prompts for _ in range(n)]
         outcome = await service.run(model, "text_generation", inputs, params, ctx)
         got = (outcome.inputs or inputs)[::n]
-        return outcome.results, outcome.loaded.endpoint.processor, outcome.model_name(model), got
+        return outcome.results, outcome.loaded.endpoint, outcome.model_name(model), got
     runs = await asyncio.gather(
         *(
             service.run(
@@ -135,7 +135,7 @@ async def _choices(
     )
     results = [runs[i].results[p] for p in range(len(prompts)) for i in range(n)]
     got = runs[0].inputs or prompts
-    return results, runs[0].loaded.endpoint.processor, runs[0].model_name(model), got
+    return results, runs[0].loaded.endpoint, runs[0].model_name(model), got
 
 
 def _text(prompt: str | list[int], tokenizer: Any) -> str:
@@ -167,9 +167,10 @@ async def completions(
                 body.model, "text_generation", prompts[0], params, ctx
             )
             return event_stream(_completion_events(stream, body, prompts[0], path))
-        results, tokenizer, answered, prompts = await _choices(
+        results, endpoint, answered, prompts = await _choices(
             service, body.model, prompts, params, body.n, ctx
         )
+    tokenizer = endpoint.processor
     choices = [
         oa.CompletionChoice(
             index=i,
@@ -202,19 +203,21 @@ async def chat(
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
             return event_stream(_chat_events(stream, body, stream.model_name(model), path))
-        results, tokenizer, answered, _ = await _choices(
+        results, endpoint, answered, _ = await _choices(
             service, model, [body.chat()], params, body.n, ctx
         )
     choices = []
     for i, r in enumerate(results):
-        content, calls, finish = tools.answer(r["text"], r["finish_reason"], body.tool_mode(), None)
+        content, calls, finish = tools.answer(
+            r["text"], r["finish_reason"], body.tool_mode(), tools.family(endpoint)
+        )
         message = oa.AssistantMessage(
             content=content, tool_calls=[c.message() for c in calls] or None
         )
         choices.append(oa.ChatChoice(index=i, message=message, finish_reason=finish))
     if body.logprobs:
         for choice, result in zip(choices, results, strict=True):
-            choice.logprobs = openai_chat(result.get("logprobs"), tokenizer)
+            choice.logprobs = openai_chat(result.get("logprobs"), endpoint.processor)
     return oa.ChatCompletionResponse(
         id=oa.new_id("chatcmpl"),
         created=oa.now(),
@@ -253,7 +256,7 @@ async def _chat_events(
 
     mode = body.tool_mode()
     yield chunk(oa.Delta(role="assistant", content=None if mode else ""))
-    calls = _ToolStream(mode)
+    calls = _ToolStream(mode, tools.family(stream.loaded.endpoint))
     try:
         async for event in stream.events:
             for delta in calls.add(event.text):
@@ -278,9 +281,9 @@ class _ToolStream:
     be a call), a named function's arguments as they come, and at the end each call not yet
     sent, first its id, type and name, then its arguments (OpenAI's shape)."""
 
-    def __init__(self, mode: str | None) -> None:
-        self.mode, self.text, self.sent = mode, "", 0
-        self.parser = tools.parser_for(None)
+    def __init__(self, mode: str | None, family: str | None = None) -> None:
+        self.mode, self.family, self.text, self.sent = mode, family, "", 0
+        self.parser = tools.parser_for(family)
         self.call_id = tools.call_id()
         self.opened = False  # a named function's first delta went out
 
@@ -304,7 +307,7 @@ class _ToolStream:
         return deltas
 
     def end(self, text: str, finish: str) -> tuple[list[oa.Delta], str]:
-        content, calls, finish = tools.answer(text, finish, self.mode, None)
+        content, calls, finish = tools.answer(text, finish, self.mode, self.family)
         if self.mode not in ("auto", "required"):
             return [], finish  # a named function's arguments went out as they came
         deltas = []

@@ -130,6 +130,11 @@ class HermesParser:
 PARSERS: dict[str, type[HermesParser]] = {"llama": HermesParser, "qwen2": HermesParser}
 
 
+def family(endpoint: Any) -> str | None:
+    """A served model's family (``config.model_type``), which picks its parser."""
+    return getattr(getattr(endpoint, "config", None), "model_type", None)
+
+
 def parser_for(model_type: str | None) -> HermesParser:
     return PARSERS.get(model_type or "", HermesParser)()
 

