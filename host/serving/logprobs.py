@@ -134,11 +134,14 @@ class Pending:
         self.prompt: list[TokenLogprob] | None = None
         self.sent_text = 0  # characters of the choice's text sent (completions' text_offset)
 
-    async def watch(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    def watch(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """``events``, recorded as they pass when logprobs were asked (else as they are)."""
+        return self._watched(events) if self.asked else events
+
+    async def _watched(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         try:
             async for event in events:
-                if self.asked:
-                    self._record(event)
+                self._record(event)
                 yield event
         finally:
             await events.aclose()  # type: ignore[attr-defined]
