@@ -10,6 +10,7 @@ OpenVINO GenAI on the same checkpoint (f32) reports the same numbers for the cho
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -60,6 +61,7 @@ def test_torch_engine_logprobs_equal_transformers(tiny, prompt) -> None:
         values, top_ids = row.topk(5)
         assert [t for t, _ in got["top"]] == top_ids.tolist()
         assert [lp for _, lp in got["top"]] == pytest.approx(values.tolist(), abs=1e-4)
+        assert sum(math.exp(lp) for _, lp in got["top"]) <= 1 + 1e-6
     prompt_lp = result["prompt_logprobs"]
     assert [p["token_id"] for p in prompt_lp] == ids
     assert prompt_lp[0]["logprob"] is None and prompt_lp[0]["top"] == []
