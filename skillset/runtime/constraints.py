@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InvalidInput
+from .errors import InvalidInput, first_line
 
 
 class _Constraint(BaseModel):
@@ -73,9 +73,8 @@ def grammar(constraint: JSONSchema | JSONObject | Regex) -> str:
     try:
         return _compiled(key)
     except (ValueError, TypeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(
-            f"{constraint.field}: cannot be compiled: {message}", param=constraint.field
+            f"{constraint.field}: cannot be compiled: {first_line(exc)}", param=constraint.field
         ) from None
 
 
@@ -87,7 +86,7 @@ def _compiled(key: str) -> str:
     if spec["type"] == "regex":
         grammar = llguidance.LLMatcher.grammar_from_regex(spec["pattern"])
     else:
-        schema = spec["json_schema"] if spec["type"] == "json_schema" else {"type": "object"}
+        schema = spec.get("json_schema", {"type": "object"})  # json_object: any object
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_DEFAULTS)
     error = llguidance.LLMatcher.validate_grammar(grammar, None)
     if error:
