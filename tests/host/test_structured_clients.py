@@ -1,6 +1,6 @@
 """Structured outputs and tools through the clients agents use, against a real server on the
 embedded SmolLM2: LangChain's ``ChatOpenAI`` (``bind_tools(...).invoke``,
-``with_structured_output``, ``stream``) and instructor (tools and JSON-schema modes)."""
+``with_structured_output``, ``stream``) and pydantic-ai's agent (tool and native output)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_langchain_bind_tools_stream(chat) -> None:
     GetWeather.model_validate(whole.tool_calls[0]["args"])
 
 
-# json_mode / instructor's JSON mode ask for {"type": "json_object"} and put the schema in the
+# json_mode (and instructor's JSON mode) ask for {"type": "json_object"} and put the schema in the
 # prompt only: any object parses, and a 135M model does not follow the prompt's schema. The
 # modes that send the schema are the ones a server can enforce.
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
@@ -68,20 +68,22 @@ def test_langchain_with_structured_output(chat, method) -> None:
     assert isinstance(city, City)
 
 
-@pytest.mark.parametrize("mode", ["TOOLS", "JSON_SCHEMA"])
-def test_instructor(base, mode) -> None:
-    instructor = pytest.importorskip("instructor")
-    openai = pytest.importorskip("openai")
-    client = instructor.from_openai(
-        openai.OpenAI(base_url=base, api_key="unused", max_retries=0),
-        mode=getattr(instructor.Mode, mode),
+@pytest.mark.parametrize("output", ["tool", "native"])
+def test_pydantic_ai(base, output) -> None:
+    """pydantic-ai's agent: its default output is a tool it requires the model to call (sent
+    with tool_choice required: constrained here); NativeOutput sends response_format
+    json_schema."""
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIChatModel(MODEL, provider=OpenAIProvider(base_url=base, api_key="unused"))
+    output_type = City if output == "tool" else pydantic_ai.NativeOutput(City)
+    agent = pydantic_ai.Agent(
+        model,
+        output_type=output_type,
+        model_settings={"temperature": 0, "max_tokens": 200},
+        retries=0,
     )
-    city = client.chat.completions.create(
-        model=MODEL,
-        response_model=City,
-        messages=[{"role": "user", "content": "Give the capital of France as JSON."}],
-        temperature=0,
-        max_tokens=200,
-        max_retries=0,
-    )
-    assert isinstance(city, City)
+    result = agent.run_sync("Give the capital of France as JSON.")
+    assert isinstance(result.output, City)
