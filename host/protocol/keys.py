@@ -25,6 +25,10 @@ ModelName = Annotated[
 HookName = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$")
 ]
+#: Who or what holds a key, as listings show it.
+KeyName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:@/+-]*$")
+]
 PerMinute = Annotated[int, Field(ge=1, le=1_000_000_000)]
 
 
@@ -75,12 +79,7 @@ class KeyFields(Body):
 class KeyCreate(KeyFields):
     """``POST /api/keys``: a new key with a role, limited to ``models`` when given."""
 
-    name: str = Field(
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:@/+-]*$",
-        description="who or what holds the key, e.g. ci-bot",
-    )
+    name: KeyName = Field(description="who or what holds the key, e.g. ci-bot")
     role: Role = Field(
         "user",
         description="admin: everything; user: inference and reads; readonly: lists and metrics",
@@ -91,9 +90,7 @@ class KeyUpdate(KeyFields):
     """``PATCH /api/keys/{id}``: the fields given change (null clears models, limits or
     safety); the others stay. The key itself never changes."""
 
-    name: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:@/+-]*$"
-    )
+    name: KeyName | None = None
     role: Role | None = None
 
     def changes(self) -> dict[str, Any]:
