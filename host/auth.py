@@ -79,7 +79,8 @@ RULES: tuple[tuple[str, str, str], ...] = (
     # OpenAI
     ("GET", r"/v1/models", READONLY),
     ("GET", r"/v1/hardware", READONLY),
-    ("POST", r"/v1/(embeddings|completions|chat/completions|rerank|audio/transcriptions)", USER),
+    ("POST", r"/v1/(embeddings|completions|chat/completions|rerank)", USER),
+    ("POST", r"/v1/audio/(transcriptions|speech)", USER),
     # the design's routes
     ("POST", r"/v1/(infer/.+|generate|embed|classify|detect)", USER),
     # vLLM's and TEI's tokenizer routes, TEI's rerank and predict, TGI's and TEI's root route

@@ -1,11 +1,12 @@
 """OpenAI's audio API models: ``POST /v1/audio/transcriptions`` (a multipart form in, JSON or
-text out), as OpenAI names the fields."""
+text out) and ``POST /v1/audio/speech`` (JSON in, audio bytes out), as OpenAI names the
+fields."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 
@@ -81,3 +82,75 @@ class TranscriptionVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment]
     usage: TranscriptionUsage | None = None
+
+
+#: The speech formats served: those libsndfile writes (no ffmpeg here for mp3, opus and aac).
+SPEECH_FORMATS = ("wav", "pcm", "flac")
+#: OpenAI's limit on ``input`` (characters).
+MAX_SPEECH_INPUT = 4096
+
+
+class VoiceID(BaseModel):
+    """OpenAI's custom voice reference, ``{"id": "voice_1234"}``: its id counts as the voice."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(..., min_length=1, max_length=64)
+
+
+class SpeechRequest(BaseModel):
+    """``POST /v1/audio/speech``. Unknown fields are ignored, as newer OpenAI fields may come
+    from any client; ``seed`` is this server's own (VITS samples noise)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    model: str = Field(..., min_length=1, description="a text-to-speech (text_to_audio) model")
+    input: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_SPEECH_INPUT,
+        description=f"the text to speak, at most {MAX_SPEECH_INPUT} characters",
+    )
+    voice: str | VoiceID | None = Field(
+        None,
+        description="a speaker index ('0', '1'...) for a model with several speakers "
+        "(multi-speaker VITS); OpenAI's voice names (alloy, nova...) are accepted and ignored: "
+        "a model speaks with its own voice",
+    )
+    response_format: str = Field(
+        "wav",
+        max_length=32,
+        json_schema_extra={"enum": list(SPEECH_FORMATS)},
+        description="wav (16-bit PCM, the default here; OpenAI's is mp3), pcm (raw 16-bit "
+        "little-endian samples at the rate in X-Sample-Rate) or flac; mp3, opus and aac need "
+        "ffmpeg, which this server does not use (400)",
+    )
+    speed: float = Field(
+        1.0,
+        ge=0.25,
+        le=4.0,
+        description="the speaking rate, for models that have one (VITS); on another model any "
+        "value but 1.0 is a 400",
+    )
+    instructions: str | None = Field(
+        None,
+        max_length=MAX_SPEECH_INPUT,
+        description="accepted and ignored: no model served here takes spoken instructions",
+    )
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio (the whole file in one answer); sse is not served (400)"
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        lt=2**63,
+        description="this server's extension: the seed of the model's sampling (VITS's noise), "
+        "so the same request gives the same audio",
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the text holds only whitespace; there is nothing to speak")
+        return value

@@ -1,5 +1,6 @@
 """OpenAI's audio routes: ``POST /v1/audio/transcriptions`` (a ``multipart/form-data`` form with
-the audio ``file``, as the openai SDK's ``client.audio.transcriptions.create`` sends it).
+the audio ``file``, as the openai SDK's ``client.audio.transcriptions.create`` sends it) and
+``POST /v1/audio/speech`` (a JSON body; the answer is the audio itself: `host.serving.speech`).
 
 The form is read by Starlette (python-multipart) and validated as
 `host.protocol.audio.TranscriptionRequest`; the serving layer (`host.serving.audio`) checks the
@@ -18,8 +19,9 @@ from starlette.routing import Route
 from ..openapi import protocol
 from ..protocol import audio as pa
 from ..serving import audio as serving
+from ..serving import speech as speaking
 from ..tracing import span
-from .common import context, host
+from .common import context, host, parse
 
 #: Form parts other than the file: OpenAI's fields are short (a prompt is the longest).
 MAX_FIELD_BYTES = 64 * 1024
@@ -47,4 +49,14 @@ async def transcriptions(request: Request) -> Response:
     return await serving.transcriptions(host(request).service, body, context(request), limit)
 
 
-routes = [Route("/v1/audio/transcriptions", transcriptions, methods=["POST"])]
+@protocol(pa.SpeechRequest)
+async def speech(request: Request) -> Response:
+    """Generate speech from text (the audio bytes: wav, pcm or flac)."""
+    body = await parse(request, pa.SpeechRequest)
+    return await speaking.speech(host(request).service, body, context(request))
+
+
+routes = [
+    Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+    Route("/v1/audio/speech", speech, methods=["POST"]),
+]
