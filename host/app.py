@@ -85,7 +85,7 @@ def build_app(settings: Settings) -> Starlette:
     routes = [
         *openai.routes,
         *audio.routes,
-        *scoring.routes,  # /v1/rerank, TEI's /rerank and /predict
+        *scoring.routes,  # /v1/rerank, /v2/rerank, vLLM's /score, TEI's /rerank and /predict
         *tokens.routes,  # /tokenize, /detokenize (vLLM's and TEI's), TEI's /decode
         *design.routes,  # /v1/infer/{model}, /v1/generate, /v1/embed, /v1/classify, /v1/detect
         *hf.routes,

@@ -85,6 +85,8 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("POST", r"/v1/(infer/.+|generate|embed|classify|detect)", USER),
     # vLLM's and TEI's tokenizer routes, TEI's rerank and predict, TGI's and TEI's root route
     ("POST", r"/(tokenize|detokenize|decode|rerank|predict)", USER),
+    # vLLM's score and its Cohere v2 rerank path
+    ("POST", r"/(v1/)?score|/v2/rerank", USER),
     ("POST", r"/", USER),
     # Hugging Face: the Inference API (and its per-model chat route), TGI, TEI
     ("POST", r"/models/.+", USER),

@@ -1,10 +1,11 @@
 """Errors as each API family writes them, with the right status; never a traceback.
 
-Routes under ``/v1/`` and ``/api/`` (the control plane), and vLLM's ``/tokenize`` and
-``/detokenize``, answer OpenAI's ``{"error": {"message", "type", "param", "code"}}``; every
-other route answers as TGI and TEI do, ``{"error", "error_type"}``. `body` writes both, for
-a JSON response and for a stream's error event alike; every error has a code. 429 and 503
-carry ``Retry-After`` (`RETRY_AFTER_SECONDS`, the one place it is set).
+Routes under ``/v1/`` and ``/api/`` (the control plane), and vLLM's ``/tokenize``,
+``/detokenize``, ``/score`` and ``/v2/rerank``, answer OpenAI's ``{"error": {"message",
+"type", "param", "code"}}``; every other route answers as TGI and TEI do, ``{"error",
+"error_type"}``. `body` writes both, for a JSON response and for a stream's error event alike;
+every error has a code. 429 and 503 carry ``Retry-After`` (`RETRY_AFTER_SECONDS`, the one
+place it is set).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class APIError(Exception):
 
 
 #: vLLM's routes outside ``/v1/``: they answer in OpenAI's shape, as vLLM does.
-VLLM_PATHS = frozenset({"/tokenize", "/detokenize"})
+VLLM_PATHS = frozenset({"/tokenize", "/detokenize", "/score", "/v2/rerank"})
 
 
 def is_openai(path: str) -> bool:

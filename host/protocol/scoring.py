@@ -1,19 +1,22 @@
-"""Scoring API models: rerank (vLLM's, Cohere's and Jina's ``/v1/rerank``; TEI's ``/rerank``)
-and TEI's ``/predict`` (sequence classification of texts or text pairs).
+"""Scoring API models: rerank (vLLM's, Cohere's and Jina's ``/v1/rerank`` and ``/v2/rerank``;
+TEI's ``/rerank``), vLLM's ``/score`` (text pairs -> scores, in pair order) and TEI's
+``/predict`` (sequence classification of texts or text pairs).
 
-A rerank scores each (query, document) pair with a cross-encoder: a ``text_classification``
-model with one label, whose logit's sigmoid is the relevance (TEI, sentence-transformers'
-CrossEncoder and vLLM all default to it); ``raw_scores`` (TEI) or ``use_activation: false``
-(vLLM) give the logit itself.
+A rerank or score rates each (query, document) pair with a cross-encoder: a
+``text_classification`` model with one label, whose logit's sigmoid is the relevance (TEI,
+sentence-transformers' CrossEncoder and vLLM all default to it); ``raw_scores`` (TEI) or
+``use_activation: false`` (vLLM) give the logit itself. An embedding model (a bi-encoder)
+rates a pair by the cosine similarity of its two texts' embeddings, as vLLM and Infinity do;
+the activation switches do not apply to it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .openai import NonEmptyStr, Request
+from .openai import NonEmptyStr, Request, Usage
 
 #: At most this many documents (or texts) per rerank request: each is one pair through the
 #: model, in one call to its batcher.
@@ -31,15 +34,19 @@ class DocumentText(BaseModel):
 Document = Annotated[str, Field(min_length=1)] | DocumentText
 
 
-class RerankRequest(Request):
-    """``POST /v1/rerank`` (vLLM, Cohere v1/v2, Jina): score ``documents`` against ``query``."""
+#: What a scoring request's ``model`` may name.
+SCORER = (
+    "a cross-encoder (a text_classification model with one label) or an embedding model "
+    "(cosine similarity), a route or auto; default: default_models.rerank, else the first "
+    "served cross-encoder"
+)
 
-    model: str | None = Field(
-        None,
-        min_length=1,
-        description="a cross-encoder (a text_classification model with one label), a route or "
-        "auto; default: default_models.rerank, else the first served cross-encoder",
-    )
+
+class RerankRequest(Request):
+    """``POST /v1/rerank`` and ``/v2/rerank`` (vLLM, Cohere v1/v2, Jina): score ``documents``
+    against ``query``."""
+
+    model: str | None = Field(None, min_length=1, description=SCORER)
     query: NonEmptyStr
     documents: list[Document] = Field(..., min_length=1, max_length=MAX_DOCUMENTS)
     top_n: int | None = Field(
@@ -75,6 +82,65 @@ class RerankResponse(BaseModel):
     model: str
     usage: RerankUsage
     results: list[RerankResult]
+
+
+# -- vLLM's score -------------------------------------------------------------------------------
+
+
+class ScoreRequest(Request):
+    """vLLM's ``POST /score`` and ``/v1/score``: one score per (``text_1``, ``text_2``) pair.
+    Either is a string or a list; one ``text_1`` pairs with each ``text_2`` (1:N), else the
+    lists pair up in order (N:N), as vLLM pairs them."""
+
+    model: str | None = Field(None, min_length=1, description=SCORER)
+    text_1: str | list[str] = Field(..., description="the queries: one, or one per text_2")
+    text_2: str | list[str] = Field(..., description="the texts scored against text_1")
+    use_activation: bool | None = Field(
+        None, description="false gives a cross-encoder's raw logit instead of its sigmoid"
+    )
+    user: str | None = None
+
+    @field_validator("text_1", "text_2")
+    @classmethod
+    def _texts(cls, value: str | list[str]) -> str | list[str]:
+        # checked here, not by constrained types in the union: a union's error names its
+        # branch (``text_2.constrained-str``) and only the first branch's complaint
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("give a text or a non-empty list of texts")
+        if len(texts) > MAX_DOCUMENTS:
+            raise ValueError(f"at most {MAX_DOCUMENTS} texts")
+        if not all(texts):
+            raise ValueError("a text must not be empty")
+        return value
+
+    def pairs(self) -> tuple[list[str], list[str]]:
+        """The pairs' first and second texts, in order; ValueError unless 1:1, 1:N or N:N."""
+        firsts = [self.text_1] if isinstance(self.text_1, str) else list(self.text_1)
+        seconds = [self.text_2] if isinstance(self.text_2, str) else list(self.text_2)
+        if len(firsts) == 1:
+            return firsts * len(seconds), seconds
+        if len(firsts) != len(seconds):
+            raise ValueError(
+                f"text_1 has {len(firsts)} texts and text_2 {len(seconds)}: give one text_1 "
+                "(scored against every text_2) or as many as text_2 (paired in order)"
+            )
+        return firsts, seconds
+
+
+class ScoreData(BaseModel):
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: Usage
 
 
 # -- TEI ---------------------------------------------------------------------------------------

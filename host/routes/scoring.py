@@ -1,9 +1,10 @@
-"""Scoring routes: ``POST /v1/rerank`` (vLLM, Cohere, Jina), TEI's ``POST /rerank`` and
-``POST /predict``. The answers are written by `host.serving.scoring`.
+"""Scoring routes: ``POST /v1/rerank`` and ``/v2/rerank`` (vLLM, Cohere, Jina), vLLM's
+``POST /score`` and ``/v1/score``, TEI's ``POST /rerank`` and ``POST /predict``. The answers
+are written by `host.serving.scoring`; a named embedding model scores by cosine similarity.
 
-Without a ``model``, a rerank runs on ``default_models.rerank``, else the first served
-cross-encoder (a ``text_classification`` model whose checkpoint has one label); ``/predict``
-on the default ``text_classification`` model.
+Without a ``model``, a rerank or score runs on ``default_models.rerank``, else the first
+served cross-encoder (a ``text_classification`` model whose checkpoint has one label);
+``/predict`` on the default ``text_classification`` model.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ async def rerank(request: Request) -> Response:
     return model_json(answer)
 
 
+@protocol(sc.ScoreRequest, sc.ScoreResponse)
+async def score(request: Request) -> Response:
+    """Score text pairs, in pair order (vLLM's score)."""
+    body = await parse(request, sc.ScoreRequest)
+    name = reranker(request, body.model)
+    answer = await serving.score(host(request).service, name, body, context(request, body.user))
+    return model_json(answer)
+
+
 @protocol(sc.TEIRerankRequest)
 async def tei_rerank(request: Request) -> Response:
     """TEI: rerank texts by relevance to a query, as ``[{index, score, text?}]``."""
@@ -89,6 +99,9 @@ async def predict(request: Request) -> Response:
 
 routes = [
     Route("/v1/rerank", rerank, methods=["POST"]),
+    Route("/v2/rerank", rerank, methods=["POST"]),  # vLLM's Cohere v2 path: the same answer
+    Route("/score", score, methods=["POST"]),
+    Route("/v1/score", score, methods=["POST"]),
     Route("/rerank", tei_rerank, methods=["POST"]),
     Route("/predict", predict, methods=["POST"]),
 ]
