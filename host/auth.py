@@ -170,12 +170,13 @@ def required_role(method: str, path: str) -> str:
 
 def may_use(asked: str, model: Any = None) -> bool:
     """Whether the request's principal may run ``asked``; ``model``: the served model the name
-    resolves to (its name and aliases count as the same model)."""
+    resolves to (its name and aliases count as the same model; a LoRA adapter on it is a
+    model of its own)."""
     principal = PRINCIPAL.get()
     if principal is None or principal.models is None:
         return True
     names = {asked}
-    if model is not None:
+    if model is not None and asked not in getattr(model, "adapters", ()):
         names.update((model.name, *model.aliases))
     return bool(names & principal.models)
 

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import importlib.util
 import json
-import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from hfskills.skillset.runtime import options as runtime_options
 from hfskills.skillset.runtime.errors import HFSkillsError
 
 from . import generated
-from .config import ModelEntry, Settings
+from .config import MODEL_NAME, ModelEntry, Settings
 from .discovery import Registry, SkillInfo
 
 if TYPE_CHECKING:
@@ -86,6 +85,14 @@ class ServedModel:
     #: A registry's ``openai`` registration (host/control/remote.py): served by a remote
     #: server, no checkpoint (``location`` is its base URL, ``skill`` its provider).
     remote: RemoteSpec | None = None
+    #: LoRA adapters on this model: served name -> adapter directory. Each name is a model
+    #: of its own to clients; the loaded base holds them all (``options["adapters"]``).
+    adapters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name this model answers to: its own, its aliases, its adapters'."""
+        return (self.name, *self.aliases, *self.adapters)
 
 
 def package_dir(package: str) -> Path:
@@ -185,6 +192,9 @@ def resolve_entry(entry: ModelEntry, registry: Registry, *, generate: bool = Tru
             f"model {entry.name!r}: {skill.name} has no task(s) {unknown}; "
             f"it serves {list(skill.cls.tasks)}"
         )
+    adapters = _adapters(entry, tasks)
+    if adapters:
+        options["adapters"] = adapters
     return ServedModel(
         name=entry.name,
         location=location,
@@ -195,7 +205,49 @@ def resolve_entry(entry: ModelEntry, registry: Registry, *, generate: bool = Tru
         aliases=tuple(entry.aliases),
         options=options,
         size_bytes=_size(location),
+        adapters=adapters,
     )
+
+
+#: The tasks LoRA adapters are served for: a request names the adapter as its model.
+ADAPTER_TASKS = frozenset({"text_generation", "text2text_generation"})
+
+
+def _adapters(entry: ModelEntry, tasks: tuple[str, ...]) -> dict[str, str]:
+    """The entry's LoRA adapters as name -> directory, each checked now: a directory (or a
+    cached hub snapshot) whose adapter_config.json is a LoRA's (PEFT's ``peft_type``)."""
+    if not entry.adapters:
+        return {}
+    other = [t for t in tasks if t not in ADAPTER_TASKS]
+    if other:
+        raise CatalogError(
+            f"model {entry.name!r}: LoRA adapters are served for {sorted(ADAPTER_TASKS)}, "
+            f"not {other}"
+        )
+    found = {}
+    for name, source in entry.adapters.items():
+        path = Path(source).expanduser()
+        if not path.exists() and hub.is_hub_id(source):
+            path = hub.cached_snapshot(source) or path
+        config = path / "adapter_config.json"
+        if not config.is_file():
+            raise CatalogError(
+                f"model {entry.name!r}: adapter {name!r}: {source} holds no adapter_config.json "
+                "(a PEFT adapter directory, or a hub id in the local HF cache)"
+            )
+        try:
+            peft_type = json.loads(config.read_text()).get("peft_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise CatalogError(
+                f"model {entry.name!r}: adapter {name!r}: unreadable {config}: {exc}"
+            ) from None
+        if peft_type != "LORA":
+            raise CatalogError(
+                f"model {entry.name!r}: adapter {name!r} is a {peft_type} adapter; "
+                "LoRA adapters are served"
+            )
+        found[name] = str(path.resolve())
+    return found
 
 
 def _default_tasks(
@@ -235,14 +287,19 @@ class Catalog:
     def with_task(self, task: str) -> list[ServedModel]:
         return [m for m in self.models.values() if task in m.tasks]
 
+    def adapter(self, name: str) -> str | None:
+        """``name`` when it names a LoRA adapter (on the model `get` finds), else None."""
+        model = self.get(name)
+        return name if model is not None and name in model.adapters else None
+
     def add(self, model: ServedModel) -> None:
-        """Serve one more model (an on-demand one) under its name and aliases."""
+        """Serve one more model (an on-demand one) under its names."""
         with self._lock:
-            taken = [n for n in (model.name, *model.aliases) if n in self.names]
+            taken = [n for n in model.names if n in self.names]
             if taken:
                 raise CatalogError(f"model name or alias {taken[0]!r} is used twice")
             self.models[model.name] = model
-            for name in (model.name, *model.aliases):
+            for name in model.names:
                 self.names[name] = model.name
 
     def replace(self, gone: Iterable[str], new: Iterable[ServedModel]) -> None:
@@ -255,18 +312,18 @@ class Catalog:
             models = {n: m for n, m in self.models.items() if n not in leaving}
             names = {a: n for a, n in self.names.items() if n not in leaving}
             for model in new:
-                taken = [n for n in (model.name, *model.aliases) if n in names]
+                taken = [n for n in model.names if n in names]
                 if taken:
                     raise CatalogError(f"model name or alias {taken[0]!r} is used twice")
                 models[model.name] = model
-                names.update(dict.fromkeys((model.name, *model.aliases), model.name))
+                names.update(dict.fromkeys(model.names, model.name))
             self.models = models
             self.names = names
             self.generation += 1
 
 
 #: What a served name may look like (ModelEntry.name's pattern).
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
+NAME = MODEL_NAME
 
 
 def default_name(model: str) -> str:
@@ -280,17 +337,26 @@ def default_name(model: str) -> str:
 
 
 def positional_entries(
-    models: list[str], served_names: list[str] | None = None
+    models: list[str],
+    served_names: list[str] | None = None,
+    lora_modules: list[str] | None = None,
 ) -> list[ModelEntry]:
     """Catalog entries for ``hfskills serve MODEL...``: each a local checkpoint directory, a
     directory with a GGUF file, a ``.gguf`` file or a hub id, served under its `default_name`.
     ``served_names`` (``--served-model-name``, one MODEL only): the first is the name, the rest
-    aliases. Each entry is required: start-up fails when it cannot be served."""
+    aliases. ``lora_modules`` (``--lora-modules NAME=PATH``, one MODEL only): its LoRA
+    adapters. Each entry is required: start-up fails when it cannot be served."""
     served_names = list(served_names or [])
     if served_names and len(models) != 1:
         raise CatalogError(
             "--served-model-name applies to exactly one MODEL; to name several models, write a "
             "catalog file ([[models]] tables with name and aliases) and pass --config FILE"
+        )
+    adapters = lora_pairs(lora_modules or [])
+    if adapters and len(models) != 1:
+        raise CatalogError(
+            "--lora-modules applies to exactly one MODEL; for adapters on several models, write "
+            "a catalog file ([[models]] tables with an adapters table) and pass --config FILE"
         )
     entries = []
     for model in models:
@@ -305,22 +371,57 @@ def positional_entries(
         path = Path(model).expanduser()
         local = path.exists() or model.startswith((".", "/", "~"))
         checkpoint = str(path.resolve()) if local else model
-        entries.append(
-            ModelEntry(name=names[0], checkpoint=checkpoint, aliases=names[1:], required=True)
-        )
+        try:
+            entry = ModelEntry(
+                name=names[0],
+                checkpoint=checkpoint,
+                aliases=names[1:],
+                adapters=adapters,
+                required=True,
+            )
+        except ValueError as exc:  # an adapter's name (pydantic's message, first error)
+            raise CatalogError(f"--lora-modules: {first_error(exc)}") from None
+        entries.append(entry)
     return entries
 
 
+def lora_pairs(items: list[str]) -> dict[str, str]:
+    """``--lora-modules`` arguments, ``NAME=PATH`` each (vLLM's form), as name -> path."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CatalogError(f"--lora-modules takes NAME=PATH pairs, not {item!r}")
+        if name in pairs:
+            raise CatalogError(f"--lora-modules names the adapter {name!r} twice")
+        local = Path(path).expanduser()
+        pairs[name] = str(local.resolve()) if local.exists() else path  # else a hub id
+    return pairs
+
+
+def first_error(exc: ValueError) -> str:
+    """A pydantic ValidationError's first message (a plain ValueError's text)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return str(errors()[0].get("msg", exc)).removeprefix("Value error, ")
+    return str(exc)
+
+
 def with_positional(
-    settings: Settings, models: list[str], served_names: list[str] | None = None
+    settings: Settings,
+    models: list[str],
+    served_names: list[str] | None = None,
+    lora_modules: list[str] | None = None,
 ) -> Settings:
     """``settings`` whose catalog also holds the ``hfskills serve MODEL...`` arguments (after the
     configured entries: a catalog file and MODELs combine)."""
     if not models:
         if served_names:
             raise CatalogError("--served-model-name names a MODEL argument; none was given")
+        if lora_modules:
+            raise CatalogError("--lora-modules names a MODEL argument's adapters; none was given")
         return settings
-    entries = positional_entries(models, served_names)
+    entries = positional_entries(models, served_names, lora_modules)
     return settings.model_copy(update={"models": [*settings.models, *entries]})
 
 
@@ -369,7 +470,7 @@ def build(settings: Settings, registry: Registry) -> Catalog:
                 raise CatalogError(f"cannot serve {entry.name!r}: {why}") from None
             errors[entry.name] = why
             continue
-        for name in (model.name, *model.aliases):
+        for name in model.names:
             if name in names:
                 raise CatalogError(f"model name or alias {name!r} is used twice")
             names[name] = model.name

@@ -52,7 +52,10 @@ def _settings(args: argparse.Namespace):
         ssl_keyfile=getattr(args, "ssl_keyfile", None),
     )
     return with_positional(
-        settings, getattr(args, "models", None) or [], getattr(args, "served_model_name", None)
+        settings,
+        getattr(args, "models", None) or [],
+        getattr(args, "served_model_name", None),
+        getattr(args, "lora_modules", None),
     )
 
 
@@ -299,6 +302,7 @@ examples:
   hfskills serve ./smollm2-dir                     a directory holding one .gguf file
   hfskills serve sentence-transformers/all-MiniLM-L6-v2    a hub id (the local HF cache first)
   hfskills serve ./a ./b --config hfskills.toml    MODELs and a catalog file together
+  hfskills serve ./base --lora-modules sql=./sql-lora    a LoRA adapter served as the model "sql"
   hfskills serve --config hfskills.toml            a catalog only (docs/configuration.md)
 
 hub ids: with HF_HUB_OFFLINE=1 only the local HF cache is read; otherwise the hub gets one short
@@ -322,6 +326,15 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="with one MODEL (given before this flag): the name clients use instead of the "
         "default; more names, or the flag repeated, are aliases, as in vLLM",
+    )
+    p.add_argument(
+        "--lora-modules",
+        action="extend",
+        nargs="+",
+        metavar="NAME=PATH",
+        help="with one MODEL: PEFT LoRA adapters on it, each served as the model NAME (as in "
+        "vLLM); PATH is an adapter directory (adapter_config.json) or a cached hub id. The "
+        "adapters share the base's weights; on torch (peft) and vLLM, OpenVINO falls back to torch",
     )
 
 

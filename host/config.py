@@ -7,6 +7,7 @@ Each ``[[models]]`` table in the TOML file is a catalog entry (`ModelEntry`).
 from __future__ import annotations
 
 import contextvars
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,8 @@ _TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml",
 
 #: The hardware names a catalog entry may prefer: the runtime's detection order, stated there.
 HARDWARE_NAMES = hardware.ORDER
+#: What a served name (a model, an alias, an adapter) may look like.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
 
 
 class ModelEntry(BaseModel):
@@ -77,11 +80,30 @@ class ModelEntry(BaseModel):
         "entries with one model_id and different versions are versions of one model",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="init options (dtype...)")
+    adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="LoRA adapters on this model: served name -> PEFT adapter checkpoint (a "
+        "directory with adapter_config.json, or a hub id in the local HF cache); each adapter is "
+        "a model of its own name (as vLLM's --lora-modules) and shares the base's weights",
+    )
     required: bool = Field(
         False,
         description="start-up fails (one line, exit 1) when this entry cannot be served, instead "
         "of listing it as unavailable; the MODEL arguments of `hfskills serve` are required",
     )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if len(name) > 128 or not MODEL_NAME.match(name):
+                raise ValueError(
+                    f"adapter name {name!r}: 1-128 letters, digits and ._:/- starting with a "
+                    "letter or digit"
+                )
+            if not source:
+                raise ValueError(f"adapter {name!r}: give its checkpoint (a directory or hub id)")
+        return value
 
     @field_validator("hardware")
     @classmethod

@@ -39,7 +39,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hfskills.skillset.runtime.errors import HFSkillsError, InferenceError, first_line
-from hfskills.skillset.runtime.generation import Event, FinalEvent, TokenEvent, generated_tokens
+from hfskills.skillset.runtime.generation import (
+    Event,
+    FinalEvent,
+    GenerationParams,
+    TokenEvent,
+    generated_tokens,
+)
 
 from . import tracing
 from .auth import check_model
@@ -331,7 +337,7 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Outcome:
-        params = self._within_limits(inputs, params, ctx)
+        params = self._within_limits(inputs, self._adapter(name, params), ctx)
         keyed = self._cache_key(name, task, inputs, params, ctx)
         if keyed is not None and ctx.cache == "use":
             hit = self._cached(name, *keyed)
@@ -398,7 +404,7 @@ class InferenceService:
         params: Params,
         ctx: RequestContext,
     ) -> Stream:
-        params = self._within_limits([prompt], params, ctx)
+        params = self._within_limits([prompt], self._adapter(name, params), ctx)
         ticket = self._admit_model(name, ctx)  # 503 while its breaker is open; its rates: 429
         arrived = time.perf_counter()
         stack = contextlib.AsyncExitStack()
@@ -438,6 +444,28 @@ class InferenceService:
             events = _reported(events, ticket)
         answer.note(loaded.model.name)
         return Stream(loaded, self._events(loaded, events, stack, arrived, ctx, hold, generation))
+
+    def _adapter(self, name: str, params: Params) -> Params:
+        """A request that names a LoRA adapter runs its base model with that adapter; one that
+        names it in its params (TGI's ``adapter_id``) must name one of its model's."""
+        asked = params.adapter if isinstance(params, GenerationParams) else None
+        if asked is not None:
+            model = self.loader.catalog.get(name)
+            have = sorted(model.adapters) if model is not None else []
+            if asked not in have or self.loader.catalog.adapter(name) not in (None, asked):
+                raise APIError(
+                    422,
+                    f"adapter_id: {name!r} has no LoRA adapter {asked!r}"
+                    + (f"; its adapters: {have}" if have else " (it serves no adapters)"),
+                    param="adapter_id",
+                )
+            return params
+        adapter = self.loader.catalog.adapter(name)
+        if adapter is None:
+            return params
+        if isinstance(params, GenerationParams):
+            return params.model_copy(update={"adapter": adapter})
+        return {**params, "adapter": adapter}
 
     def _slot(self, name: str, ctx: RequestContext) -> contextlib.AbstractAsyncContextManager[None]:
         model, _ = self.loader.resolve(name)
@@ -560,9 +588,12 @@ class InferenceService:
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:
-        """Series are per served model: aliases fold into it, unknown names into one label."""
+        """Series are per served model: aliases fold into it, unknown names into one label; a
+        LoRA adapter is a model of its own (its requests, tokens and costs)."""
         model = self.loader.catalog.get(name)
-        return model.name if model is not None else "unknown"
+        if model is None:
+            return "unknown"
+        return name if name in model.adapters else model.name
 
     def _record(
         self,

@@ -44,6 +44,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "hfskills"
+    #: A LoRA adapter's base model (as vLLM lists its LoRA modules); None for a model.
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

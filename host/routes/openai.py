@@ -26,8 +26,8 @@ async def list_models(request: Request) -> Response:
     credential may use (a key limited to models sees only those)."""
     catalog, gate = host(request).catalog, host(request).control.gate
     created = host(request).started
-    cards = [
-        oa.ModelCard(id=name, created=created)
+    cards = [  # a LoRA adapter names its base model as its parent (as vLLM lists them)
+        oa.ModelCard(id=name, created=created, parent=model if catalog.adapter(name) else None)
         for name, model in catalog.names.items()
         # a retired model is not served (host/control/gate.py)
         if not gate.retired(model) and may_use(name, catalog.get(name))

@@ -16,12 +16,25 @@ from typing import Any
 
 from . import hardware
 from .endpoint import Endpoint
+from .errors import HardwareUnavailable
+
+
+def _refuse_adapters(options: dict[str, Any], why: str) -> None:
+    """LoRA adapters run on torch (peft mixes adapters in one batch) and vLLM; elsewhere the
+    host falls back to the next hardware with ``why`` logged."""
+    if options.get("adapters"):
+        raise HardwareUnavailable(f"LoRA adapters are served on torch and vLLM: {why}")
 
 
 def load_openvino(
     skill: Any, model: str, task: str, device: str = "CPU", **options: Any
 ) -> Endpoint:
     hardware.require("openvino")
+    _refuse_adapters(  # measured on 2026.4: ContinuousBatchingImpl::set_adapters is global
+        options,
+        "OpenVINO GenAI's continuous-batching pipeline applies one adapter set to every running "
+        "request, and an IR export holds the base's weights only",
+    )
     skill.check_task(task)
     if task == "text_generation" and skill.family == "decoder":
         from . import genai
@@ -37,6 +50,7 @@ def load_onnx(
 ) -> Endpoint:
     """Export ``model`` for ``task`` to ONNX (cached) and open it with ``providers``."""
     skill.check_task(task)
+    _refuse_adapters(options, "an ONNX export holds the base's weights only")
     from . import onnx_runtime
 
     return onnx_runtime.load_endpoint(

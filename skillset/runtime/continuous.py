@@ -10,7 +10,7 @@ plus ``max_new_tokens`` does not fit the model's context is refused before its p
 (`GenerationParams.fit`); each sampled request draws from a generator of its own, seeded by its
 ``seed`` or else by fresh entropy. Logprobs, when a request asks, are the raw logits' (before
 its penalties, masks and warpers touch them), the top-k only as many as asked; the prompt's come
-from its prefill.
+from its prefill. Rows may run different LoRA adapters on the same base (adapters.py).
 
 Why not transformers' own continuous batching (``generate_batch``)? Measured on this 2-core
 CPU with SmolLM2-135M: 4.6 tok/s at batch 1 and 80 tok/s at 32 prompts, against 18 and 176
@@ -22,7 +22,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any
 
-from . import constraints
+from . import adapters, constraints
 from .engines import DONE, EngineThread, Sequence, prompt_ids
 from .errors import HFSkillsError
 from .generation import (
@@ -78,7 +78,8 @@ class DecodeEngine(EngineThread):
                 sequence.generator.manual_seed(params.seed)
             else:
                 sequence.generator.seed()
-        out = self.model(input_ids=ids, use_cache=True)
+        lora = adapters.forward_kwargs(self.model, [params.adapter])
+        out = self.model(input_ids=ids, use_cache=True, **lora)
         if params.prompt_logprobs is not None:  # every position's logits, from this prefill
             sequence.text.prompt_logprobs = prompt_logprobs(
                 out.logits[0], ids[0].tolist(), params.prompt_logprobs
@@ -121,6 +122,8 @@ class DecodeEngine(EngineThread):
             position_ids=positions,
             past_key_values=self.cache,
             use_cache=True,
+            # each row its own LoRA adapter, in one step (peft's mixed batches: adapters.py)
+            **adapters.forward_kwargs(self.model, [s.params.adapter for s in self.running]),
         )
         self.cache, self.mask = out.past_key_values, mask
         running = list(self.running)  # _emit may retire rows while we walk them

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import tool_prompt
+from . import adapters, tool_prompt
 from .constraints import Constraint
 from .errors import ContextLengthError, InferenceError, InvalidInput
 
@@ -76,6 +76,9 @@ class GenerationParams(BaseModel):
     #: Tools (OpenAI's ``tools``, function definitions) that the chat template renders into
     #: a chat prompt: ``apply_chat_template(tools=...)``.
     tools: list[dict[str, Any]] | None = None
+    #: The LoRA adapter this request runs with (adapters.py; None: the base model). The host
+    #: sets it from the model name a client asked for (an adapter's served name).
+    adapter: str | None = Field(default=None, min_length=1, max_length=128)
 
     @classmethod
     def parse(cls, params: dict[str, Any]) -> GenerationParams:
@@ -418,14 +421,21 @@ class TextGenerator:
         with torch.inference_mode():
             for row, ids in enumerate(batch["input_ids"]):
                 ids = ids[mask[row].bool()] if mask is not None else ids
-                logits = self.model(input_ids=ids.unsqueeze(0)).logits[0]
+                logits = self.model(
+                    input_ids=ids.unsqueeze(0), **self._adapter({"ids": [0]}, params)
+                ).logits[0]
                 found.append(prompt_logprobs(logits, ids.tolist(), params.prompt_logprobs))
         return found
+
+    def _adapter(self, batch: dict[str, Any], params: GenerationParams) -> dict[str, Any]:
+        """Every row of a batch runs ``params.adapter`` (a batch shares its params)."""
+        rows = len(next(iter(batch.values())))
+        return adapters.forward_kwargs(self.model, [params.adapter] * rows)
 
     # -- batch -------------------------------------------------------------------------------
     def generate(self, batch: dict[str, Any], params: GenerationParams) -> list[dict[str, Any]]:
         """Run one batch; ``batch`` holds the model inputs (prompts or pixel values)."""
-        kwargs = self.generate_kwargs(params)
+        kwargs = self.generate_kwargs(params) | self._adapter(batch, params)
         self.guided(kwargs, batch, params)
         prompts = self._prompt_logprobs(batch, params)
         recorder = self._logprobs(batch, params)
@@ -465,7 +475,7 @@ class TextGenerator:
         prompts = self._prompt_logprobs(batch, params)  # before generate runs beside it
         recorder = self._logprobs(batch, params)
         streamer = _QueueStreamer(skip_first=True, logprobs=recorder)
-        kwargs = self.generate_kwargs(params)
+        kwargs = self.generate_kwargs(params) | self._adapter(batch, params)
         kwargs.pop("stop_strings", None), kwargs.pop("tokenizer", None)  # handled below
         self.guided(kwargs, batch, params)
         errors: list[BaseException] = []

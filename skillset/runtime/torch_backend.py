@@ -35,6 +35,8 @@ LOAD_OPTIONS = frozenset(
         "batch_size",
         "local_files_only",
         "allow_local_paths",
+        # LoRA adapters, served name -> PEFT adapter directory (adapters.py): the catalog's
+        "adapters",
     }
 )
 
@@ -116,6 +118,7 @@ def load_endpoint(
     batch_size = int(options.pop("batch_size", batch_size))
     allow_local_paths = bool(options.pop("allow_local_paths", True))
     ckpt = checkpoints.resolve(model, options.pop("gguf_file", None))
+    lora = options.pop("adapters", None) or {}
     extra = {k: v for k, v in options.items() if v is not None}
     # the processor takes only where-to-load options; model options stay with the model
     processor_extra = {k: v for k, v in extra.items() if k in ("revision", "local_files_only")}
@@ -130,6 +133,10 @@ def load_endpoint(
         ) from exc
     net = net.to(device).eval()
     _share_padding(proc, net)
+    if lora:  # after padding is shared: the wrapper reads the base's config
+        from . import adapters
+
+        net = adapters.attach(net, lora)
     endpoint = Endpoint(
         model=net,
         processor=proc,
@@ -145,5 +152,7 @@ def load_endpoint(
         allow_local_paths=allow_local_paths,
     )
     endpoint.settings["checkpoint"] = ckpt
+    if lora:
+        endpoint.settings["adapters"] = sorted(lora)
     log.info("loaded %s", endpoint)
     return endpoint

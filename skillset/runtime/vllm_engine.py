@@ -52,6 +52,7 @@ import dataclasses
 import importlib
 import importlib.util
 import itertools
+import json
 import logging
 import os
 import threading
@@ -116,6 +117,7 @@ class VLLMEngine:
         default_repetition_penalty: float | None = None,
         make_sampling: Callable[[dict[str, Any]], Any] | None = None,
         limit: int | None = None,
+        adapters: dict[str, str] | None = None,
     ) -> None:
         if text_handling not in TEXT_HANDLING:
             raise InvalidInput(
@@ -125,6 +127,9 @@ class VLLMEngine:
         self.text_handling = text_handling
         self.default_repetition_penalty = default_repetition_penalty
         self.make_sampling = make_sampling or vllm_sampling_params
+        #: LoRA adapters by served name -> (vLLM's integer id, path): a request's adapter is
+        #: a ``LoRARequest`` (vLLM loads it on first use and batches adapters together)
+        self.adapters = {n: (i, p) for i, (n, p) in enumerate((adapters or {}).items(), 1)}
         self.live: dict[str, Sequence] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._ids = itertools.count()
@@ -242,7 +247,8 @@ class VLLMEngine:
             )
             # a rendered token input: vLLM takes the ids as they are (no tokenization of its own)
             prompt = {"type": "token", "prompt_token_ids": ids}
-            stream = self.llm.generate(prompt, sampling, request_id)
+            lora = self._lora(params.adapter)
+            stream = self.llm.generate(prompt, sampling, request_id, lora_request=lora)
             async for output in stream:
                 if sequence.cancelled.is_set():
                     break
@@ -262,6 +268,20 @@ class VLLMEngine:
             with self._lock:
                 self.live.pop(request_id, None)
             self.tasks.pop(request_id, None)
+
+    def _lora(self, name: str | None) -> Any:
+        """vLLM's ``LoRARequest`` for a served adapter name (None: the base model)."""
+        if name is None:
+            return None
+        if name not in self.adapters:
+            raise InvalidInput(
+                f"no LoRA adapter {name!r} on this model; it has {sorted(self.adapters)}",
+                param="model",
+            )
+        from vllm.lora.request import LoRARequest
+
+        number, path = self.adapters[name]
+        return LoRARequest(name, number, path)
 
     def _encode(self, prompt: Any, tools: list[dict[str, Any]] | None = None) -> list[int]:
         """Render and tokenize like the torch engine (continuous.py), so prompts match."""
@@ -528,12 +548,29 @@ def engine_args(
             args[key] = options[key]
     if options.get("revision"):
         args.update(revision=options["revision"], tokenizer_revision=options["revision"])
+    if options.get("adapters"):  # every adapter may run in one batch, at the largest rank
+        adapters = options["adapters"]
+        args.update(
+            enable_lora=True, max_loras=len(adapters), max_lora_rank=lora_rank(adapters.values())
+        )
     if fields is not None:
         dropped = sorted(set(args) - fields)
         if dropped:
             log.debug("this vLLM has no engine argument(s) %s", dropped)
         args = {k: v for k, v in args.items() if k in fields}
     return args
+
+
+#: The ranks vLLM's ``max_lora_rank`` accepts (0.26).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank(paths: Any) -> int:
+    """The smallest rank vLLM accepts that holds every adapter's ``r``."""
+    wanted = max(
+        int(json.loads((Path(p) / "adapter_config.json").read_text()).get("r") or 8) for p in paths
+    )
+    return next((r for r in VLLM_LORA_RANKS if r >= wanted), wanted)
 
 
 def _reads_gguf() -> bool:
@@ -623,6 +660,7 @@ def load_endpoint(
             limit=int(options["max_model_len"])
             if options.get("max_model_len")
             else generation.context_limit(tokenizer, config),
+            adapters=options.get("adapters"),
         )
     except Exception as exc:  # an architecture or shape vLLM cannot run: torch can
         first = first_line(exc)
