@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import numpy as np
 from starlette.responses import Response
@@ -28,7 +29,6 @@ from ..errors import APIError
 from ..inference import InferenceService
 from ..protocol import audio as pa
 from ..scheduler import RequestContext
-from ..workers import Params
 from .common import client_words
 
 TASK = "text_to_audio"
@@ -59,9 +59,9 @@ def check_format(body: pa.SpeechRequest) -> None:
         )
 
 
-def _params(body: pa.SpeechRequest) -> Params:
+def _params(body: pa.SpeechRequest) -> dict[str, Any]:
     """The skill's parameters: only what changes its answer (see the module's policy)."""
-    params: Params = {}
+    params: dict[str, Any] = {}
     if body.speed != 1.0:
         params["speaking_rate"] = body.speed
     voice = body.voice.id if isinstance(body.voice, pa.VoiceID) else body.voice
