@@ -1,7 +1,8 @@
 """``GET /openapi.json``, generated from the protocol models each route declares.
 
-Each operation has its request body and 200 answer (`protocol`), its path parameters (with the
-real constraints where there are some: `_string`), its query parameters (``protocol(...,
+Each operation has its request body and 200 answer (`protocol`: a JSON model, or binary bodies
+of the media types in ``produces``), its path parameters (with the real constraints where there
+are some: `_string`), its query parameters (``protocol(...,
 query=)``), and a ``default`` answer: the error body of its API family (host/errors.py),
 OpenAI's under ``/v1/``, ``/api/`` and ``/model/switch/``, TGI's elsewhere.
 """
@@ -100,6 +101,9 @@ def schema(routes: list[Route], served: list[str] | None = None) -> dict[str, An
                         "schema": {"$ref": f"#/components/schemas/{response_model.__name__}"}
                     }
                 }
+            for media in getattr(route.endpoint, "__produces__", ()):
+                binary = {"schema": {"type": "string", "format": "binary"}}
+                op["responses"]["200"].setdefault("content", {})[media] = binary
             names = re.findall(r"\{(\w+)(?::\w+)?\}", route.path)
             parameters = [
                 {"name": n, "in": "path", "required": True, "schema": _string(n, served)}
@@ -182,16 +186,19 @@ def protocol(
     *,
     query: dict[str, dict[str, Any]] | None = None,
     content: str = "application/json",
+    produces: tuple[str, ...] = (),
 ):
     """Declare a route's request and response models, and its query parameters (name ->
     `query`'s fields; the route still checks them itself), for the OpenAPI document;
     ``content``: the request body's media type (``multipart/form-data`` for a form, whose
-    ``bytes`` fields are files)."""
+    ``bytes`` fields are files); ``produces``: the media types of a binary answer (audio)."""
     models = (request, response)
 
     def mark(endpoint):
         endpoint.__protocol__ = models
         endpoint.__content__ = content
+        if produces:
+            endpoint.__produces__ = produces
         if query:
             endpoint.__query__ = query
         return endpoint

@@ -49,7 +49,7 @@ async def transcriptions(request: Request) -> Response:
     return await serving.transcriptions(host(request).service, body, context(request), limit)
 
 
-@protocol(pa.SpeechRequest)
+@protocol(pa.SpeechRequest, produces=tuple(speaking.MEDIA_TYPES.values()))
 async def speech(request: Request) -> Response:
     """Generate speech from text (the audio bytes: wav, pcm or flac)."""
     body = await parse(request, pa.SpeechRequest)

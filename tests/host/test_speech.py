@@ -218,3 +218,6 @@ def test_the_route_is_in_the_openapi_document(server) -> None:
     assert fields["response_format"]["enum"] == ["wav", "pcm", "flac"]
     assert (fields["speed"]["minimum"], fields["speed"]["maximum"]) == (0.25, 4.0)
     assert fields["input"]["maxLength"] == 4096
+    answers = operation["responses"]["200"]["content"]
+    assert set(answers) == {"audio/wav", "audio/pcm", "audio/flac"}
+    assert answers["audio/wav"]["schema"] == {"type": "string", "format": "binary"}
