@@ -50,9 +50,10 @@ def checkpoints(task_checkpoint, minilm):
 
 
 @pytest.fixture(scope="module")
-def server(serve, checkpoints):
+def server(serve, checkpoints, tmp_path_factory):
     models = [entry(name, path) for name, path in checkpoints.items()]
-    return serve(models=models, embedded_default=False)
+    database = tmp_path_factory.mktemp("score") / "control.db"  # its own routes
+    return serve(models=models, embedded_default=False, database_url=f"sqlite:///{database}")
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +267,16 @@ def test_the_routes_are_openai_family_operations(client) -> None:
             "$ref"
         ].endswith("OpenAIError")
     assert "ScoreResponse" in schema["components"]["schemas"]
+
+
+def test_a_route_of_embedding_models_scores_by_cosine(client) -> None:
+    route = {"targets": [{"model": "minilm", "weight": 1}]}
+    assert client.put("/api/routes/bi-encoders", json=route).status_code in (200, 201)
+    try:
+        expected = cosines(client, [QUERY] * len(DOCUMENTS), DOCUMENTS)
+        answer = client.post(
+            "/v1/score", json={"model": "bi-encoders", "text_1": QUERY, "text_2": DOCUMENTS}
+        )
+        assert score_body(answer, "minilm", len(DOCUMENTS)) == pytest.approx(expected, abs=1e-5)
+    finally:
+        client.delete("/api/routes/bi-encoders")
