@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Literal
 
@@ -15,10 +16,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from hfskills.skillset.runtime import constraints
 from hfskills.skillset.runtime import generation as gen
 
 #: TGI's default ``--max-top-n-tokens``: the most alternatives ``top_n_tokens`` may ask for.
 MAX_TOP_N_TOKENS = 5
+
+#: Where a TGI request's grammar is: its compile errors name it.
+GRAMMAR_FIELD = "parameters.grammar"
 
 #: Hugging Face pipeline names <-> hfskills task names.
 HF_TASKS = {
@@ -96,6 +101,48 @@ def _refused(value: Any, info: ValidationInfo) -> None:
     return None
 
 
+class Grammar(BaseModel):
+    """TGI's grammar (``parameters.grammar``; TGI's chat ``response_format`` too):
+    ``{"type": "json", "value": <JSON schema>}`` (the schema as an object or as JSON text;
+    ``json_object`` is TGI's alias), ``{"type": "regex", "value": "<regex>"}``, or
+    ``{"type": "json_schema", "value": {"name": ..., "schema": <JSON schema>}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["json", "json_object", "regex", "json_schema"]
+    value: Any = Field(
+        ..., description="json: a JSON schema (object or JSON text); regex: the pattern"
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _shape(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if kind == "regex":
+            if not isinstance(value, str) or not value:
+                raise ValueError("a regex grammar's value is the pattern, a non-empty string")
+            return value
+        if kind == "json_schema":
+            if not isinstance(value, dict) or not isinstance(value.get("schema"), dict):
+                raise ValueError("a json_schema grammar's value is {name, schema: {...}}")
+            return value
+        if isinstance(value, str):  # TGI takes the schema as JSON text too
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValueError("a json grammar's value is a JSON schema: not JSON") from None
+        if not isinstance(value, dict):
+            raise ValueError("a json grammar's value is a JSON schema (an object)")
+        return value
+
+    def constraint(self, field: str) -> constraints.JSONSchema | constraints.Regex:
+        """The engines' constraint; compile errors name ``field``."""
+        if self.type == "regex":
+            return constraints.Regex(type="regex", pattern=self.value, field=field)
+        schema = self.value["schema"] if self.type == "json_schema" else self.value
+        return constraints.JSONSchema(type="json_schema", json_schema=schema, field=field)
+
+
 class GenerateParameters(BaseModel):
     """TGI's generation parameters (those without an hfskills meaning are refused if set).
 
@@ -143,12 +190,18 @@ class GenerateParameters(BaseModel):
         le=MAX_TOP_N_TOKENS,
         description="with details: the most likely tokens at each position (details.top_tokens)",
     )
-    grammar: None = Field(None, description="not supported")
-    adapter_id: None = Field(None, description="not supported")
+    grammar: Grammar | None = Field(
+        None,
+        description="the output held to a JSON schema or a regex (grammar-constrained decoding)",
+    )
+    adapter_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="a LoRA adapter of the model (its served name: --lora-modules, adapters)",
+    )
 
-    _refused = field_validator(
-        "typical_p", "frequency_penalty", "grammar", "adapter_id", mode="before"
-    )(_refused)
+    _refused = field_validator("typical_p", "frequency_penalty", mode="before")(_refused)
 
     def to_generation_params(self, default_max_tokens: int) -> gen.GenerationParams:
         """The engines' typed params. Sampling when ``do_sample`` says so, else when any of
@@ -173,6 +226,10 @@ class GenerateParameters(BaseModel):
             params["logprobs"] = self.top_n_tokens or 0
         if self.details and self.decoder_input_details:
             params["prompt_logprobs"] = 0
+        if self.grammar is not None:
+            params["constraint"] = self.grammar.constraint(GRAMMAR_FIELD)
+        if self.adapter_id is not None:  # checked against the model's adapters by the service
+            params["adapter"] = self.adapter_id
         return gen.GenerationParams(**params)
 
     def generation_params(self, default_max_new_tokens: int) -> dict[str, Any]:

@@ -18,9 +18,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from hfskills.skillset.runtime import generation as gen
-from hfskills.skillset.runtime.constraints import JSONObject, JSONSchema
+from hfskills.skillset.runtime.constraints import JSONObject, JSONSchema, Regex
+
+from .hf import Grammar
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+#: The most strings ``guided_choice`` / ``structured_outputs.choice`` may list.
+MAX_CHOICES = 1024
 
 
 class Request(BaseModel):
@@ -129,6 +133,68 @@ def _at_most(minimum: int | None, budget: int | None, field: str) -> int | None:
     return minimum
 
 
+class StructuredOutputs(Request):
+    """vLLM's ``structured_outputs`` (the subset that maps onto a constraint: one of
+    ``json``, ``regex``, ``choice``, ``json_object``)."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = Field(None, min_length=1)
+    choice: list[str] | None = Field(None, min_length=1, max_length=MAX_CHOICES)
+    json_object: bool | None = None
+    grammar: None = Field(None, description="not supported (EBNF grammars)")
+    structural_tag: None = Field(None, description="not supported")
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    _json_schema = field_validator("json_")(lambda value: None if value is None else _schema(value))
+
+    @model_validator(mode="after")
+    def _one(self) -> StructuredOutputs:
+        given = [self.json_, self.regex, self.choice, self.json_object or None]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("exactly one of json, regex, choice, json_object")
+        return self
+
+    def constraint(self) -> JSONObject | JSONSchema | Regex:
+        if self.regex is not None:
+            return Regex(type="regex", pattern=self.regex, field="structured_outputs.regex")
+        if self.choice is not None:  # one of the strings, as a regex alternation
+            pattern = "|".join(map(_literal, self.choice))
+            return Regex(type="regex", pattern=pattern, field="structured_outputs.choice")
+        if self.json_object:
+            return JSONObject(type="json_object", field="structured_outputs.json_object")
+        return JSONSchema(
+            type="json_schema", json_schema=_schema(self.json_), field="structured_outputs.json"
+        )
+
+
+def _literal(text: str) -> str:
+    """``text`` as a regex matching itself, escaping only the metacharacters both regex
+    dialects (llguidance's Rust regex, GenAI's xgrammar) know: Python's `re.escape` also
+    escapes spaces and ``#``, which not every dialect accepts."""
+    return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
+
+
+def _schema(value: Any) -> dict[str, Any]:
+    """A JSON schema given as an object or as JSON text (vLLM takes both)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("the JSON schema is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("the JSON schema must be an object")
+    return value
+
+
+def _one_constraint(found: dict[str, Any]) -> Any:
+    if len(found) > 1:
+        raise ValueError(
+            f"one structured-output constraint at a time; this request has {', '.join(found)}"
+        )
+    return next(iter(found.values()), None)
+
+
 class SamplingRequest(Request):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
@@ -167,8 +233,56 @@ class SamplingRequest(Request):
         None, ge=-2.0, le=2.0, description="only 0 is supported"
     )
     user: str | None = None
+    guided_regex: str | None = Field(
+        None, min_length=1, description="vLLM extension: the output matches this regex"
+    )
+    guided_json: dict[str, Any] | str | None = Field(
+        None, description="vLLM extension: the output validates against this JSON schema"
+    )
+    guided_choice: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CHOICES,
+        description="vLLM extension: the output is one of these strings",
+    )
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="vLLM extension: one of json, regex, choice, json_object"
+    )
 
     _no_penalties = field_validator("presence_penalty", "frequency_penalty")(_unsupported)
+
+    @field_validator("guided_json")
+    @classmethod
+    def _guided_schema(cls, value: Any) -> Any:
+        return None if value is None else _schema(value)
+
+    @model_validator(mode="after")
+    def _one_constraint_at_most(self) -> SamplingRequest:
+        self.constraint()  # more than one: a ValueError naming them
+        return self
+
+    def constraint(self) -> JSONObject | JSONSchema | Regex | None:
+        """The request's structured-output constraint (None: none asked); more than one is a
+        ValueError naming them."""
+        return _one_constraint(self.constraints())
+
+    def constraints(self) -> dict[str, JSONObject | JSONSchema | Regex]:
+        """Each structured-output field given, by name: vLLM's extensions."""
+        found: dict[str, Any] = {}
+        if self.guided_regex is not None:
+            found["guided_regex"] = Regex(
+                type="regex", pattern=self.guided_regex, field="guided_regex"
+            )
+        if self.guided_json is not None:
+            found["guided_json"] = JSONSchema(
+                type="json_schema", json_schema=self.guided_json, field="guided_json"
+            )
+        if self.guided_choice is not None:
+            pattern = "|".join(map(_literal, self.guided_choice))
+            found["guided_choice"] = Regex(type="regex", pattern=pattern, field="guided_choice")
+        if self.structured_outputs is not None:
+            found["structured_outputs"] = self.structured_outputs.constraint()
+        return found
 
     @field_validator("min_tokens")
     @classmethod
@@ -224,6 +338,7 @@ class SamplingRequest(Request):
         if self.min_tokens:
             params["min_new_tokens"] = self.min_tokens
         params.update(self.logprob_params())
+        params["constraint"] = self.constraint()
         return gen.GenerationParams(**params)
 
     def logprob_params(self) -> dict[str, int]:
@@ -347,14 +462,37 @@ class JSONSchemaFormat(Request):
 
 
 class ResponseFormat(Request):
-    type: Literal["text", "json_object", "json_schema"]
+    """OpenAI's ``text``, ``json_object`` and ``json_schema``; and TGI's chat shape,
+    ``{"type": "json" | "regex", "value": ...}`` (`Grammar`; ``json_object`` or
+    ``json_schema`` with a ``value`` are TGI's too)."""
+
+    type: Literal["text", "json_object", "json_schema", "json", "regex"]
     json_schema: JSONSchemaFormat | None = None
+    value: Any = Field(None, description="TGI's shape: the JSON schema or the regex")
 
     @model_validator(mode="after")
     def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
+        if self.value is not None and self.type != "text":
+            Grammar.model_validate({"type": self.type, "value": self.value})
+        elif self.type == "json_schema" and self.json_schema is None:
             raise ValueError("response_format of type json_schema needs json_schema")
+        elif self.type in ("json", "regex"):
+            raise ValueError(f"response_format of type {self.type} needs value (TGI's shape)")
         return self
+
+    def constraint(self) -> JSONObject | JSONSchema | Regex | None:
+        if self.value is not None and self.type != "text":
+            grammar = Grammar.model_validate({"type": self.type, "value": self.value})
+            return grammar.constraint("response_format.value")
+        if self.type == "json_object":
+            return JSONObject(type="json_object", field="response_format")
+        if self.type == "json_schema" and self.json_schema is not None:
+            return JSONSchema(
+                type="json_schema",
+                json_schema=self.json_schema.schema_,
+                field="response_format.json_schema.schema",
+            )
+        return None
 
 
 class FunctionDefinition(Request):
@@ -465,17 +603,13 @@ class ChatCompletionRequest(SamplingRequest):
         """With ``response_format``'s constraint, and the tools the template renders (the
         serving layer holds ``required`` and named tool choices to their calls' schema)."""
         params = super()._generation_params(max_tokens, default)
-        update: dict[str, Any] = {"tools": self.rendered_tools()}
-        fmt = self.response_format
-        if fmt is not None and fmt.type == "json_object":
-            update["constraint"] = JSONObject(type="json_object", field="response_format")
-        elif fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
-            update["constraint"] = JSONSchema(
-                type="json_schema",
-                json_schema=fmt.json_schema.schema_,
-                field="response_format.json_schema.schema",
-            )
-        return params.model_copy(update=update)
+        return params.model_copy(update={"tools": self.rendered_tools()})
+
+    def constraints(self) -> dict[str, JSONObject | JSONSchema | Regex]:
+        """``response_format``'s constraint and vLLM's extensions'."""
+        found = super().constraints()
+        given = self.response_format.constraint() if self.response_format else None
+        return found if given is None else {"response_format": given, **found}
 
 
 def tool_call(call: ToolCall) -> dict[str, Any]:

@@ -8,16 +8,21 @@ sends one event per token, the last with ``generated_text`` and ``details``, and
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from hfskills.skillset.runtime.generation import TokenEvent
+from hfskills.skillset.runtime import constraints
+from hfskills.skillset.runtime.errors import InvalidInput
+from hfskills.skillset.runtime.generation import GenerationParams, TokenEvent
 
-from ..errors import APIError
+from ..errors import APIError, validation_message
 from ..inference import InferenceService, Stream
 from ..protocol import hf
 from ..scheduler import RequestContext
@@ -78,7 +83,7 @@ async def _text_classification(t: Target, p: hf.InferenceRequest) -> Response:
 
 async def _generated(t: Target, p: hf.InferenceRequest) -> Response:
     """text2text and image-to-text: ``[{"generated_text"}]`` (summary/translation keys too)."""
-    params = generation_parameters(p.parameters).to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    params = await tgi_params(generation_parameters(p.parameters))
     results = await t.run(p.inputs, params)
     key = {"summarization": "summary_text", "translation": "translation_text"}.get(
         t.pipeline, "generated_text"
@@ -137,8 +142,39 @@ async def inference(target: Target, payload: hf.InferenceRequest) -> Response:
 
 
 def generation_parameters(parameters: dict[str, Any] | None) -> hf.GenerateParameters:
+    """The Inference API body's ``parameters`` as TGI's; errors name ``parameters.<field>``
+    (as ``/generate``'s)."""
     clean = {k: v for k, v in (parameters or {}).items() if v is not None}
-    return hf.GenerateParameters.model_validate(clean)
+    try:
+        return hf.GenerateParameters.model_validate(clean)
+    except ValidationError as exc:
+        field, message = validation_message(exc)
+        where = f"parameters.{field}" if field else "parameters"
+        raise APIError(422, f"{where}: {message.removeprefix(f'{field}: ')}", param=where) from None
+
+
+async def tgi_params(parameters: hf.GenerateParameters) -> GenerationParams:
+    """The engines' params; a grammar is compiled here, once (off the event loop: a large
+    schema takes up to a second, docs/performance.md), and one that cannot be is a 422 naming
+    ``parameters.grammar``, as TGI's validation errors."""
+    params = parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
+    if params.constraint is not None:
+        try:
+            await asyncio.to_thread(constraints.grammar, params.constraint)
+        except InvalidInput as exc:
+            raise APIError(422, exc.message, param=exc.param) from None
+    return params
+
+
+@contextlib.contextmanager
+def _grammar_refusals() -> Iterator[None]:
+    """An engine's own grammar compiler (GenAI's) refusing what llguidance took: TGI's 422."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if exc.param != hf.GRAMMAR_FIELD:
+            raise
+        raise APIError(422, exc.message, param=exc.param) from None
 
 
 def _finish(result: dict[str, Any]) -> str:
@@ -150,8 +186,8 @@ def _finish(result: dict[str, Any]) -> str:
 async def tgi_generate(
     service: InferenceService, name: str, body: hf.GenerateRequest, ctx: RequestContext
 ) -> dict[str, Any]:
-    params = body.parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    with client_words(TGI_LOGPROBS):
+    params = await tgi_params(body.parameters)
+    with _grammar_refusals(), client_words(TGI_LOGPROBS):
         outcome = await service.run(name, "text_generation", [body.inputs], params, ctx)
     result = outcome.results[0]
     text = result["text"] + (result.get("stop_sequence") or "")  # TGI keeps the stop text
@@ -188,8 +224,8 @@ async def tgi_stream(
             "decoder_input_details: true is not supported when streaming tokens",
             param="decoder_input_details",
         )
-    params = body.parameters.to_generation_params(TGI_DEFAULT_MAX_NEW_TOKENS)
-    with client_words(TGI_LOGPROBS):
+    params = await tgi_params(body.parameters)
+    with _grammar_refusals(), client_words(TGI_LOGPROBS):
         stream = await service.open_stream(name, "text_generation", body.inputs, params, ctx)
     return event_stream(_tgi_events(stream, params.seed, path))
 
