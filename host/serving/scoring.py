@@ -143,7 +143,11 @@ async def _cosines(
             "on an embedding model (max_batch_inputs)",
             param=field,
         )
-    outcome = await service.run(name, EMBEDDING, texts, {"truncate": truncate}, ctx)
+    # /v1/embeddings' own parameters (none: the handler truncates by default), so the vectors,
+    # the response cache's keys and a remote model's body are the embeddings route's; TEI's
+    # truncate=false the one difference
+    params: dict[str, Any] = {} if truncate else {"truncate": False}
+    outcome = await service.run(name, EMBEDDING, texts, params, ctx)
     vectors = np.asarray(outcome.results, dtype=np.float64)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = vectors / np.where(norms == 0.0, 1.0, norms)  # a zero vector scores 0, not NaN
