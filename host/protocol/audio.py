@@ -88,6 +88,8 @@ class TranscriptionVerbose(BaseModel):
 SPEECH_FORMATS = ("wav", "pcm", "flac")
 #: OpenAI's limit on ``input`` (characters).
 MAX_SPEECH_INPUT = 4096
+#: A voice's name or id (OpenAI's are short words and ``voice_...`` ids).
+MAX_VOICE = 64
 
 
 class VoiceID(BaseModel):
@@ -95,7 +97,7 @@ class VoiceID(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(..., min_length=1, max_length=64)
+    id: str = Field(..., min_length=1, max_length=MAX_VOICE)
 
 
 class SpeechRequest(BaseModel):
@@ -153,4 +155,12 @@ class SpeechRequest(BaseModel):
     def _has_text(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("the text holds only whitespace; there is nothing to speak")
+        return value
+
+    @field_validator("voice")
+    @classmethod
+    def _short_voice(cls, value: str | VoiceID | None) -> str | VoiceID | None:
+        # here, not as max_length in the union: an error there is located in the union's branch
+        if isinstance(value, str) and len(value) > MAX_VOICE:
+            raise ValueError(f"a voice is at most {MAX_VOICE} characters")
         return value

@@ -195,6 +195,9 @@ def test_bad_input_names_the_field(client) -> None:
         assert refused.value.body["param"] == "response_format"
         assert "['wav', 'pcm', 'flac']" in refused.value.body["message"]
         assert "ffmpeg" in refused.value.body["message"]
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        speak(client, voice="v" * 65)
+    assert refused.value.body["param"] == "voice"
     with pytest.raises(openai.BadRequestError) as refused:
         speak(client, stream_format="sse")
     assert refused.value.body["param"] == "stream_format"
