@@ -58,6 +58,25 @@ class RerankRequest(Request):
     )
     user: str | None = None
 
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _documents(cls, value: Any) -> Any:
+        # each document read here, to its text: as a union, a refused document would be
+        # named by its branch (``documents[0].constrained-str``) with the first branch's
+        # complaint ("a valid string") even when it was an object whose text was empty
+        if not isinstance(value, list):
+            return value  # the list's own type error
+        texts = []
+        for i, document in enumerate(value):
+            text = document.get("text") if isinstance(document, dict) else document
+            if not isinstance(text, str) or not text:
+                raise ValueError(
+                    f"documents[{i}] must be a non-empty string or an object with a non-empty "
+                    '"text"'
+                )
+            texts.append(text)
+        return texts
+
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
 

@@ -230,6 +230,9 @@ def test_bad_input_names_the_field_in_openai_shape(client) -> None:
         many = post("/score", model=model, text_1="q", text_2=["a"] * 257)
         openai_error(many, 413, "text_2")  # over max_batch_inputs (256)
         openai_error(post("/v2/rerank", model=model, query="q", documents=[]), 422, "documents")
+        for documents in ([{"text": ""}], [{}], ["a", 3], ["a", ""]):
+            refused = post("/v2/rerank", model=model, query="q", documents=documents)
+            assert "non-empty" in openai_error(refused, 422, "documents")["message"]
     # an embedding model embeds the distinct texts in one call: the query counts too
     distinct = [f"document {i}" for i in range(256)]
     over = post("/v1/rerank", model="minilm", query="q", documents=distinct)
