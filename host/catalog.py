@@ -89,6 +89,11 @@ class ServedModel:
     #: of its own to clients; the loaded base holds them all (``options["adapters"]``).
     adapters: dict[str, str] = field(default_factory=dict)
 
+    def canonical(self, asked: str) -> str:
+        """The name a request for ``asked`` runs under: this model's own (an alias folds into
+        it), or a LoRA adapter's, a model of its own (the service reads the adapter from it)."""
+        return asked if asked in self.adapters else self.name
+
     @property
     def names(self) -> tuple[str, ...]:
         """Every name this model answers to: its own, its aliases, its adapters'."""

@@ -101,6 +101,7 @@ async def list_resident(request: Request) -> Response:
                     "skill": m.skill.name,
                     "tasks": list(m.tasks),
                     "aliases": list(m.aliases),
+                    "adapters": list(m.adapters),
                     "pinned": m.pinned,
                     "checkpoint": m.location,
                     "skill_path": str(m.skill.path),

@@ -64,7 +64,7 @@ async def root(request: Request) -> Response:
     else:
         await host(request).loader.admit(name)
         model, task = host(request).loader.resolve(name)
-        name = model.name
+        name = model.canonical(name)
     target = serving.Target(host(request).service, name, task, context(request))
     return await serving.inference(target, payload)
 

@@ -61,7 +61,7 @@ async def _target(request: Request, name: str, tasks: tuple[str, ...] | None) ->
     else:
         await host(request).loader.admit(name)
         model, _ = host(request).loader.resolve(name)
-        name = model.name
+        name = model.canonical(name)
         served = [t for t in model.tasks if tasks is None or t in tasks]
         if not served:
             raise APIError(

@@ -52,7 +52,7 @@ async def _dispatch(request: Request, task: str | None, pipeline: str = "") -> R
     else:
         await host(request).loader.admit(name)
         model, task = host(request).loader.resolve(name, task)
-        name = model.name
+        name = model.canonical(name)
     payload = await _payload(request)
     target = serving.Target(host(request).service, name, task, context(request), pipeline)
     return await serving.inference(target, payload)

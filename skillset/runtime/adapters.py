@@ -27,14 +27,21 @@ def attach(model: Any, adapters: dict[str, str]) -> Any:
     """``model`` with each adapter (served name -> PEFT adapter directory) loaded onto it, in
     eval mode; a `ModelLoadError` naming the adapter that does not fit the base."""
     try:
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
     except ImportError:
         raise ModelLoadError("LoRA adapters need peft: pip install 'hfskills[lora]'") from None
     wrapped = None
     for name, path in adapters.items():
         try:
             if wrapped is None:
-                wrapped = PeftModel.from_pretrained(model, path, adapter_name=name)
+                # the task decides peft's wrapper, whose generate() honours adapter_names; an
+                # adapter saved without one would get the plain wrapper (its generate runs the
+                # base model: measured on a t5 adapter)
+                config = PeftConfig.from_pretrained(path)
+                if config.task_type is None:
+                    seq2seq = getattr(model.config, "is_encoder_decoder", False)
+                    config.task_type = "SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
+                wrapped = PeftModel.from_pretrained(model, path, adapter_name=name, config=config)
             else:
                 wrapped.load_adapter(path, adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:

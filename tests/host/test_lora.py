@@ -216,6 +216,49 @@ def test_openvino_falls_back_to_torch_with_a_reason(
     assert "continuous-batching pipeline applies one adapter set" in caplog.text
 
 
+def test_seq2seq_adapter_parity(serve: Any, task_checkpoint: Any, tmp_path: Path) -> None:
+    """An encoder-decoder's adapter: the batch path (transformers' generate with peft's
+    adapter_names), through the Inference API's route."""
+    import torch
+    import transformers
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = task_checkpoint("t5", "text2text_generation")
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(base)
+        config = LoraConfig(r=4, target_modules=["q", "v", "o"], init_lora_weights=False)
+        get_peft_model(model, config).save_pretrained(tmp_path / "t5-lora")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    ids = tokenizer(PROMPT, return_tensors="pt")
+
+    def reference(adapter: bool) -> str:
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(base)
+        if adapter:
+            model = PeftModel.from_pretrained(model, tmp_path / "t5-lora")
+        with torch.inference_mode():
+            out = model.eval().generate(**ids, max_new_tokens=TOKENS, do_sample=False)
+        return tokenizer.decode(out[0], skip_special_tokens=True)
+
+    expected = {"t5": reference(False), "t5-lora": reference(True)}
+    assert expected["t5"] != expected["t5-lora"]
+    adapters = {"t5-lora": str(tmp_path / "t5-lora")}
+    server = serve(
+        models=[entry("t5", base, hardware=["cpu"], adapters=adapters)], embedded_default=False
+    )
+    parameters = {"max_new_tokens": TOKENS}
+    with server.client() as http:
+        for name, text in expected.items():  # the Inference API, POST / and the design's route
+            for url, body in (
+                (f"/models/{name}", {"inputs": PROMPT, "parameters": parameters}),
+                ("/", {"model": name, "inputs": PROMPT, "parameters": parameters}),
+                ("/v1/generate", {"model": name, "inputs": PROMPT, "parameters": parameters}),
+            ):
+                got = http.post(url, json=body)
+                assert got.status_code == 200, (url, got.text)
+                assert got.json() == [{"generated_text": text}], (url, name)
+
+
 # -- the catalog ---------------------------------------------------------------------------------
 def test_lora_modules_flag(lora: dict[str, Path]) -> None:
     [one] = positional_entries([str(lora["base"])], lora_modules=[f"sql={lora['sql']}"])
