@@ -12,6 +12,15 @@ their sum over the level's wall time. Each constrained answer is checked to pars
 validate (jsonschema). Ratios: constrained tokens/s over free tokens/s on the same side and
 level (1.0 = no overhead). Answers differ in length between modes (a schema ends the answer
 when the object closes), so tokens/s, not requests/s, is the measure.
+
+Hostile constraints (`--hostile`, after the throughput levels; `--hostile-only` skips those):
+deeply nested objects, huge enums, many required properties, long regexes with alternations
+and nested repeats, each sent once to each side as a greedy /v1/chat/completions with
+max_tokens 1 under a timeout (`--compile-timeout`, default 30 s). The time is the request's
+less a trivial schema's (the compile: the host's llguidance check, then the engine's own
+compile, GenAI's xgrammar or the torch engine's llguidance matcher), or "refused" (a 4xx,
+with its message) or "timeout". The host's llguidance check alone (`constraints.grammar`,
+in-process, each in its own subprocess under the same timeout) is its own column.
 Example: scripts/bench_structured.py --quick
 """
 
@@ -19,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -70,6 +81,157 @@ MODES = {
         "tool_choice": {"type": "function", "function": {"name": "describe_city"}},
     },
 }
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "maxLength": 4}
+    for _ in range(depth):
+        schema = {
+            "type": "object",
+            "properties": {"a": schema, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        }
+    return schema
+
+
+def _hostile() -> dict[str, dict[str, Any]]:
+    """Constraints meant to be expensive to compile: name -> chat request fields."""
+
+    def schema(value: dict[str, Any]) -> dict[str, Any]:
+        fmt = {"type": "json_schema", "json_schema": {"name": "h", "schema": value}}
+        return {"response_format": fmt}
+
+    words = [f"word{i}x" for i in range(10_000)]
+    many = {f"p{i}": {"type": "integer"} for i in range(2_000)}
+    return {
+        "trivial schema (baseline)": schema({"type": "object"}),
+        "nested objects, depth 30": schema(_nested(30)),
+        "nested objects, depth 100": schema(_nested(100)),
+        "nested objects, depth 300": schema(_nested(300)),
+        "enum of 10k strings": schema({"enum": words}),
+        "enum of 100k strings": schema({"enum": [f"value_{i}" for i in range(100_000)]}),
+        "2k required properties": schema(
+            {"type": "object", "properties": many, "required": list(many)}
+        ),
+        "regex: 10k alternatives": {"guided_regex": "(" + "|".join(words) + ")"},
+        "regex: (a{1,1000}){1,1000}": {"guided_regex": "(a{1,1000}){1,1000}"},
+        "regex: [a-z]{1,100000}": {"guided_regex": "[a-z]{1,100000}"},
+        "regex: ((a|b)*c){1,200} x 20": {"guided_regex": "(" + "((a|b)*c){1,200}" * 20 + ")"},
+        "string, maxLength 100k": schema({"type": "string", "maxLength": 100_000}),
+        "1000 x 1000 nested arrays": schema(
+            {
+                "type": "array",
+                "maxItems": 1000,
+                "items": {"type": "array", "maxItems": 1000, "items": {"type": "integer"}},
+            }
+        ),
+        "string pattern a{1,1000} x 1000": schema(
+            {"type": "string", "pattern": "^(a{1,1000}){1,1000}$"}
+        ),
+        "regex: (a{1,3000}){1,3000}": {"guided_regex": "(a{1,3000}){1,3000}"},
+    }
+
+
+#: The host's own check, timed in a fresh interpreter (a runaway compile cannot stall the run).
+_CHECK = """
+import json, sys, time
+from hfskills.skillset.runtime import constraints
+from hfskills.skillset.runtime.errors import InvalidInput
+fields = json.loads(sys.stdin.read())
+if "guided_regex" in fields:
+    c = constraints.Regex(type="regex", pattern=fields["guided_regex"])
+else:
+    s = fields["response_format"]["json_schema"]["schema"]
+    c = constraints.JSONSchema(type="json_schema", json_schema=s)
+constraints.grammar(constraints.JSONObject(type="json_object"))  # llguidance loaded
+start = time.perf_counter()
+try:
+    constraints.grammar(c)
+    print(json.dumps({"ms": (time.perf_counter() - start) * 1000}))
+except InvalidInput as exc:
+    print(json.dumps({"ms": (time.perf_counter() - start) * 1000, "refused": exc.message}))
+except RecursionError:
+    print(json.dumps({"refused": "RecursionError"}))
+"""
+
+
+def host_check(fields: dict[str, Any], timeout: float, args: Any) -> dict[str, Any]:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHECK],
+            input=json.dumps(fields),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=bc.host_env(args.host_src),
+        )
+    except subprocess.TimeoutExpired:
+        return {"timeout": timeout}
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {"error": done.stderr.strip()[-300:]}
+
+
+async def hostile(url: str, timeout: float) -> dict[str, Any]:
+    """Each hostile constraint once, greedy, 1 token, under ``timeout``."""
+    out: dict[str, Any] = {}
+    cases = _hostile()
+    trivial = cases["trivial schema (baseline)"]
+    async with bc.http_client(1, timeout=timeout) as client:
+
+        def request(fields: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Answer."}],
+                "temperature": 0,
+                "max_tokens": 1,
+                **fields,
+            }
+
+        base = []  # the model loaded and warm first; then the least of 3 trivial requests
+        for i in range(5):
+            start = time.perf_counter()
+            await client.post(url, json=request(trivial))
+            if i >= 2:
+                base.append((time.perf_counter() - start) * 1000)
+        out["trivial schema (baseline)"] = {"ms": min(base)}
+        for name, fields in cases.items():
+            if name in out:
+                continue
+            start = time.perf_counter()
+            try:
+                got = await client.post(url, json=request(fields))
+            except Exception as exc:  # httpx's timeout: the engine may still be compiling
+                out[name] = {"timeout": timeout, "error": type(exc).__name__}
+                continue
+            ms = (time.perf_counter() - start) * 1000
+            if got.status_code == 200:
+                out[name] = {"ms": ms}
+            else:
+                message = got.json().get("error", {})
+                message = message.get("message") if isinstance(message, dict) else message
+                out[name] = {"ms": ms, "status": got.status_code, "refused": str(message)[:160]}
+    base = out.get("trivial schema (baseline)", {}).get("ms")
+    for r in out.values():
+        if "ms" in r and "refused" not in r and base is not None:
+            r["compile_ms"] = max(r["ms"] - base, 0.0)
+    return out
+
+
+def _cell(r: dict[str, Any] | None, key: str = "compile_ms") -> str:
+    if r is None:
+        return "-"
+    if "timeout" in r:
+        return f"timeout (> {r['timeout']:.0f} s)"
+    if "refused" in r:
+        status = r.get("status")
+        took = f" after {r['ms']:.0f} ms" if "ms" in r else ""
+        return f"refused{f' ({status})' if status else ''}{took}"
+    if "error" in r:
+        return "error"
+    if key in r and "ms" in r and key != "ms":  # the request, and its excess over the baseline
+        return f"{r['ms']:.0f} ms (+{r[key]:.0f})"
+    return f"{r.get(key, r.get('ms', 0.0)):.0f} ms"
 
 
 def body(i: int, mode: str, max_tokens: int) -> dict[str, Any]:
@@ -147,10 +309,18 @@ def main() -> int:
     p = bc.parser("bench_structured", __doc__, requests=8, duration=600.0)
     p.add_argument("--max-tokens", type=int, default=96, help="tokens per request (default 96)")
     p.add_argument("--levels", default="1,4", help="concurrent clients (default 1,4)")
+    p.add_argument("--hostile", action="store_true", help="also time hostile constraints' compile")
+    p.add_argument(
+        "--hostile-only", action="store_true", help="only the hostile constraints' compile"
+    )
+    p.add_argument(
+        "--compile-timeout", type=float, default=30.0, help="seconds per hostile compile"
+    )
     args = p.parse_args()
+    args.hostile = args.hostile or args.hostile_only
     if args.quick:
         args.requests = min(args.requests, 4)
-    clients = [int(c) for c in args.levels.split(",")]
+    clients = [] if args.hostile_only else [int(c) for c in args.levels.split(",")]
     config = bc.RESULTS / "bench_structured_torch.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(TORCH_ONLY)
@@ -172,6 +342,8 @@ def main() -> int:
                         results[side][f"{mode}@{n}"] = asyncio.run(
                             level(url, mode, n, max(args.requests, n), args)
                         )
+                if args.hostile:
+                    results[side]["hostile"] = asyncio.run(hostile(url, args.compile_timeout))
         results[side]["other_cores"] = meter.other_cores
 
     rows, ratios = [], {}
@@ -196,9 +368,27 @@ def main() -> int:
         "side", "clients", "mode", "requests", "tok/req", "tok/s", "x free", "p50 ms",
         "valid", "finish", "errors",
     ]  # fmt: skip
-    table = bc.print_table(
-        headers, rows, f"SmolLM2-135M-Instruct, greedy, {args.max_tokens} max tokens"
-    )
+    table = ""
+    if clients:
+        table = bc.print_table(
+            headers, rows, f"SmolLM2-135M-Instruct, greedy, {args.max_tokens} max tokens"
+        )
+    hostile_table, checks = "", {}
+    if args.hostile:
+        checks = {
+            name: host_check(fields, args.compile_timeout, args)
+            for name, fields in _hostile().items()
+        }
+        sides = [side for side in results if "hostile" in results[side]]
+        hostile_table = bc.print_table(
+            ["constraint", "host llguidance check", *(f"{side} request" for side in sides)],
+            [
+                [name, _cell(checks[name], "ms"),
+                 *(_cell(results[side]["hostile"].get(name)) for side in sides)]
+                for name in checks
+            ],
+            "hostile constraints: 1-token request time (+ its excess over the trivial schema's)",
+        )  # fmt: skip
     bc.write_json(
         args.out,
         {
@@ -213,6 +403,8 @@ def main() -> int:
             "results": results,
             "ratios": ratios,
             "table": table,
+            "hostile_checks": checks,
+            "hostile_table": hostile_table,
         },
     )
     return 0

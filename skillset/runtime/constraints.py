@@ -11,6 +11,14 @@ compiled. Each engine enforces it its own way:
 - OpenVINO GenAI: its own ``StructuredOutputConfig`` (xgrammar inside GenAI), `genai_kwargs`;
 - vLLM: its ``StructuredOutputsParams``, `vllm_kwargs`.
 
+Compile cost is bounded before any engine sees a constraint (`bounds`): counted repetitions
+(``{n,m}`` in a regex or a schema's ``pattern``, a string's ``maxLength``/``minLength``) may
+unroll to at most `MAX_UNROLLED` positions in all, and a schema may nest at most `MAX_DEPTH`
+levels. Measured (docs/performance.md, scripts/bench_structured.py --hostile-only): GenAI's
+compiler unrolls them, ``maxLength: 100000`` took 11.6 s and ``[a-z]{1,100000}`` 3.4 s per
+request, growing with the count; llguidance alone refuses too-large lexers and deep nesting
+itself, within a second.
+
 JSON is compact on torch (no free whitespace: a model cannot pad its way past ``max_tokens``).
 A constrained sequence ends at EOS once the grammar accepts, or with ``length`` when the budget
 runs out first (the output is then cut short, as OpenAI's is).
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 import weakref
 from typing import Annotated, Any, Literal
@@ -61,6 +70,87 @@ Constraint = Annotated[JSONSchema | JSONObject | Regex, Field(discriminator="typ
 #: llguidance's JSON options: no free whitespace between tokens.
 _JSON_DEFAULTS = {"whitespace_flexible": False}
 
+#: The most positions a constraint's counted repetitions may unroll to, in all (GenAI compiles
+#: about 10,000 in 1 s: docs/performance.md).
+MAX_UNROLLED = 10_000
+#: The deepest a JSON schema may nest (objects and lists; llguidance's own recursion limit
+#: refused 100 nested object schemas, about 300 levels).
+MAX_DEPTH = 128
+_COUNTED = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+
+
+def unrolled(pattern: str) -> int:
+    """The positions ``pattern``'s counted repetitions add when unrolled: each ``{n,m}``
+    multiplies what it repeats (an atom, a class, a group: its own unrolled size) by its
+    largest count, ``{n,}`` by n. Literal text adds nothing (a long alternation is cheap)."""
+    stack: list[list[int]] = [[]]  # per open group: the sizes of its elements
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        size = 1
+        if c == "\\":
+            i += 2
+            if pattern[i - 1 : i] in ("p", "P") and pattern[i : i + 1] == "{":
+                i = pattern.find("}", i) + 1 or len(pattern)
+        elif c == "[":
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            j += pattern[j : j + 1] == "]"
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+        elif c == "(":
+            stack.append([])
+            i += 1
+            continue
+        elif c == ")" and len(stack) > 1:
+            size = max(sum(stack.pop()), 1)
+            i += 1
+        elif c == "{" and (m := _COUNTED.match(pattern, i)) and stack[-1]:
+            count = max(int(m.group(1)), int(m.group(2) or 0))
+            stack[-1][-1] *= count
+            i = m.end()
+            continue
+        else:
+            i += 1
+        stack[-1].append(size)
+    total = sum(sum(group) for group in stack)
+    return max(total - len(pattern), 0)
+
+
+def bounds(constraint: JSONSchema | JSONObject | Regex) -> None:
+    """ValueError when ``constraint`` would cost too much to compile (the module's policy)."""
+    if isinstance(constraint, Regex):
+        cost = unrolled(constraint.pattern)
+    elif isinstance(constraint, JSONSchema):
+        cost = _schema_cost(constraint.json_schema)
+    else:
+        return
+    if cost > MAX_UNROLLED:
+        raise ValueError(
+            f"its counted repetitions ({{n,m}}, maxLength, minLength) unroll to {cost} "
+            f"positions; at most {MAX_UNROLLED} are served"
+        )
+
+
+def _schema_cost(schema: Any) -> int:
+    """`unrolled` over a schema's patterns, plus its strings' lengths; iterative (a deep
+    schema must not exhaust Python's stack), deeper than `MAX_DEPTH` refused."""
+    cost, todo = 0, [(schema, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"it nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, list):
+            todo.extend((item, depth + 1) for item in node)
+        elif isinstance(node, dict):
+            for key in ("maxLength", "minLength"):
+                if isinstance(node.get(key), int) and not isinstance(node.get(key), bool):
+                    cost += node[key]
+            if isinstance(node.get("pattern"), str):
+                cost += unrolled(node["pattern"])
+            todo.extend((value, depth + 1) for value in node.values())
+    return cost
+
 
 def _schema(constraint: JSONSchema | JSONObject) -> dict[str, Any]:
     return constraint.json_schema if isinstance(constraint, JSONSchema) else {"type": "object"}
@@ -69,10 +159,11 @@ def _schema(constraint: JSONSchema | JSONObject) -> dict[str, Any]:
 def grammar(constraint: JSONSchema | JSONObject | Regex) -> str:
     """The llguidance grammar of ``constraint``; `InvalidInput` naming its field when the
     schema or pattern cannot be compiled."""
-    key = json.dumps(constraint.model_dump(exclude={"field"}), sort_keys=True)
     try:
+        bounds(constraint)
+        key = json.dumps(constraint.model_dump(exclude={"field"}), sort_keys=True)
         return _compiled(key)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(
             f"{constraint.field}: cannot be compiled: {first_line(exc)}", param=constraint.field
         ) from None

@@ -38,6 +38,44 @@ def test_grammar_is_compiled_once_and_errors_name_the_field() -> None:
         constraints.grammar(constraints.Regex(type="regex", pattern="[a-"))
 
 
+@pytest.mark.parametrize(
+    ("pattern", "added"),
+    [
+        ("[0-9]{4}-[0-9]{2}", 0),  # short counts: no more than the pattern's own length
+        ("(yes|no|maybe)", 0),
+        ("[a-z]{1,20000}", 20000 - 14),
+        ("(ab{1,100}){1,100}", 100 * 101 - 18),  # nested counts multiply
+        (r"\p{L}{3}[{]{2}", 0),  # a class's brace, a property's braces: no counts
+    ],
+)
+def test_unrolled_counts_repetitions(pattern: str, added: int) -> None:
+    assert constraints.unrolled(pattern) == added
+
+
+def nested(depth: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("constraint", "reason"),
+    [
+        (constraints.Regex(type="regex", pattern="[a-z]{1,100000}"), "unroll to 99985"),
+        (schema({"type": "string", "maxLength": 100_000}), "unroll to 100000"),
+        (schema({"type": "string", "pattern": "^(a{1,1000}){1,1000}$"}), "unroll to"),
+        (schema(nested(200)), "nests deeper than 128"),
+        (schema(nested(400)), "nests deeper than 128"),  # json.dumps would recurse too far
+    ],
+)
+def test_constraints_too_costly_to_compile_are_refused(constraint, reason) -> None:
+    with pytest.raises(InvalidInput) as bad:
+        constraints.grammar(constraint)
+    assert reason in bad.value.message
+    assert bad.value.param == constraint.field
+
+
 def test_params_round_trip_as_a_dict() -> None:
     """The non-engine path hands params to a handler as keywords; the constraint survives."""
     params = GenerationParams(constraint=schema(SCHEMA), tools=[{"type": "function"}])
@@ -51,6 +89,10 @@ def test_engine_kwargs() -> None:
     }
     kwargs = vllm_engine.sampling_kwargs(GenerationParams(constraint=schema(SCHEMA)), {2})
     assert kwargs["structured_outputs"] == {"json": SCHEMA}
+    regex = constraints.Regex(type="regex", pattern="[0-9]+")
+    assert constraints.genai_kwargs(regex) == {"regex": "[0-9]+"}
+    kwargs = vllm_engine.sampling_kwargs(GenerationParams(constraint=regex), {2})
+    assert kwargs["structured_outputs"] == {"regex": "[0-9]+"}
 
 
 @pytest.mark.parametrize("seed", range(4))
