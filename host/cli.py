@@ -2,6 +2,7 @@
 
 hfskills serve [MODEL ...] [--served-model-name NAME]... [--config FILE] [--host H] [--port P]
                [--skills-dir D]... [--on-demand-models] [--log-level L]
+               [--ray [--ray-replicas MIN:MAX]]   (on Ray Serve: a local cluster or RAY_ADDRESS)
 hfskills models [MODEL ...] [--config FILE] [--skills-dir D]...   (exit 1: an entry unavailable)
 hfskills hardware
 hfskills skills [--skills-dir D]...
@@ -18,6 +19,7 @@ import logging
 import re
 import sys
 import textwrap
+import tomllib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,7 @@ def _settings(args: argparse.Namespace):
         on_demand_models=True if getattr(args, "on_demand_models", False) else None,
         ssl_certfile=getattr(args, "ssl_certfile", None),
         ssl_keyfile=getattr(args, "ssl_keyfile", None),
+        **_ray_replicas(getattr(args, "ray_replicas", None)),
     )
     return with_positional(
         settings,
@@ -68,6 +71,10 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.setup(settings.log_level)
+    if getattr(args, "ray", False):  # the same app as a Ray Serve deployment (docs/ray.md)
+        from . import ray_serve
+
+        return ray_serve.run(settings)
     app = build_app(settings)
     host = app.state.host
     for model in host.catalog.models.values():
@@ -414,6 +421,19 @@ def parser() -> argparse.ArgumentParser:
         help="serve HTTPS (TLS 1.2 or newer) with this certificate chain; with --ssl-keyfile",
     )
     s.add_argument("--ssl-keyfile", metavar="PEM", help="the private key of --ssl-certfile")
+    s.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve on Ray Serve (the ray extra): join the cluster at RAY_ADDRESS, else start "
+        "one here; Ray's HTTP proxy listens on --host/--port, replicas autoscale (docs/ray.md)",
+    )
+    s.add_argument(
+        "--ray-replicas",
+        type=_replica_range,
+        metavar="MIN:MAX",
+        help="with --ray: the autoscaler's fewest and most replicas, e.g. 1:4, or N for N:N "
+        "(default 1:1; settings ray_min_replicas, ray_max_replicas)",
+    )
     s.set_defaults(run=serve)
     m = sub.add_parser(
         "models",
@@ -656,6 +676,22 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _replica_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition(":")
+    try:
+        pair = (int(low), int(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MIN:MAX, e.g. 1:4, or N") from None
+    if pair[0] < 0 or pair[1] < max(pair[0], 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: 0 <= MIN <= MAX and MAX >= 1")
+    return pair
+
+
+def _ray_replicas(pair: tuple[int, int] | None) -> dict[str, int]:
+    """``--ray-replicas MIN:MAX`` as the settings it sets (none when not given)."""
+    return {} if pair is None else {"ray_min_replicas": pair[0], "ray_max_replicas": pair[1]}
+
+
 def _metric_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][\w.:/-]{0,63}", text):
         raise argparse.ArgumentTypeError(
@@ -675,6 +711,10 @@ def main(argv: list[str] | None = None) -> int:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         print(f"hfskills: error: invalid setting {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    except tomllib.TOMLDecodeError as exc:  # the --config file is no TOML
+        config = getattr(args, "config", None) or "the configuration file"
+        print(f"hfskills: error: {config} is not valid TOML: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

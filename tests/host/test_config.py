@@ -112,6 +112,11 @@ def test_bad_settings_and_options_fail_at_start_up(tmp_path, capsys, task_checkp
     typo = write_toml(tmp_path / "typo.toml", "prot = 1\n")
     assert main(["models", "--config", str(typo)]) == 2
     assert "invalid setting prot" in capsys.readouterr().err
+    broken = write_toml(tmp_path / "broken.toml", '[[models]]\nadapters = {"a": "b"}\n')
+    assert main(["models", "--config", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hfskills: error: {broken} is not valid TOML: Expected '='")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
     assert load_settings(log_level="WARNING").log_level == "warning"
     with pytest.raises(ValueError):
         load_settings(log_level="verbose")
