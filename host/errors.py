@@ -183,6 +183,12 @@ def from_exception(exc: BaseException) -> tuple[int, str, str | None, str | None
 _BRANCHES = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
+def _branch(part: str) -> bool:
+    """A union branch's tag in a location: ``constrained-str`` (a str with constraints) or a
+    model's class name (``DocumentText``); the API's field names are lower case."""
+    return part.startswith("constrained-") or part[:1].isupper()
+
+
 def where(loc: tuple[Any, ...]) -> str | None:
     """A pydantic location in the client's words: ``messages[0].content``, not
     ``messages.0.content.str``."""
@@ -190,7 +196,7 @@ def where(loc: tuple[Any, ...]) -> str | None:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in _BRANCHES or "[" in part or "(" in part:
+        elif part in _BRANCHES or "[" in part or "(" in part or _branch(part):
             continue
         else:
             text += f".{part}" if text else part

@@ -332,3 +332,27 @@ def test_tgi_keeps_the_stop_sequence(http) -> None:
     assert cut["generated_text"].endswith(word)
     assert cut["details"]["finish_reason"] == "stop_sequence"
     assert plain["generated_text"].startswith(cut["generated_text"])
+
+
+def test_union_branch_tags_are_not_field_names() -> None:
+    """A union's branch tags (a constrained str, a model's class) never reach ``param``."""
+    from typing import Annotated
+
+    from pydantic import BaseModel, StringConstraints, ValidationError
+
+    from hfskills.host.errors import validation_message
+
+    class Document(BaseModel):
+        text: str
+
+    class Body(BaseModel):
+        voice: Annotated[str, StringConstraints(max_length=3)] | int | None = None
+        documents: list[Annotated[str, StringConstraints(min_length=1)] | Document] = []
+
+    for data, field in (({"voice": "abcdef"}, "voice"), ({"documents": [""]}, "documents[0]")):
+        try:
+            Body.model_validate(data)
+        except ValidationError as exc:
+            assert validation_message(exc)[0] == field
+        else:
+            raise AssertionError(f"{data} was accepted")
