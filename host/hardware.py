@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from hfskills.skillset.runtime import Endpoint, hardware
+from hfskills.skillset.runtime import Endpoint, backends, hardware
 from hfskills.skillset.runtime.errors import HardwareUnavailable, ModelLoadError
 from hfskills.skillset.runtime.options import for_hardware
 
@@ -74,6 +74,14 @@ class HardwareManager:
         picked: list[tuple[str, str]] = []
         for name in order:
             if not supports(model.skill.cls, name, task):
+                continue
+            if model.adapters and name in backends.NO_ADAPTERS:
+                log.warning(
+                    "%s: %s skipped, LoRA adapters are served on torch and vLLM: %s",
+                    model.name,
+                    name,
+                    backends.NO_ADAPTERS[name],
+                )
                 continue
             info = self.probe(name)
             if not info.available:

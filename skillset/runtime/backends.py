@@ -18,23 +18,29 @@ from . import hardware
 from .endpoint import Endpoint
 from .errors import HardwareUnavailable
 
+#: Why a model with LoRA adapters does not run on a hardware whose runtime takes one adapter
+#: set per pipeline, or none: the host skips it (host/hardware.py logs this reason) and loads
+#: on torch or vLLM, which run each request's adapter (adapters.py, vllm_engine.py).
+NO_ADAPTERS = {
+    # read in GenAI 2026.4's source: ContinuousBatchingImpl::set_adapters is pipeline-wide
+    "openvino": "OpenVINO GenAI's continuous-batching pipeline applies one adapter set to "
+    "every running request, and an IR export holds the base's weights only",
+    "qnn": "an ONNX export holds the base's weights only",
+}
 
-def _refuse_adapters(options: dict[str, Any], why: str) -> None:
-    """LoRA adapters run on torch (peft mixes adapters in one batch) and vLLM; elsewhere the
-    host falls back to the next hardware with ``why`` logged."""
+
+def _refuse_adapters(options: dict[str, Any], hardware_name: str) -> None:
     if options.get("adapters"):
-        raise HardwareUnavailable(f"LoRA adapters are served on torch and vLLM: {why}")
+        raise HardwareUnavailable(
+            f"LoRA adapters are served on torch and vLLM: {NO_ADAPTERS[hardware_name]}"
+        )
 
 
 def load_openvino(
     skill: Any, model: str, task: str, device: str = "CPU", **options: Any
 ) -> Endpoint:
     hardware.require("openvino")
-    _refuse_adapters(  # measured on 2026.4: ContinuousBatchingImpl::set_adapters is global
-        options,
-        "OpenVINO GenAI's continuous-batching pipeline applies one adapter set to every running "
-        "request, and an IR export holds the base's weights only",
-    )
+    _refuse_adapters(options, "openvino")
     skill.check_task(task)
     if task == "text_generation" and skill.family == "decoder":
         from . import genai
@@ -50,7 +56,7 @@ def load_onnx(
 ) -> Endpoint:
     """Export ``model`` for ``task`` to ONNX (cached) and open it with ``providers``."""
     skill.check_task(task)
-    _refuse_adapters(options, "an ONNX export holds the base's weights only")
+    _refuse_adapters(options, "qnn")
     from . import onnx_runtime
 
     return onnx_runtime.load_endpoint(

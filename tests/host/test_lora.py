@@ -212,8 +212,21 @@ def test_openvino_falls_back_to_torch_with_a_reason(
         )
     assert answer.status_code == 200, answer.text
     assert [r["hardware"] for r in server.host.loader.resident()] == ["cpu"]
-    assert "openvino unavailable" in caplog.text
+    assert "tiny-ov: openvino skipped, LoRA adapters are served on torch and vLLM" in caplog.text
     assert "continuous-batching pipeline applies one adapter set" in caplog.text
+
+
+def test_runtimes_without_per_request_adapters_refuse_them(lora: dict[str, Path]) -> None:
+    """Should the host still ask OpenVINO (a catalog it did not check), the runtime refuses
+    with the reason, so the host falls back (never a silent base-model answer)."""
+    pytest.importorskip("openvino_genai")
+    from hfskills.skillset.hf_llama import hf_llama
+    from hfskills.skillset.runtime.errors import HardwareUnavailable
+
+    with pytest.raises(HardwareUnavailable, match="one adapter set to every running request"):
+        hf_llama().init_openvino(
+            str(lora["base"]), "text_generation", adapters={"sql": str(lora["sql"])}
+        )
 
 
 def test_seq2seq_adapter_parity(serve: Any, task_checkpoint: Any, tmp_path: Path) -> None:
@@ -277,7 +290,7 @@ def test_catalog_refuses_what_is_no_lora_adapter(
     lora: dict[str, Path], task_checkpoint: Any, tmp_path: Path
 ) -> None:
     registry = discover()
-    with pytest.raises(CatalogError, match="holds no adapter_config.json"):
+    with pytest.raises(CatalogError, match=r"holds no adapter_config\.json"):
         resolve_entry(
             ModelEntry(name="t", checkpoint=str(lora["base"]), adapters={"x": str(tmp_path)}),
             registry,
