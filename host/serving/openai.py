@@ -1,7 +1,8 @@
 """OpenAI serving: embeddings, completions and chat completions, JSON or SSE, in OpenAI's shapes.
 
 Errors name the fields an OpenAI client sent (``max_tokens``, ``prompt``, ``messages``), and a
-stream's failure is one ``{"error": ...}`` event before ``data: [DONE]``.
+stream's failure is one ``{"error": ...}`` event before ``data: [DONE]``. What chat shares with
+vision chat (params, usage, the chat stream) is in `host.serving.chat`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
-from hfskills.skillset.runtime import constraints
-from hfskills.skillset.runtime.errors import InvalidInput
 from hfskills.skillset.runtime.generation import (
     MAX_SEED,
     FinalEvent,
     GenerationParams,
-    generated_tokens,
 )
 
 from ..errors import APIError
@@ -28,22 +26,17 @@ from ..inference import InferenceService, Stream
 from ..protocol import openai as oa
 from ..scheduler import RequestContext
 from . import tools
+from .chat import CHAT_MAX_TOKENS, chat_events, generation_params, usage, words
 from .common import FastJSONResponse, client_words, error_event, event_stream, sse
 from .logprobs import Pending, openai_chat, openai_completion
 
-#: max_tokens when a request gives none: OpenAI's legacy completions default, and a chat
-#: default long enough for an answer (OpenAI's chat has no fixed default); either is cut to
-#: the room the model's context has left.
-COMPLETION_MAX_TOKENS, CHAT_MAX_TOKENS = 16, 512
+#: max_tokens when a completion request gives none: OpenAI's legacy completions default, cut to
+#: the room the model's context has left (chat's: `chat.CHAT_MAX_TOKENS`).
+COMPLETION_MAX_TOKENS = 16
 EMBEDDING_WORDS = {"inputs": "input"}
 #: The engines' logprob parameters in each request's words (errors name what the client sent).
 CHAT_LOGPROBS = {"logprobs": "top_logprobs"}
 COMPLETION_LOGPROBS = {"prompt_logprobs": "logprobs"}
-
-
-def words(prompt_field: str, budget_field: str) -> dict[str, str]:
-    """The core's field names -> this request's (errors name what the client sent)."""
-    return {"inputs": prompt_field, "max_new_tokens": budget_field, "min_new_tokens": "min_tokens"}
 
 
 async def embeddings(
@@ -75,32 +68,6 @@ async def embeddings(
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
-
-
-def _params(body: oa.SamplingRequest, default: int) -> GenerationParams:
-    try:
-        params = body.to_generation_params(default)
-    except ValueError as exc:
-        raise APIError(400, str(exc), param="stop") from None
-    try:
-        if isinstance(body, oa.ChatCompletionRequest):
-            mode = body.tool_mode()
-            if mode not in (None, "auto"):  # required or named: the calls' schema
-                constraint = tools.call_constraint(
-                    body.tools or [], mode, body.parallel_tool_calls is not False
-                )
-                params = params.model_copy(update={"constraint": constraint})
-        if params.constraint is not None:  # compiled once here: a bad schema is a 400
-            constraints.grammar(params.constraint)
-    except InvalidInput as exc:
-        raise APIError(400, exc.message, param=exc.param) from None
-    return params
-
-
-def _usage(results: list[dict[str, Any]], n: int) -> oa.Usage:
-    prompt = sum(r["prompt_tokens"] for r in results[::n])
-    completion = sum(generated_tokens(r) for r in results)
-    return oa.Usage.of(prompt, completion)
 
 
 async def _choices(
@@ -157,7 +124,7 @@ def _completion_logprobs(
 async def completions(
     service: InferenceService, body: oa.CompletionRequest, ctx: RequestContext, path: str
 ) -> oa.CompletionResponse | Response:
-    params = _params(body, COMPLETION_MAX_TOKENS)
+    params = generation_params(body, COMPLETION_MAX_TOKENS)
     prompts = body.prompts()
     with client_words({**words("prompt", "max_tokens"), **COMPLETION_LOGPROBS}):
         if body.stream:
@@ -185,7 +152,7 @@ async def completions(
         created=oa.now(),
         model=answered,
         choices=choices,
-        usage=_usage(results, body.n),
+        usage=usage(results, body.n),
     )
 
 
@@ -196,13 +163,13 @@ async def chat(
     ctx: RequestContext,
     path: str,
 ) -> oa.ChatCompletionResponse | Response:
-    params = _params(body, CHAT_MAX_TOKENS)
+    params = generation_params(body, CHAT_MAX_TOKENS)
     with client_words({**words("messages", body.max_tokens_field()), **CHAT_LOGPROBS}):
         if body.stream:
             if body.n != 1:
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, "text_generation", body.chat(), params, ctx)
-            return event_stream(_chat_events(stream, body, stream.model_name(model), path))
+            return event_stream(chat_events(stream, body, stream.model_name(model), path))
         results, endpoint, answered, _ = await _choices(
             service, model, [body.chat()], params, body.n, ctx
         )
@@ -223,114 +190,8 @@ async def chat(
         created=oa.now(),
         model=answered,
         choices=choices,
-        usage=_usage(results, body.n),
+        usage=usage(results, body.n),
     )
-
-
-async def _chat_events(
-    stream: Stream, body: oa.ChatCompletionRequest, model: str, path: str
-) -> AsyncIterator[str]:
-    chunk_id, created = oa.new_id("chatcmpl"), oa.now()
-    pending = Pending(bool(body.logprobs), stream.loaded.endpoint.processor)
-    stream.events = pending.watch(stream.events)  # each chunk takes its tokens' logprobs
-
-    def chunk(
-        delta: oa.Delta,
-        finish: str | None = None,
-        usage: oa.Usage | None = None,
-        choices: bool = True,
-    ) -> str:
-        items = (
-            [oa.ChunkChoice(index=0, delta=delta, logprobs=pending.chat(), finish_reason=finish)]
-            if choices
-            else []
-        )
-        data = oa.ChatCompletionChunk(
-            id=chunk_id, created=created, model=model, choices=items, usage=usage
-        ).model_dump(mode="json", exclude_none=False)
-        if delta.tool_calls:  # a call's later pieces carry no id, type or name (as OpenAI's)
-            data["choices"][0]["delta"]["tool_calls"] = [
-                call.model_dump(mode="json", exclude_none=True) for call in delta.tool_calls
-            ]
-        return sse(data)
-
-    mode = body.tool_mode()
-    yield chunk(oa.Delta(role="assistant", content=None if mode else ""))
-    calls = _ToolStream(mode, tools.family(stream.loaded.endpoint))
-    try:
-        async for event in stream.events:
-            for delta in calls.add(event.text):
-                yield chunk(delta)
-            if isinstance(event, FinalEvent):
-                finish = event.finish_reason
-                if mode is not None:
-                    deltas, finish = calls.end(event.generated_text, finish)
-                    for delta in deltas:
-                        yield chunk(delta)
-                yield chunk(oa.Delta(), finish=finish)
-                if body.stream_options and body.stream_options.include_usage:
-                    usage = oa.Usage.of(event.prompt_tokens, event.generated_tokens)
-                    yield chunk(oa.Delta(), usage=usage, choices=False)
-    except Exception as exc:  # one error event, then the stream ends cleanly
-        yield error_event(path, exc)
-    yield sse("[DONE]")
-
-
-class _ToolStream:
-    """A chat stream's deltas with tools: content as it comes (``auto`` holds back what could
-    be a call), a named function's arguments as they come, and at the end each call not yet
-    sent, first its id, type and name, then its arguments (OpenAI's shape)."""
-
-    def __init__(self, mode: str | None, family: str | None = None) -> None:
-        self.mode, self.family, self.text, self.sent = mode, family, "", 0
-        self.parser = tools.parser_for(family)
-        self.call_id = tools.call_id()
-        self.opened = False  # a named function's first delta went out
-
-    def add(self, text: str) -> list[oa.Delta]:
-        if not text:
-            return []
-        self.text += text
-        if self.mode is None:
-            return [oa.Delta(content=text)]
-        if self.mode == "auto":
-            held = self.parser.held(self.text)
-            if held <= self.sent:
-                return []
-            delta, self.sent = self.text[self.sent : held], held
-            return [oa.Delta(content=delta)]
-        if self.mode == "required":
-            return []  # one JSON array of calls: sent whole at the end
-        deltas = [] if self.opened else [self._first(0, self.call_id, self.mode)]
-        self.opened = True
-        deltas.append(self._arguments(0, text))
-        return deltas
-
-    def end(self, text: str, finish: str) -> tuple[list[oa.Delta], str]:
-        content, calls, finish = tools.answer(text, finish, self.mode, self.family)
-        if self.mode not in ("auto", "required"):
-            return [], finish  # a named function's arguments went out as they came
-        deltas = []
-        if content and len(content) > self.sent and not calls:
-            deltas.append(oa.Delta(content=content[self.sent :]))
-        for index, call in enumerate(calls):
-            deltas += [
-                self._first(index, call.id, call.name),
-                self._arguments(index, call.arguments),
-            ]
-        return deltas, finish
-
-    @staticmethod
-    def _first(index: int, id_: str, name: str) -> oa.Delta:
-        function = oa.FunctionDelta(name=name, arguments="")
-        return oa.Delta(
-            tool_calls=[oa.ToolCallDelta(index=index, id=id_, type="function", function=function)]
-        )
-
-    @staticmethod
-    def _arguments(index: int, text: str) -> oa.Delta:
-        function = oa.FunctionDelta(arguments=text)
-        return oa.Delta(tool_calls=[oa.ToolCallDelta(index=index, function=function)])
 
 
 async def _completion_events(

@@ -23,7 +23,7 @@ from ..errors import APIError
 from ..inference import InferenceService
 from ..protocol import openai as oa
 from ..scheduler import RequestContext
-from . import openai as text_chat
+from .chat import CHAT_MAX_TOKENS, chat_events, generation_params, usage, words
 from .common import client_words, event_stream
 
 TASK = "image_to_text"
@@ -163,8 +163,9 @@ async def chat(
     path: str,
     settings: Settings,
 ) -> oa.ChatCompletionResponse | Response:
-    """Text chat's answer (`host.serving.openai.chat`), with a conversation of images."""
-    params = text_chat._params(body, text_chat.CHAT_MAX_TOKENS)
+    """Text chat's answer (`host.serving.openai.chat`, through the same `host.serving.chat`
+    pieces), with a conversation of images."""
+    params = generation_params(body, CHAT_MAX_TOKENS)
     for name in ("constraint", "tools"):
         if getattr(params, name, None):
             raise APIError(
@@ -173,12 +174,12 @@ async def chat(
                 param="tools" if name == "tools" else "response_format",
             )
     conversation = await messages(body, settings)
-    with client_words(text_chat.words("messages", body.max_tokens_field())):
+    with client_words(words("messages", body.max_tokens_field())):
         if body.stream:
             if body.n != 1:
                 raise APIError(400, "streaming takes n=1", param="n")
             stream = await service.open_stream(model, TASK, conversation, params, ctx)
-            events = text_chat._chat_events(stream, body, stream.model_name(model), path)
+            events = chat_events(stream, body, stream.model_name(model), path)
             return event_stream(events)
         outcome = await service.run(model, TASK, [conversation] * body.n, params, ctx)
     results = outcome.results
@@ -195,5 +196,5 @@ async def chat(
         created=oa.now(),
         model=outcome.model_name(model),
         choices=choices,
-        usage=text_chat._usage(results, body.n),
+        usage=usage(results, body.n),
     )

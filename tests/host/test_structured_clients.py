@@ -1,6 +1,7 @@
 """Structured outputs and tools through the clients agents use, against a real server on the
 embedded SmolLM2: LangChain's ``ChatOpenAI`` (``bind_tools(...).invoke``,
-``with_structured_output``, ``stream``) and pydantic-ai's agent (tool and native output)."""
+``with_structured_output``, ``stream``: a call's arguments arrive in pieces and add up to the
+call ``invoke`` gets) and pydantic-ai's agent (tool and native output)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ class GetWeather(BaseModel):
 
     city: str = Field(max_length=24)
     unit: str = Field(pattern="^(celsius|fahrenheit)$")
+
+
+class GetTime(BaseModel):
+    """Get the time in a time zone."""
+
+    zone: str = Field(max_length=12)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +63,28 @@ def test_langchain_bind_tools_stream(chat) -> None:
         whole = piece if whole is None else whole + piece
     assert [call["name"] for call in whole.tool_calls] == ["GetWeather"]
     GetWeather.model_validate(whole.tool_calls[0]["args"])
+
+
+def test_langchain_bind_tools_stream_required(chat) -> None:
+    """``tool_choice="required"`` with two tools: the stream's chunks carry the call's
+    arguments in pieces as they are generated, and aggregate to the call ``invoke`` gets."""
+    bound = chat.bind_tools([GetWeather, GetTime], tool_choice="required")
+    ask = "What is the weather in Paris?"
+    pieces = list(bound.stream(ask))
+    argument_chunks = [c for p in pieces for c in p.tool_call_chunks if c["args"]]
+    assert len(argument_chunks) > 1
+    whole = pieces[0]
+    for piece in pieces[1:]:
+        whole = whole + piece
+    models = {"GetWeather": GetWeather, "GetTime": GetTime}
+    assert whole.tool_calls and whole.response_metadata["finish_reason"] == "tool_calls"
+    for call in whole.tool_calls:
+        models[call["name"]].model_validate(call["args"])
+        assert call["id"].startswith("call_")
+    invoked = bound.invoke(ask)
+    assert [(c["name"], c["args"]) for c in whole.tool_calls] == [
+        (c["name"], c["args"]) for c in invoked.tool_calls
+    ]
 
 
 # json_mode (and instructor's JSON mode) ask for {"type": "json_object"} and put the schema in the
