@@ -152,6 +152,8 @@ def models(args: argparse.Namespace) -> int:
     manager = HardwareManager()
     for model in built.models.values():
         aliases = f" (aliases: {', '.join(model.aliases)})" if model.aliases else ""
+        if model.adapters:
+            aliases += f" (LoRA adapters: {', '.join(model.adapters)})"
         task = model.tasks[0]
         candidates = manager.candidates(model, task)
         where = backend(model, task, candidates[0][0]) if candidates else "no hardware"

@@ -317,3 +317,14 @@ def test_catalog_refuses_what_is_no_lora_adapter(
 
     with pytest.raises(CatalogError, match="used twice"):
         build(load_settings(models=[clash.model_dump()], embedded_default=False), registry)
+
+
+def test_models_command_shows_adapters_and_their_hardware(
+    lora: dict[str, Path], capsys: Any
+) -> None:
+    from hfskills.host.cli import main
+
+    assert main(["models", str(lora["base"]), "--lora-modules", f"sql={lora['sql']}"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "(LoRA adapters: sql)" in line
+    assert "cpu (torch)" in line and "openvino" not in line  # openvino skipped: no adapters
