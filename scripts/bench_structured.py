@@ -118,6 +118,8 @@ def _hostile() -> dict[str, dict[str, Any]]:
         "regex: (a{1,1000}){1,1000}": {"guided_regex": "(a{1,1000}){1,1000}"},
         "regex: [a-z]{1,100000}": {"guided_regex": "[a-z]{1,100000}"},
         "regex: ((a|b)*c){1,200} x 20": {"guided_regex": "(" + "((a|b)*c){1,200}" * 20 + ")"},
+        "string, maxLength 10k (at the bound)": schema({"type": "string", "maxLength": 10_000}),
+        "regex: [a-z]{1,10000} (at the bound)": {"guided_regex": "[a-z]{1,10014}"},
         "string, maxLength 100k": schema({"type": "string", "maxLength": 100_000}),
         "1000 x 1000 nested arrays": schema(
             {

@@ -14,10 +14,11 @@ compiled. Each engine enforces it its own way:
 Compile cost is bounded before any engine sees a constraint (`bounds`): counted repetitions
 (``{n,m}`` in a regex or a schema's ``pattern``, a string's ``maxLength``/``minLength``) may
 unroll to at most `MAX_UNROLLED` positions in all, and a schema may nest at most `MAX_DEPTH`
-levels. Measured (docs/performance.md, scripts/bench_structured.py --hostile-only): GenAI's
-compiler unrolls them, ``maxLength: 100000`` took 11.6 s and ``[a-z]{1,100000}`` 3.4 s per
-request, growing with the count; llguidance alone refuses too-large lexers and deep nesting
-itself, within a second.
+levels. Measured (docs/performance.md, scripts/bench_structured.py --hostile-only, on a busy
+2-core machine): GenAI's first compile of such a constraint took 3 to 12 s a request (it caches
+a compiled grammar: the same constraint again took under 0.6 s); llguidance refuses too-large
+lexers and deep nesting itself, within a second or so. The bound keeps a request from asking
+for more than that; it is no tighter, since the counts' cost was not measurably linear.
 
 JSON is compact on torch (no free whitespace: a model cannot pad its way past ``max_tokens``).
 A constrained sequence ends at EOS once the grammar accepts, or with ``length`` when the budget
@@ -70,8 +71,8 @@ Constraint = Annotated[JSONSchema | JSONObject | Regex, Field(discriminator="typ
 #: llguidance's JSON options: no free whitespace between tokens.
 _JSON_DEFAULTS = {"whitespace_flexible": False}
 
-#: The most positions a constraint's counted repetitions may unroll to, in all (GenAI compiles
-#: about 10,000 in 1 s: docs/performance.md).
+#: The most positions a constraint's counted repetitions may unroll to, in all (the module's
+#: policy; what GenAI and llguidance took at and past it is in docs/performance.md).
 MAX_UNROLLED = 10_000
 #: The deepest a JSON schema may nest (objects and lists; llguidance's own recursion limit
 #: refused 100 nested object schemas, about 300 levels).
@@ -165,8 +166,19 @@ def grammar(constraint: JSONSchema | JSONObject | Regex) -> str:
         return _compiled(key)
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(
-            f"{constraint.field}: cannot be compiled: {first_line(exc)}", param=constraint.field
+            f"{constraint.field}: cannot be compiled: {_reason(exc)}", param=constraint.field
         ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The compiler's message in one line: llguidance's regex errors put the reason on a later
+    line (``... regex parse error:`` / the pattern / ``error: unclosed character class``)."""
+    line = first_line(exc)
+    if line.endswith(":"):
+        found = [x.strip() for x in str(exc).splitlines() if x.strip().startswith("error:")]
+        if found:
+            return f"{line} {found[0].removeprefix('error:').strip()}"
+    return line
 
 
 @functools.lru_cache(maxsize=256)
