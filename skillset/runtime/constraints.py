@@ -204,6 +204,80 @@ def genai_kwargs(constraint: JSONSchema | JSONObject | Regex) -> dict[str, str]:
     return {"json_schema": json.dumps(_schema(constraint))}
 
 
+def genai_refusal(constraint: JSONSchema | JSONObject | Regex) -> str | None:
+    """Why GenAI's regex compiler (xgrammar) would refuse what llguidance took, or None. GenAI
+    compiles a grammar inside its step, where a refusal also broke the requests running beside
+    it (measured: they failed with "already in scheduling phase"), so these are refused before
+    the request reaches it. The forms, each measured on GenAI 2026.4: consecutive repetition
+    modifiers (``a**``, ``a{2}*``; lazy ``*?`` is fine), group modifiers other than ``(?:``
+    and ``(?<name>`` (``(?P<x>``, ``(?i)``), ``\\p{...}`` classes, empty alternatives (``a|``,
+    ``(|a)``), a trailing lone backslash."""
+    if isinstance(constraint, Regex):
+        patterns = [constraint.pattern]
+    elif isinstance(constraint, JSONSchema):
+        patterns = _patterns(constraint.json_schema)
+    else:
+        return None
+    for pattern in patterns:
+        reason = _xgrammar_refusal(pattern)
+        if reason is not None:
+            return f"{reason} in {pattern[:80]!r} (not on this engine: OpenVINO GenAI)"
+    return None
+
+
+def _patterns(schema: Any) -> list[str]:
+    found, todo = [], [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                found.append(node["pattern"])
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
+
+
+def _xgrammar_refusal(pattern: str) -> str | None:
+    i, quantified = 0, False  # quantified: the previous token was a repetition modifier
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= len(pattern):
+                return "a trailing lone backslash"
+            if pattern[i + 1] in "pP":
+                return "a Unicode class escape (\\p{...})"
+            i, quantified = i + 2, False
+            continue
+        if c == "[":  # a class: skip to its end
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            j += pattern[j : j + 1] == "]"
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i, quantified = j + 1, False
+            continue
+        if c == "(" and pattern[i + 1 : i + 2] == "?":
+            rest = pattern[i + 2 : i + 3]
+            named = rest == "<" and pattern[i + 3 : i + 4] not in ("=", "!")
+            if rest != ":" and not named:
+                return "a group modifier (only (?: and (?<name> are served)"
+        if c == "|" and (i == 0 or pattern[i - 1] in "(|" or pattern[i + 1 : i + 2] in ("", ")")):
+            return "an empty alternative"
+        if c in "*+" or (c == "{" and _COUNTED.match(pattern, i)):
+            if quantified:
+                return "two consecutive repetition modifiers"
+            i = _COUNTED.match(pattern, i).end() if c == "{" else i + 1  # type: ignore[union-attr]
+            quantified = True
+            continue
+        if c == "?" and quantified:  # lazy: a modifier of the modifier, served
+            quantified = False
+            i += 1
+            continue
+        quantified = c == "?" and i > 0
+        i += 1
+    return None
+
+
 def vllm_kwargs(constraint: JSONSchema | JSONObject | Regex) -> dict[str, Any]:
     """vLLM's ``StructuredOutputsParams`` arguments."""
     if isinstance(constraint, Regex):

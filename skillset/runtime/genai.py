@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,8 @@ class GenAIEngine(EngineThread):
         #: the model's context (prompt + generated tokens; `generation.context_limit`)
         self.limit = limit
         self.running: dict[int, Sequence] = {}
+        #: constrained requests added since the last step (GenAI compiles their grammars in it)
+        self.fresh: set[int] = set()
         self.ids = itertools.count()
         super().__init__()
 
@@ -100,6 +103,11 @@ class GenAIEngine(EngineThread):
             sequence.echo = ids.shape[1]
         request = next(self.ids)
         constraint = sequence.params.constraint
+        reason = None if constraint is None else constraints.genai_refusal(constraint)
+        if reason is not None:
+            raise InvalidInput(
+                f"{constraint.field}: cannot be compiled: {reason}", param=constraint.field
+            )
         try:
             sequence.handle = self.pipeline.add_request(
                 request, openvino.Tensor(ids), self._config(sequence.params)
@@ -107,12 +115,32 @@ class GenAIEngine(EngineThread):
         except RuntimeError as exc:  # GenAI's own grammar compiler refused the constraint
             if constraint is None:
                 raise
-            message = f"{constraint.field}: cannot be compiled: {first_line(exc)}"
-            raise InvalidInput(message, param=constraint.field) from None
+            raise _refused(constraint, exc) from None
         self.running[request] = sequence
+        if constraint is not None:
+            self.fresh.add(request)
 
     def _step(self) -> None:
-        self.pipeline.step()
+        try:
+            self.pipeline.step()
+        except RuntimeError as exc:
+            # GenAI compiles a new request's grammar inside its step (xgrammar): a regex it
+            # refuses (``a**``, ``(?P<x>a)``, which llguidance takes) raised here and failed
+            # every running request with a 424. `constraints.genai_refusal` keeps the refusals
+            # measured out; one it misses fails the new constrained requests with the 4xx naming
+            # their field (alone, the pipeline keeps serving; requests running beside it may
+            # still fail, GenAI's state after a failed step is its own).
+            fresh = [r for r in self.fresh if r in self.running]
+            self.fresh.clear()
+            if not fresh or "xgrammar" not in str(exc).lower():
+                raise
+            for request in fresh:
+                sequence = self.running.pop(request)
+                sequence.handle.cancel()
+                sequence.put(_refused(sequence.params.constraint, exc))
+                sequence.put(DONE)
+            return
+        self.fresh.clear()
         self._collect()
 
     def _config(self, params: GenerationParams) -> Any:
@@ -186,6 +214,15 @@ class GenAIEngine(EngineThread):
             sequence.put(error)
             sequence.put(DONE)
         self.running = {}
+
+
+def _refused(constraint: Any, exc: BaseException) -> InvalidInput:
+    """GenAI's grammar compiler's refusal as the 4xx naming the constraint's field (its
+    message without the C++ source path: ``[time] /path/regex_converter.cc:75: Regex ...``)."""
+    line = first_line(exc)
+    reason = re.split(r"\.(?:cc|h|cpp):\d+: ", line, maxsplit=1)[-1]
+    message = f"{constraint.field}: cannot be compiled: {reason}"
+    return InvalidInput(message, param=constraint.field)
 
 
 def _check_logprobs(params: GenerationParams) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
+import httpx
 import pytest
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
@@ -145,6 +147,45 @@ def test_bad_grammars_are_422_naming_the_field(tiny_server, path, grammar, field
     body = got.json()
     assert body["error_type"] == "validation"
     assert body["error"].startswith(f"{field}:"), body
+
+
+@pytest.mark.parametrize("pattern", ["a**", "(?P<x>a)"])
+def test_a_regex_only_genai_refuses_fails_alone(default_server, pattern) -> None:
+    """llguidance takes these; GenAI's compiler (inside its step, where a refusal broke the
+    requests running beside it) does not: the request is the 422 naming the field, refused
+    before GenAI sees it, and a request running beside it is untouched."""
+    import threading
+
+    with httpx.Client(base_url=default_server.base, timeout=300) as http:
+        beside: dict = {}
+
+        def run() -> None:
+            beside["got"] = http.post(
+                "/generate",
+                json={"inputs": "Tell me about Paris.", "parameters": {"max_new_tokens": 60}},
+            )
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.5)
+        got = http.post(
+            "/generate",
+            json={"inputs": "Hi", "parameters": {"grammar": {"type": "regex", "value": pattern}}},
+        )
+        thread.join()
+    assert got.status_code == 422, got.text
+    assert got.json()["error"].startswith("parameters.grammar: cannot be compiled: ")
+    assert "OpenVINO GenAI" in got.json()["error"]
+    assert beside["got"].status_code == 200, beside["got"].text
+    chat = http_post_chat(default_server, {"guided_regex": pattern})
+    assert chat.status_code == 400, chat.text
+    assert chat.json()["error"]["param"] == "guided_regex"
+
+
+def http_post_chat(server, extra: dict) -> httpx.Response:
+    body = {"model": "smollm2-135m-instruct", "messages": ASK, "max_tokens": 5, **extra}
+    with httpx.Client(base_url=server.base, timeout=300) as http:
+        return http.post("/v1/chat/completions", json=body)
 
 
 def test_a_bad_grammar_through_the_client_raises(tiny_tgi) -> None:

@@ -76,6 +76,34 @@ def test_constraints_too_costly_to_compile_are_refused(constraint, reason) -> No
     assert bad.value.param == constraint.field
 
 
+@pytest.mark.parametrize(
+    ("pattern", "refused"),
+    [
+        # each measured on GenAI 2026.4 (GenAI refuses the refused, serves the rest)
+        ("a**", True),
+        ("a{2}*", True),
+        ("(?P<x>a)", True),
+        ("(?i)a", True),
+        (r"\p{L}", True),
+        ("a|", True),
+        ("(|a)", True),
+        ("\\", True),
+        ("a*?", False),
+        ("a{2,3}?", False),
+        ("(?:ab)", False),
+        ("(?<x>a)", False),
+        ("[*+]{2}", False),
+        (r"\\", False),
+        ("(yes|no|maybe), [a-z]{1,8}!", False),
+    ],
+)
+def test_genai_refusals_are_caught_before_genai(pattern: str, refused: bool) -> None:
+    regex = constraints.Regex(type="regex", pattern=pattern)
+    assert (constraints.genai_refusal(regex) is not None) is refused
+    in_schema = schema({"type": "object", "properties": {"a": {"pattern": pattern}}})
+    assert (constraints.genai_refusal(in_schema) is not None) is refused
+
+
 def test_params_round_trip_as_a_dict() -> None:
     """The non-engine path hands params to a handler as keywords; the constraint survives."""
     params = GenerationParams(constraint=schema(SCHEMA), tools=[{"type": "function"}])
