@@ -4,8 +4,9 @@ answered through Ray's HTTP proxy by the openai SDK (embeddings, chat, streamed 
 (TEI's POST /embed, TGI's POST /generate).
 
 Every wait is bounded: the deployment within DEPLOY_TIMEOUT_S, each request within the client's
-timeout; the cluster is shut down in teardown. Measured on 2 busy cores: ~N s in all (Ray's head
-and Serve ~15 s, the replica's start ~10 s, the models' loads on first request).
+timeout; the cluster is shut down in teardown. Measured here on 2 cores shared with other test
+runs: 60 s for the module at load average 4 (Ray's head ~10 s, Serve and the replica 9 s, the
+first chat with SmolLM2's load 25 s), 140 s at load average 7.6 (deployed in 23 s).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from tests.packages import require
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-#: Ray's head and Serve start, the replica builds the app: measured ~30 s here; 4x for a busy box.
+#: Serve's start and the replica's (it builds the app): measured 9 s, and 23 s at load average
+#: 7.6 on 2 cores; the bound leaves room for a slower machine.
 DEPLOY_TIMEOUT_S = 180
 EMBEDDING, CHAT = "all-minilm-l6-v2", "smollm2-135m-instruct"
 
