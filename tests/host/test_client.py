@@ -222,6 +222,9 @@ def test_the_registry(control) -> None:
         assert priced.cost.hardware_hourly_usd == 0.5 and priced.tags == ["cpu"]
         assert client.registered_model("cls").cost.hardware_hourly_usd == 0.5
         assert client.delete_model("remote-gen").model_id == "remote-gen"
+        choice = client.select("text_classification", strategy="cost-optimized")
+        assert choice.selected.model_id == "cls" and choice.strategy == "cost-optimized"
+        assert [c.model_id for c in choice.candidates] == ["cls"]
         with pytest.raises(NotFoundError) as missing:
             client.update_model("nope", status="retired")
         with pytest.raises(UnprocessableEntityError) as out_of_range:
