@@ -313,6 +313,7 @@ examples:
   hfskills serve ./a ./b --config hfskills.toml    MODELs and a catalog file together
   hfskills serve ./base --lora-modules sql=./sql-lora    a LoRA adapter served as the model "sql"
   hfskills serve --config hfskills.toml            a catalog only (docs/configuration.md)
+  hfskills serve --ray --ray-replicas 1:4          on Ray Serve, 1-4 replicas (docs/ray.md)
 
 hub ids: with HF_HUB_OFFLINE=1 only the local HF cache is read; otherwise the hub gets one short
 probe, and an id that is neither cached nor reachable fails at once with one line.
