@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException
 
 from hfskills.skillset.runtime.errors import HFSkillsError
 
-from . import auth, errors, tracing
+from . import auth, errors, mcp_server, tracing
 from .config import Settings
 from .control.answer import AnswerHeaders
 from .control.gate import DeprecationNotices
@@ -67,6 +67,7 @@ from .state import Host
 def build_app(settings: Settings) -> Starlette:
     traces = tracing.setup(settings.tracing)  # None: tracing off (host/tracing.py)
     host = Host(settings)
+    mcp = mcp_server.build(settings)  # /mcp; None: off, or the mcp extra not installed
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -75,7 +76,8 @@ def build_app(settings: Settings) -> Starlette:
             host.preload_failures = await admin.preload(host)
         host.shadows.start()  # writes the shadow records every few seconds
         host.startup_complete = True  # /ready may answer 200 from now on
-        yield
+        async with mcp_server.lifespan(mcp):  # the MCP session manager's task group
+            yield
         host.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(host.shadows.close)  # the last write
         host.control.close()
@@ -99,7 +101,11 @@ def build_app(settings: Settings) -> Starlette:
         *compat.routes,  # POST /: TGI's and TEI's compat route (last: the root path)
     ]
     app = Starlette(
-        routes=[*routes, openapi_route(routes, list(host.catalog.names))],
+        routes=[
+            *routes,
+            openapi_route(routes, list(host.catalog.names)),
+            *([mcp.route] if mcp is not None else []),  # MCP describes itself: not in OpenAPI
+        ],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: errors.handle,

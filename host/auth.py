@@ -93,6 +93,8 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("GET", r"/models/.+/info", USER),  # loads the model
     ("POST", r"/(generate|generate_stream|embed)", USER),
     ("GET", r"/info", USER),  # loads the default model
+    # MCP (host/mcp_server.py): its tools run models; GET and DELETE answer a user 405
+    ("GET,POST,DELETE", r"/mcp", USER),
     # operations
     ("GET", r"/(health|ready|metrics)", READONLY),  # when not public
     ("GET", r"/openapi\.json", READONLY),

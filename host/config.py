@@ -411,6 +411,18 @@ class Settings(BaseSettings):
     )
     ssl_keyfile: Path | None = Field(None, description="the PEM private key of ssl_certfile")
 
+    # -- MCP (host/mcp_server.py, docs/api.md#mcp) ----------------------------------------------
+    mcp: bool = Field(
+        True,
+        description="serve the MCP endpoint /mcp (streamable HTTP; needs the mcp extra, else "
+        "off): tools list_models, chat, embed, infer, behind the same authentication",
+    )
+    mcp_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        description="Host headers /mcp answers (DNS-rebinding protection): host:port, or "
+        'host:* for any port; the address `host` names is added; ["*"]: any Host (behind a '
+        "proxy that checks it). Origin headers: these hosts over http(s), and cors_origins",
+    )
     # -- Ray Serve (hfskills serve --ray; host/ray_serve.py, docs/ray.md) ----------------------
     ray_min_replicas: int = Field(
         1, ge=0, description="Ray Serve: fewest replicas of the app (each a whole hfskills host)"
