@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -310,3 +311,16 @@ def test_mcp_off_has_no_route(serve, task_checkpoint) -> None:
     assert all(getattr(route, "path", "") != "/mcp" for route in server.app.routes)
     with server.client() as http:
         assert http.post("/mcp", json=INITIALIZE, headers=ACCEPT).status_code == 404
+
+
+def test_without_the_mcp_package_there_is_no_endpoint(monkeypatch, caplog) -> None:
+    """The SDK is imported lazily: a host without the ``mcp`` extra builds no ``/mcp``."""
+    from hfskills.host import mcp_server
+    from hfskills.host.config import load_settings
+
+    settings = load_settings(embedded_default=False)
+    assert mcp_server.build(settings) is not None
+    monkeypatch.setitem(sys.modules, "mcp.server.streamable_http_manager", None)  # not installed
+    with caplog.at_level("INFO", logger="hfskills.host"):
+        assert mcp_server.build(settings) is None
+    assert "pip install 'hfskills[mcp]'" in caplog.text
