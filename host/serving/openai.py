@@ -124,7 +124,7 @@ def _completion_logprobs(
 async def completions(
     service: InferenceService, body: oa.CompletionRequest, ctx: RequestContext, path: str
 ) -> oa.CompletionResponse | Response:
-    params = generation_params(body, COMPLETION_MAX_TOKENS)
+    params = await generation_params(body, COMPLETION_MAX_TOKENS)
     prompts = body.prompts()
     with client_words({**words("prompt", "max_tokens"), **COMPLETION_LOGPROBS}):
         if body.stream:
@@ -163,7 +163,7 @@ async def chat(
     ctx: RequestContext,
     path: str,
 ) -> oa.ChatCompletionResponse | Response:
-    params = generation_params(body, CHAT_MAX_TOKENS)
+    params = await generation_params(body, CHAT_MAX_TOKENS)
     with client_words({**words("messages", body.max_tokens_field()), **CHAT_LOGPROBS}):
         if body.stream:
             if body.n != 1:

@@ -165,7 +165,7 @@ async def chat(
 ) -> oa.ChatCompletionResponse | Response:
     """Text chat's answer (`host.serving.openai.chat`, through the same `host.serving.chat`
     pieces), with a conversation of images."""
-    params = generation_params(body, CHAT_MAX_TOKENS)
+    params = await generation_params(body, CHAT_MAX_TOKENS)
     for name in ("constraint", "tools"):
         if getattr(params, name, None):
             raise APIError(
