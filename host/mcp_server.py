@@ -235,11 +235,17 @@ def _server() -> "MCPServer":
     from mcp.server.mcpserver import Context
     from mcp.server.mcpserver.exceptions import ToolError as Failed  # an isError result
 
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
     server = MCPServer(
         "hfskills",
         instructions="Models served by hfskills: list_models names them and their tasks; chat, "
         "embed and infer run them.",
     )
+    # its constructor calls logging.basicConfig: with no logging set up yet (build_app outside
+    # `hfskills serve`, e.g. in tests) that added a RichHandler at INFO to the root logger;
+    # the host's logging is logs.py's alone
+    root.handlers[:], root.level = kept
 
     @server.tool()
     async def list_models(ctx: Context) -> ModelList:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -314,13 +315,19 @@ def test_mcp_off_has_no_route(serve, task_checkpoint) -> None:
 
 
 def test_without_the_mcp_package_there_is_no_endpoint(monkeypatch, caplog) -> None:
-    """The SDK is imported lazily: a host without the ``mcp`` extra builds no ``/mcp``."""
+    """The SDK is imported lazily: a host without the ``mcp`` extra builds no ``/mcp``; with
+    it, building the endpoint leaves the root logger as it was."""
     from hfskills.host import mcp_server
     from hfskills.host.config import load_settings
 
     settings = load_settings(embedded_default=False)
-    assert mcp_server.build(settings) is not None
-    monkeypatch.setitem(sys.modules, "mcp.server.streamable_http_manager", None)  # not installed
-    with caplog.at_level("INFO", logger="hfskills.host"):
-        assert mcp_server.build(settings) is None
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "mcp.server.streamable_http_manager", None)  # not installed
+        with caplog.at_level("INFO", logger="hfskills.host"):
+            assert mcp_server.build(settings) is None
     assert "pip install 'hfskills[mcp]'" in caplog.text
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # logging not set up yet (pytest's set aside)
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    assert mcp_server.build(settings) is not None
+    assert (root.handlers, root.level) == ([], logging.WARNING)  # the SDK's basicConfig undone
