@@ -246,6 +246,8 @@ def _server() -> "MCPServer":
     # `hfskills serve`, e.g. in tests) that added a RichHandler at INFO to the root logger;
     # the host's logging is logs.py's alone
     root.handlers[:], root.level = kept
+    if root.getEffectiveLevel() > logging.DEBUG:  # "Terminating session: None" at INFO: one
+        logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)  # per POST
 
     @server.tool()
     async def list_models(ctx: Context) -> ModelList:
