@@ -182,6 +182,35 @@ def test_the_wheel_is_built_from_every_folder_pyproject_maps(dockerfile: Path) -
     assert "tests" not in copied and not {"tests", ".venv", "deploy"} & dockerignore_includes()
 
 
+def test_the_wheel_holds_every_package_and_data_file() -> None:
+    """The images install a wheel, not the editable checkout the tests run: a package folder
+    missing from pyproject.toml's explicit ``packages`` list is missing from the image (host/
+    safety and host/serving were: the image's first import failed), and so is a data file that
+    no ``package-data`` glob names."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {Path(d): name for name, d in setuptools["package-dir"].items()}
+    roots = {d for d in folders if not any(d != o and d.is_relative_to(o) for o in folders)}
+    found: dict[str, Path] = {}
+    for root in roots:
+        for init in (REPO / root).rglob("__init__.py"):
+            folder = init.parent.relative_to(REPO)
+            if "__pycache__" not in folder.parts:
+                base = max(
+                    (d for d in folders if folder.is_relative_to(d)), key=lambda d: len(d.parts)
+                )
+                rest = folder.relative_to(base).parts
+                found[".".join((folders[base], *rest))] = folder
+    missing = sorted(set(found) - set(setuptools["packages"]))
+    assert not missing, f"pyproject.toml's packages leaves out {missing}"
+    for name, folder in found.items():
+        data = [
+            p for p in (REPO / folder).iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")
+        ]
+        globs = setuptools.get("package-data", {}).get(name, [])
+        for path in data:
+            assert any(path.match(g) for g in globs), f"no package-data glob ships {path}"
+
+
 def wheel_extras(dockerfile: Path) -> list[str]:
     (extras,) = re.findall(r'"\$1\[([a-z0-9,-]+)\]"', dockerfile.read_text())
     return extras.split(",")
