@@ -285,6 +285,10 @@ def test_the_catalog_configmap_is_a_catalog_hfskills_accepts(name: str, tmp_path
     assert len(settings.models) == 2 and {r.name for r in settings.routes} == {"chat", "embed"}
     for route in settings.routes:
         assert {t.model for t in route.targets} <= served
+    # /mcp answers the names the pods are reached by (its Host check refuses others: 421)
+    host = one(docs, "Ingress")["spec"]["rules"][0]["host"]
+    service = one(docs, "Service")["metadata"]["name"]
+    assert {host, service, f"{service}:*"} <= set(settings.mcp_allowed_hosts)
     if name == "gpu":
         (vllm,) = [m for m in settings.models if m.options.get("engine") == "vllm"]
         assert vllm.hardware == ["cuda"]
