@@ -22,7 +22,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -147,6 +147,13 @@ class Metrics:
             self.queue_depth.labels(priority=priority).set(0)
         self.cache_hit_ratio.set(0)
         self.response_cache_hit_ratio.set(0)
+
+    def declare_models(self, names: Iterable[str]) -> None:
+        """Each served model's ``requests_running`` series, at 0 before its first request: an
+        autoscaler reading it (deploy/k8s: the HPA through prometheus-adapter) sees a new pod
+        as idle, not as missing data."""
+        for name in names:
+            self.running.labels(model=name).set(0)
 
     # -- the request path ----------------------------------------------------------------------
 

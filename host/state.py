@@ -61,6 +61,9 @@ class Host:
         self.registry = discover(s.skills_dirs, builtin=s.builtin_skills)
         self.catalog = catalog_mod.build(s, self.registry)
         self.metrics = Metrics()
+        self.metrics.declare_models(
+            name for m in self.catalog.models.values() for name in (m.name, *m.adapters)
+        )
         self.hardware = HardwareManager()
         self.executor = ThreadPoolExecutor(s.workers, thread_name_prefix="hfskills-worker")
         policy = workers.Policy(

@@ -328,3 +328,18 @@ def test_models_command_shows_adapters_and_their_hardware(
     line = capsys.readouterr().out.strip()
     assert "(LoRA adapters: sql)" in line
     assert "cpu (torch)" in line and "openvino" not in line  # openvino skipped: no adapters
+
+
+def test_every_served_name_has_a_running_series_before_its_first_request(
+    serve: Any, lora: dict[str, Path]
+) -> None:
+    """An autoscaler on hfskills_requests_running (deploy/k8s) reads 0 for a fresh pod."""
+    adapters = {"sql": str(lora["sql"])}
+    server = serve(
+        models=[entry("fresh", lora["base"], hardware=["cpu"], adapters=adapters)],
+        embedded_default=False,
+    )
+    with server.client() as http:
+        text = http.get("/metrics").text
+    for name in ("fresh", "sql"):
+        assert f'hfskills_requests_running{{model="{name}"}} 0.0' in text, name
