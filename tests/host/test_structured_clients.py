@@ -1,7 +1,8 @@
 """Structured outputs and tools through the clients agents use, against a real server on the
 embedded SmolLM2: LangChain's ``ChatOpenAI`` (``bind_tools(...).invoke``,
 ``with_structured_output``, ``stream``: a call's arguments arrive in pieces and add up to the
-call ``invoke`` gets) and pydantic-ai's agent (tool and native output)."""
+call ``invoke`` gets), pydantic-ai's agent (tool and native output), and LangChain's
+``OpenAIEmbeddings`` on all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -116,3 +117,29 @@ def test_pydantic_ai(base, output) -> None:
     )
     result = agent.run_sync("Give the capital of France as JSON.")
     assert isinstance(result.output, City)
+
+
+def test_langchain_openai_embeddings(base) -> None:
+    """LangChain's ``OpenAIEmbeddings`` (``check_embedding_ctx_length=False``: texts, not
+    tiktoken ids) gets the vectors ``/v1/embeddings`` gives, for documents and a query."""
+    import numpy as np
+    import openai
+
+    langchain_openai = pytest.importorskip("langchain_openai")
+    embeddings = langchain_openai.OpenAIEmbeddings(
+        base_url=base,
+        api_key="unused",
+        model="all-minilm-l6-v2",
+        check_embedding_ctx_length=False,
+        max_retries=0,
+    )
+    texts = ["The cat sat on the mat.", "Paris is the capital of France."]
+    documents = embeddings.embed_documents(texts)
+    query = embeddings.embed_query("Which city is France's capital?")
+    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+    direct = client.embeddings.create(model="all-minilm-l6-v2", input=texts)
+    assert len(documents) == 2 and len(documents[0]) == 384 and len(query) == 384
+    for got, want in zip(documents, direct.data, strict=True):
+        np.testing.assert_allclose(got, want.embedding, atol=1e-6)
+    scores = [float(np.dot(query, d)) for d in documents]
+    assert scores[1] > scores[0]  # the query is about the second text
