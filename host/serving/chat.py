@@ -47,6 +47,14 @@ async def generation_params(body: oa.SamplingRequest, default: int) -> Generatio
         if isinstance(body, oa.ChatCompletionRequest):
             mode = body.tool_mode()
             if mode not in (None, "auto"):  # required or named: the calls' schema
+                if generation.constraint is not None:  # one answer, one grammar
+                    raise APIError(
+                        400,
+                        f"tool_choice: {mode!r} holds the answer to the tools' calls, so it "
+                        "cannot also follow response_format or a guided_*/structured_outputs "
+                        "constraint; send one of them",
+                        param="tool_choice",
+                    )
                 constraint = tools.call_constraint(
                     body.tools or [], mode, body.parallel_tool_calls is not False
                 )

@@ -469,6 +469,20 @@ def test_required_stream_matches_the_whole_answer_however_split() -> None:
             None,
         ),
         ({"tool_choice": "required"}, 422, None),
+        (  # the calls' schema and another constraint: one answer has one grammar
+            {"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}},
+            400,
+            "tool_choice",
+        ),
+        (
+            {
+                "tools": TOOLS,
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+                "guided_regex": "[a-z]+",
+            },
+            400,
+            "tool_choice",
+        ),
         ({"tools": [TOOLS[0], TOOLS[0]]}, 422, None),
     ],
 )
