@@ -53,6 +53,7 @@ def _settings(args: argparse.Namespace):
         ssl_certfile=getattr(args, "ssl_certfile", None),
         ssl_keyfile=getattr(args, "ssl_keyfile", None),
         **_ray_replicas(getattr(args, "ray_replicas", None)),
+        ray_per_model=True if getattr(args, "ray_per_model", False) else None,
     )
     return with_positional(
         settings,
@@ -436,6 +437,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="MIN:MAX",
         help="with --ray: the autoscaler's fewest and most replicas, e.g. 1:4, or N for N:N "
         "(default 1:1; settings ray_min_replicas, ray_max_replicas)",
+    )
+    s.add_argument(
+        "--ray-per-model",
+        action="store_true",
+        help="with --ray: each model a deployment of its own, with its own replicas and "
+        "autoscaling, behind the app's (setting ray_per_model)",
     )
     s.set_defaults(run=serve)
     m = sub.add_parser(

@@ -445,6 +445,12 @@ class Settings(BaseSettings):
         description="Ray Serve: most requests in flight on one replica; more wait in Ray's "
         "proxy (Ray's own default, 5, would cap the batches a replica forms)",
     )
+    ray_per_model: bool = Field(
+        False,
+        description="Ray Serve: each catalog model a deployment of its own, autoscaled on its "
+        "own requests, behind the app's deployment (host/ray_models.py); off: each replica of "
+        "the app is a whole host",
+    )
     ray_num_cpus: float = Field(1, ge=0, description="Ray Serve: CPUs each replica reserves")
     ray_num_gpus: float = Field(
         0, ge=0, description="Ray Serve: GPUs each replica reserves (1 places it on a GPU node)"

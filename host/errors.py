@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from hfskills.skillset.runtime.errors import HFSkillsError
+from hfskills.skillset.runtime.errors import HFSkillsError, rebuild
 
 log = logging.getLogger("hfskills.host")
 
@@ -107,6 +107,10 @@ class APIError(Exception):
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole, as `HFSkillsError` is (it crosses Ray's processes)."""
+        return (rebuild, (type(self), self.args, self.__dict__))
 
 
 #: vLLM's routes outside ``/v1/``: they answer in OpenAI's shape, as vLLM does.

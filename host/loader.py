@@ -15,6 +15,8 @@
 - A remote model (the registry's provider ``openai``, host/control/remote.py) "loads" as a
   client to its server: no weights, no memory, never evicted. When the catalog replaces or
   drops models (`Catalog.generation`), the next request first unloads what it held of them.
+- On Ray Serve with a deployment per model, a model of ``ray_models`` "loads" as its
+  deployment's handle (host/ray_models.py): its weights and memory are on its own replicas.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ class ModelLoader:
         #: The registry's gate (host/control/gate.py): refuses a retired model, notes a
         #: deprecated one; one dict lookup per request.
         self.gate: Gate | None = None
+        #: On Ray Serve with a deployment per model (host/ray_models.py): the application's
+        #: name and the models whose weights are on their own deployments, not here.
+        self.ray_app: str | None = None
+        self.ray_models: frozenset[str] = frozenset()
 
     def resolve(self, name: str, task: str | None = None) -> tuple[ServedModel, str]:
         """The model behind a name or alias, and the task (default: its first)."""
@@ -219,6 +225,13 @@ class ModelLoader:
         try:
             if model.remote is not None:  # a client to its server (control/remote.py)
                 endpoint, handler, worker = remote.connect(model, task)
+            elif model.name in self.ray_models:  # its own Ray Serve deployment
+                from . import ray_models
+
+                assert self.ray_app is not None
+                endpoint, handler, worker = await ray_models.connect(
+                    model, task, self.ray_app, self.executor
+                )
             else:
                 endpoint = await tracing.in_thread(self.executor, self._load, model, task)
                 handler = model.skill.cls().handler(endpoint)

@@ -14,14 +14,12 @@ replicas, aiming at ``ray_target_ongoing_requests`` in flight per replica, at mo
 batches it forms: ``max_batch_sequences`` 32). Each replica reserves ``ray_num_cpus`` and
 ``ray_num_gpus`` of the cluster's resources, which is how Ray places replicas on GPU nodes.
 
-Why one deployment for the app, not one per model or model multiplexing: clients name the
-model in the JSON body (``model``), and the host resolves it through aliases, routes,
-strategies and versions (host/control). Ray's multiplexing routes by the
-``serve_multiplexed_model_id`` header, which the OpenAI SDK and the HF clients never send, and a
-deployment per model would need a router deployment that parses every body and re-implements
-that resolution: a home-made distribution layer. One deployment keeps the routes unchanged; a
-replica loads models on first use under its own memory budget (``memory_budget_bytes``, which
-each replica computes from its node's memory unless set).
+With ``ray_per_model`` (``--ray-per-model``) each catalog model is a deployment of its own
+(host/ray_models.py: its weights and worker, scaled on its own ongoing requests), bound to the
+app's deployment, whose replicas then hold no weights. Ray's model multiplexing is not used:
+it routes by the ``serve_multiplexed_model_id`` header, which the OpenAI SDK and the HF
+clients never send; they name the model in the body, which the host resolves through aliases,
+routes, strategies and versions (host/control) before a model's deployment is called.
 
 `ray` is imported lazily: the host runs without it, and ``--ray`` without it is one line
 naming ``pip install 'hfskills[ray]'``.
@@ -64,39 +62,90 @@ def _serve() -> Any:
     return serve
 
 
-def app_builder(settings: Settings) -> Callable[[], Starlette]:
+def app_builder(
+    settings: Settings, app_name: str = APP_NAME, models: frozenset[str] = frozenset()
+) -> Callable[[], Starlette]:
     """The function `serve.ingress` calls on each replica to build the app there (a closure:
-    Ray pickles it with the settings, and calls it once per replica)."""
+    Ray pickles it with the settings, and calls it once per replica). ``models``: those on
+    deployments of their own (``ray_per_model``), which the app's loader connects to instead
+    of loading (host/ray_models.py)."""
 
     def build() -> Starlette:
         from .app import build_app
 
-        return build_app(settings)
+        app = build_app(settings)
+        if models:  # before the lifespan, whose preload would load them here
+            app.state.host.loader.ray_app = app_name
+            app.state.host.loader.ray_models = models
+        return app
 
     return build
 
 
 class HFSkillsIngress:
     """The deployment's class: empty, as `serve.ingress` wraps it with the app that
-    `app_builder` builds on the replica (an ingress class may not define ``__call__``)."""
+    `app_builder` builds on the replica (an ingress class may not define ``__call__``). With a
+    deployment per model, it is bound to theirs, so Ray deploys them with it (the app reaches
+    them by name: `ray_models.connect`)."""
+
+    def __init__(self, *models: Any) -> None:
+        self.models = models
 
 
-def deployment(settings: Settings) -> Any:
-    """The Ray Serve deployment of hfskills: the app as ASGI ingress, autoscaled on ongoing
-    requests, each replica reserving ``ray_num_cpus`` and ``ray_num_gpus``."""
-    serve = _serve()
-    ingress = serve.ingress(app_builder(settings))(HFSkillsIngress)
-    return serve.deployment(
-        ingress,
-        name=DEPLOYMENT_NAME,
-        autoscaling_config={
+def _scaling(settings: Settings) -> dict[str, Any]:
+    """Ray's autoscaling on ongoing requests, as the settings say (each deployment its own)."""
+    return {
+        "autoscaling_config": {
             "min_replicas": settings.ray_min_replicas,
             "max_replicas": settings.ray_max_replicas,
             "target_ongoing_requests": settings.ray_target_ongoing_requests,
         },
-        max_ongoing_requests=settings.ray_max_ongoing_requests,
-        ray_actor_options={"num_cpus": settings.ray_num_cpus, "num_gpus": settings.ray_num_gpus},
+        "max_ongoing_requests": settings.ray_max_ongoing_requests,
+    }
+
+
+def deployment(
+    settings: Settings, app_name: str = APP_NAME, models: frozenset[str] = frozenset()
+) -> Any:
+    """The Ray Serve deployment of hfskills: the app as ASGI ingress, autoscaled on ongoing
+    requests, each replica reserving ``ray_num_cpus`` and ``ray_num_gpus`` (no GPU when the
+    models are on deployments of their own)."""
+    serve = _serve()
+    ingress = serve.ingress(app_builder(settings, app_name, models))(HFSkillsIngress)
+    gpus = 0 if models else settings.ray_num_gpus
+    return serve.deployment(
+        ingress,
+        name=DEPLOYMENT_NAME,
+        ray_actor_options={"num_cpus": settings.ray_num_cpus, "num_gpus": gpus},
+        **_scaling(settings),
     )
+
+
+def graph(settings: Settings, app_name: str = APP_NAME) -> Any:
+    """The bound application: the app's deployment, and with ``ray_per_model`` one
+    `ray_models.ModelServer` deployment per catalog model, bound to it."""
+    if not settings.ray_per_model:
+        return deployment(settings, app_name).bind()
+    serve = _serve()
+    from . import catalog as catalog_mod
+    from . import ray_models
+    from .discovery import discover
+
+    registry = discover(settings.skills_dirs, builtin=settings.builtin_skills)
+    names = sorted(catalog_mod.build(settings, registry).models)
+    servers = [
+        serve.deployment(
+            ray_models.ModelServer,
+            name=ray_models.deployment_name(name),
+            ray_actor_options={
+                "num_cpus": settings.ray_num_cpus,
+                "num_gpus": settings.ray_num_gpus,
+            },
+            **_scaling(settings),
+        ).bind(settings, name)
+        for name in names
+    ]
+    return deployment(settings, app_name, frozenset(names)).bind(*servers)
 
 
 def application(args: dict[str, str]) -> Any:
@@ -106,7 +155,7 @@ def application(args: dict[str, str]) -> Any:
     where the builder runs."""
     from .config import load_settings
 
-    return deployment(load_settings(args.get("config"))).bind()
+    return graph(load_settings(args.get("config")))
 
 
 def deploy(settings: Settings, *, name: str = APP_NAME) -> str:
@@ -122,7 +171,7 @@ def deploy(settings: Settings, *, name: str = APP_NAME) -> str:
             "ssl_keyfile": str(settings.ssl_keyfile),
         }
     serve.start(http_options=http)
-    serve.run(deployment(settings).bind(), name=name, route_prefix="/")
+    serve.run(graph(settings, name), name=name, route_prefix="/")
     scheme = "https" if settings.ssl_certfile is not None else "http"
     return f"{scheme}://{settings.host}:{settings.port}"
 

@@ -39,6 +39,22 @@ def default_budget() -> int:
     return int(available * 0.8)
 
 
+def policy_of(s: Settings) -> workers.Policy:
+    """The settings that shape workers (host/workers.py)."""
+    return workers.Policy(
+        continuous_batching=s.continuous_batching,
+        max_batch_sequences=s.max_batch_sequences,
+        max_batch_size=s.max_batch_size,
+        max_batch_tokens=s.max_batch_tokens,
+        batch_wait_s=s.batch_wait_ms / 1000,
+    )
+
+
+def budget_of(s: Settings) -> int:
+    """The loader's memory budget: the setting, else `default_budget`."""
+    return s.memory_budget_bytes if s.memory_budget_bytes is not None else default_budget()
+
+
 def limits_of(s: Settings, metrics: Metrics) -> Limits | None:
     """The settings' limits (host/limits.py), None when every one is off and no key can bring
     its own (authentication is off)."""
@@ -66,21 +82,13 @@ class Host:
         )
         self.hardware = HardwareManager()
         self.executor = ThreadPoolExecutor(s.workers, thread_name_prefix="hfskills-worker")
-        policy = workers.Policy(
-            continuous_batching=s.continuous_batching,
-            max_batch_sequences=s.max_batch_sequences,
-            max_batch_size=s.max_batch_size,
-            max_batch_tokens=s.max_batch_tokens,
-            batch_wait_s=s.batch_wait_ms / 1000,
-        )
-        budget = s.memory_budget_bytes
         self.loader = ModelLoader(
             self.catalog,
             self.hardware.load,
             self.executor,
             self.metrics,
-            budget if budget is not None else default_budget(),
-            policy,
+            budget_of(s),
+            policy_of(s),
         )
         self.scheduler = Scheduler(
             self.metrics,

@@ -6,6 +6,8 @@ maps any of them to an API error body without a lookup table of its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HFSkillsError(Exception):
     """Base class: a clear, user-facing message; never a traceback for the client."""
@@ -17,6 +19,20 @@ class HFSkillsError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its class, message and attributes, whatever its ``__init__`` takes
+        (`ContextLengthError`'s numbers): an error crosses processes whole (a model's own
+        Ray Serve deployment, host/ray_models.py; Ray could not rebuild it before)."""
+        return (rebuild, (type(self), self.args, self.__dict__))
+
+
+def rebuild(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """An exception from its class, args and attributes, without its ``__init__``."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class HardwareUnavailable(HFSkillsError):

