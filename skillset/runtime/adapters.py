@@ -57,11 +57,11 @@ def served(model: Any) -> frozenset[str]:
     return frozenset(getattr(model, "peft_config", None) or ())
 
 
-def forward_kwargs(model: Any, names: Iterable[str | None]) -> dict[str, Any]:
-    """The keyword that routes a batch's rows to their adapters (``names``: one per row, None
-    for the base): empty when no row asks for one on a model without adapters."""
+def forward_kwargs(loaded: frozenset[str], names: Iterable[str | None]) -> dict[str, Any]:
+    """The keyword that routes a batch's rows to their adapters (``loaded``: the model's, as
+    `served` reads them once at load; ``names``: one per row, None for the base): empty when
+    no row asks for one on a model without adapters."""
     rows = list(names)
-    loaded = served(model)
     if not loaded:
         asked = next((n for n in rows if n is not None), None)
         if asked is not None:

@@ -48,6 +48,7 @@ class DecodeEngine(EngineThread):
         self.eos_ids = stop_ids(gen, tokenizer)
         self.limit = context_limit(tokenizer, model.config)  # prompt + generated tokens
         self.default_repetition_penalty = getattr(gen, "repetition_penalty", None)
+        self.adapters = adapters.served(model)  # read once: each step routes rows by it
         self.running: list[Sequence] = []
         self.cache: Any = None  # DynamicCache for the running batch
         self.mask: Any = None  # [batch, length] attention mask (0 = left padding)
@@ -78,7 +79,7 @@ class DecodeEngine(EngineThread):
                 sequence.generator.manual_seed(params.seed)
             else:
                 sequence.generator.seed()
-        lora = adapters.forward_kwargs(self.model, [params.adapter])
+        lora = adapters.forward_kwargs(self.adapters, [params.adapter])
         out = self.model(input_ids=ids, use_cache=True, **lora)
         if params.prompt_logprobs is not None:  # every position's logits, from this prefill
             sequence.text.prompt_logprobs = prompt_logprobs(
@@ -123,7 +124,7 @@ class DecodeEngine(EngineThread):
             past_key_values=self.cache,
             use_cache=True,
             # each row its own LoRA adapter, in one step (peft's mixed batches: adapters.py)
-            **adapters.forward_kwargs(self.model, [s.params.adapter for s in self.running]),
+            **adapters.forward_kwargs(self.adapters, [s.params.adapter for s in self.running]),
         )
         self.cache, self.mask = out.past_key_values, mask
         running = list(self.running)  # _emit may retire rows while we walk them

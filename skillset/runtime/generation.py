@@ -293,6 +293,7 @@ class TextGenerator:
     def __init__(self, model: Any, tokenizer: Any, device: str, *, decoder_only: bool) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.decoder_only = decoder_only
+        self.adapters = adapters.served(model)  # LoRA adapters on it (adapters.py)
         self.eos_ids = stop_ids(getattr(model, "generation_config", None), tokenizer)
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
@@ -430,7 +431,7 @@ class TextGenerator:
     def _adapter(self, batch: dict[str, Any], params: GenerationParams) -> dict[str, Any]:
         """Every row of a batch runs ``params.adapter`` (a batch shares its params)."""
         rows = len(next(iter(batch.values())))
-        return adapters.forward_kwargs(self.model, [params.adapter] * rows)
+        return adapters.forward_kwargs(self.adapters, [params.adapter] * rows)
 
     # -- batch -------------------------------------------------------------------------------
     def generate(self, batch: dict[str, Any], params: GenerationParams) -> list[dict[str, Any]]:
