@@ -43,23 +43,25 @@ def make_adapters(count: int, rank: int, root: Path) -> dict[str, str]:
 
     gguf = bc.smollm_gguf()
     adapters = {}
+    base = None  # the GGUF dequantized once (15 s): each adapter added to it, then unloaded
     for i in range(1, count + 1):
-        target = root / f"adapter-{i}"
-        adapters[f"adapter-{i}"] = str(target)
+        target = adapters[f"adapter-{i}"] = root / f"adapter-{i}"
         if (target / "adapter_config.json").is_file():
             continue
+        if base is None:
+            base = transformers.AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
         torch.manual_seed(i)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
         config = LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGETS, lora_dropout=0.0)
-        peft_model = get_peft_model(model, config)
+        peft_model = get_peft_model(base, config)
         with torch.no_grad():  # B starts at zero (no effect): give it small random weights
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
                     param.normal_(0.0, 0.01)
         peft_model.save_pretrained(target)
-    return adapters
+        base = peft_model.unload()  # the base again, without this adapter's layers
+    return {name: str(target) for name, target in adapters.items()}
 
 
 def catalog(adapters: dict[str, str]) -> str:
